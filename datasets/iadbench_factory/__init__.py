@@ -1,0 +1,1 @@
+"""iadbench_factory plugin for iadbench."""

@@ -1,0 +1,1 @@
+"""iadbench_folder plugin for iadbench."""

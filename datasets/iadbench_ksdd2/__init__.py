@@ -1,0 +1,1 @@
+"""iadbench_ksdd2 plugin for iadbench."""

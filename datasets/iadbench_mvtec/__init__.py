@@ -1,0 +1,1 @@
+"""iadbench_mvtec plugin for iadbench."""

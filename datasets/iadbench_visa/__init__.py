@@ -1,0 +1,1 @@
+"""iadbench_visa plugin for iadbench."""

@@ -1,0 +1,232 @@
+"""Finding plugins (entry points of group ``iadbench``) and building the registry.
+
+Built-in plugins are entry points like any third-party one. A plugin that fails to
+import or to register is recorded as broken and warned about, never a dead CLI;
+``IADBENCH_STRICT_PLUGINS=1`` makes that fatal.
+
+Environment:
+  IADBENCH_STRICT_PLUGINS=1     a broken plugin raises instead of warning
+  IADBENCH_BLOCK_PLUGINS=a,b    never load these entry points
+  IADBENCH_PLUGINS=a,b          load only these entry points (allow-list)
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import pluggy
+
+from iadbench import hookspecs
+from iadbench.errors import PluginError, UnknownNameError
+from iadbench.types import DatasetSpec, DetectorSpec, MetricSpec
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+def strict_plugins() -> bool:
+    return os.environ.get("IADBENCH_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    version: str | None
+    status: str  # "ok", "broken", "blocked"
+    error: str | None = None
+    provides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, by name."""
+
+    detectors: dict[str, DetectorSpec] = field(default_factory=dict)
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    metrics: dict[str, MetricSpec] = field(default_factory=dict)
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    manager: pluggy.PluginManager | None = None
+
+    def detector(self, name: str) -> DetectorSpec:
+        return _lookup(self.detectors, name, "detector")
+
+    def dataset(self, name: str) -> DatasetSpec:
+        return _lookup(self.datasets, name, "dataset")
+
+    def metric(self, name: str) -> MetricSpec:
+        return _lookup(self.metrics, name, "metric")
+
+
+def _lookup(table: dict[str, Any], name: str, kind: str) -> Any:
+    try:
+        return table[name]
+    except KeyError:
+        known = ", ".join(sorted(table)) or "none"
+        raise UnknownNameError(f"unknown {kind} '{name}' (known: {known})") from None
+
+
+def _problem(plugin: str, message: str) -> None:
+    if strict_plugins():
+        raise PluginError(f"plugin '{plugin}': {message}")
+    warnings.warn(f"iadbench plugin '{plugin}' is broken: {message}", stacklevel=3)
+
+
+def make_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
+    """Load every allowed entry point (plus ``extra_plugins``, name -> module or
+    object, which tests use) and collect what they register."""
+    pm = make_manager()
+    registry = Registry(manager=pm)
+    allow = _env_list("IADBENCH_PLUGINS")
+    block = _env_list("IADBENCH_BLOCK_PLUGINS") or set()
+
+    candidates: list[tuple[str, Callable[[], object], str, str | None]] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        version = ep.dist.version if ep.dist is not None else None
+        candidates.append((ep.name, ep.load, ep.value, version))
+    for name, obj in (extra_plugins or {}).items():
+        candidates.append((name, lambda obj=obj: obj, getattr(obj, "__name__", repr(obj)), None))
+
+    for name, load, module, version in candidates:
+        if name in registry.plugins:
+            continue  # the same distribution seen twice on sys.path
+        info = PluginInfo(name=name, module=module, version=version, status="ok")
+        registry.plugins[name] = info
+        if name in block or (allow is not None and name not in allow):
+            info.status = "blocked"
+            continue
+        try:
+            plugin = load()
+            pm.register(plugin, name=name)
+        except Exception as exc:  # a plugin's import error must not kill the CLI
+            info.status, info.error = "broken", f"{type(exc).__name__}: {exc}"
+            _problem(name, info.error)
+            continue
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        # A misspelt hookimpl: find whose it is, mark it broken, drop it.
+        culprit = getattr(exc, "plugin", None)
+        name = pm.get_name(culprit) if culprit is not None else None
+        if name in registry.plugins:
+            registry.plugins[name].status = "broken"
+            registry.plugins[name].error = str(exc)
+            pm.unregister(culprit)
+        _problem(name or "?", str(exc))
+        # Other plugins may also be pending; check again until clean.
+        return _finish_pending(pm, registry)
+
+    _collect(pm, registry)
+    return registry
+
+
+def _finish_pending(pm: pluggy.PluginManager, registry: Registry) -> Registry:
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            culprit = exc.plugin
+            name = pm.get_name(culprit)
+            registry.plugins[name].status = "broken"
+            registry.plugins[name].error = str(exc)
+            pm.unregister(culprit)
+            _problem(name, str(exc))
+    _collect(pm, registry)
+    return registry
+
+
+def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
+    """Call each plugin's register hooks one plugin at a time, so a plugin that
+    raises while registering is marked broken alone."""
+    kinds = (
+        ("register_detectors", DetectorSpec, registry.detectors),
+        ("register_datasets", DatasetSpec, registry.datasets),
+        ("register_metrics", MetricSpec, registry.metrics),
+    )
+    for plugin_name, plugin in list(pm.list_name_plugin()):
+        info = registry.plugins.get(plugin_name)
+        staged: list[tuple[dict, Any]] = []
+        try:
+            for hook_name, spec_type, table in kinds:
+                impl = getattr(plugin, hook_name, None)
+                if impl is None or not _is_hookimpl(pm, plugin, hook_name):
+                    continue
+
+                def register(spec: Any, spec_type=spec_type, table=table) -> None:
+                    if not isinstance(spec, spec_type):
+                        raise PluginError(
+                            f"registered {type(spec).__name__}, expected {spec_type.__name__}"
+                        )
+                    staged.append((table, spec))
+
+                impl(register=register)
+            for table, spec in staged:
+                if spec.name in table:
+                    raise PluginError(
+                        f"'{spec.name}' is already registered by plugin '{table[spec.name].plugin}'"
+                    )
+        except Exception as exc:
+            if info is not None:
+                info.status, info.error = "broken", f"{type(exc).__name__}: {exc}"
+            pm.unregister(plugin)
+            _problem(plugin_name, f"{type(exc).__name__}: {exc}")
+            continue
+        for table, spec in staged:
+            spec.plugin = plugin_name
+            table[spec.name] = spec
+            if info is not None:
+                info.provides.append(spec.name)
+
+
+def _is_hookimpl(pm: pluggy.PluginManager, plugin: object, hook_name: str) -> bool:
+    caller = getattr(pm.hook, hook_name)
+    return any(impl.plugin is plugin for impl in caller.get_hookimpls())
+
+
+def register_commands(registry: Registry, app: Any) -> None:
+    """Let plugins add CLI commands; a plugin that fails here is warned about."""
+    assert registry.manager is not None
+    for plugin_name, plugin in list(registry.manager.list_name_plugin()):
+        if not _is_hookimpl(registry.manager, plugin, "register_commands"):
+            continue
+        try:
+            plugin.register_commands(app=app)
+        except Exception as exc:
+            info = registry.plugins.get(plugin_name)
+            if info is not None:
+                info.status, info.error = "broken", f"{type(exc).__name__}: {exc}"
+            _problem(plugin_name, f"register_commands: {type(exc).__name__}: {exc}")
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = load_registry()
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    global _REGISTRY
+    _REGISTRY = None

@@ -1,0 +1,1 @@
+"""iadbench_anomalib plugin for iadbench."""

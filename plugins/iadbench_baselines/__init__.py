@@ -1,0 +1,1 @@
+"""Simple baselines that need no pretrained weights: the floor a method must beat."""

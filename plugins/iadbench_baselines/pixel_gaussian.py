@@ -1,0 +1,60 @@
+"""Per-pixel Gaussian on blurred colours: each pixel position keeps the mean and
+standard deviation of the good images; a test pixel scores its squared z-distance.
+
+It needs aligned parts (objects photographed in the same pose) and fails on textures
+that shift, which is the point of a floor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from iadbench.api import Detector, FitContext, Prediction
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    return x
+
+
+class PixelGaussian(Detector):
+    name = "pixel_gaussian"
+
+    def __init__(self, input_size: int = 128, blur_sigma: float = 2.0, min_std: float = 0.02):
+        super().__init__(input_size=input_size, blur_sigma=blur_sigma, min_std=min_std)
+        self.input_size = (input_size, input_size)
+        self.blur_sigma = blur_sigma
+        self.min_std = min_std
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def _prep(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        return _blur(x, self.blur_sigma)
+
+    def fit(self, images: np.ndarray, ctx: FitContext) -> None:
+        x = self._prep(images)
+        self.mean = x.mean(0)
+        self.std = x.std(0, unbiased=False).clamp_min(self.min_std)
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        if self.mean is None or self.std is None:
+            raise RuntimeError("pixel_gaussian: predict() before fit()")
+        z = ((self._prep(images) - self.mean) / self.std) ** 2
+        maps = _blur(z.sum(1, keepdim=True), self.blur_sigma)[:, 0]
+        return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        assert self.mean is not None and self.std is not None
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.mean, self.std = tensors["mean"], tensors["std"]

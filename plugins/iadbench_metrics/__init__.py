@@ -1,0 +1,1 @@
+"""iadbench_metrics plugin for iadbench."""

@@ -1,0 +1,1 @@
+"""iadbench_padim plugin for iadbench."""

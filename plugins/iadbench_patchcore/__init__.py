@@ -1,0 +1,1 @@
+"""iadbench_patchcore plugin for iadbench."""
