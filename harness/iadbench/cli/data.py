@@ -1,0 +1,1 @@
+"""``adbench data ...``: dataset inspection (the datasets issue fills this in)."""
