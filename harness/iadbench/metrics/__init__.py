@@ -1,0 +1,53 @@
+"""The harness's metrics, computed from raw detector outputs (never by a detector).
+
+One module per idea, each a set of pure functions over numpy arrays:
+
+- image:          image AUROC, AP and the F1-max oracle (threshold chosen on the test set)
+- pixel:          pixel AUROC and AP over all pixels of all test images
+- aupro:          area under the per-region-overlap curve to FPR 0.3, normalised
+- threshold:      fixing the decision threshold on held-out good training images
+- classification: precision, recall, F1 and accuracy at that threshold
+- compute:        compute_metrics, which runs registered MetricSpecs on EvalData
+
+Functions that take EvalData raise UndefinedMetric with a reason where a metric has
+no meaning (one class only, constant scores, no masks); compute_metrics turns that
+into NaN plus the reason.
+"""
+
+from iadbench.metrics.aupro import aupro, pixel_aupro, pro_curve
+from iadbench.metrics.classification import accuracy, f1, precision, predict, recall
+from iadbench.metrics.compute import compute_metrics
+from iadbench.metrics.image import best_f1, image_ap, image_auroc, image_f1_max
+from iadbench.metrics.pixel import pixel_ap, pixel_auroc
+from iadbench.metrics.threshold import (
+    DEFAULT_RULE,
+    ThresholdRule,
+    UndefinedThreshold,
+    describe_rule,
+    fit_threshold,
+    parse_rule,
+)
+
+__all__ = [
+    "DEFAULT_RULE",
+    "ThresholdRule",
+    "UndefinedThreshold",
+    "accuracy",
+    "aupro",
+    "best_f1",
+    "compute_metrics",
+    "describe_rule",
+    "f1",
+    "fit_threshold",
+    "image_ap",
+    "image_auroc",
+    "image_f1_max",
+    "parse_rule",
+    "pixel_ap",
+    "pixel_aupro",
+    "pixel_auroc",
+    "precision",
+    "predict",
+    "pro_curve",
+    "recall",
+]

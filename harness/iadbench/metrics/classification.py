@@ -1,0 +1,84 @@
+"""Image-level precision, recall, F1 and accuracy at a fixed threshold.
+
+The threshold comes from held-out good training images (see threshold.py), never
+from the test set; an image is predicted defective when ``score > threshold``.
+Precision, recall and F1 describe the defective class, so they are undefined when
+the test set holds no defective image; precision is also undefined when no image is
+predicted defective (F1 is then 0: the detector found none of the defects).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from iadbench.errors import UndefinedMetric
+from iadbench.metrics._checks import image_inputs
+from iadbench.types import EvalData
+
+
+def predict(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """1 where an image is predicted defective (score strictly above threshold)."""
+    return (np.asarray(scores, dtype=np.float64) > threshold).astype(np.int8)
+
+
+def _inputs(labels, scores, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    if threshold is None or not math.isfinite(float(threshold)):
+        raise UndefinedMetric("no threshold could be fixed on held-out good images")
+    y, s = image_inputs(labels, scores)
+    return y, predict(s, threshold)
+
+
+def _need_defective(y: np.ndarray) -> None:
+    if not y.any():
+        raise UndefinedMetric("no defective test image")
+
+
+def _checked(value: float) -> float:
+    # The checks above rule out sklearn's zero-division cases; this is a backstop.
+    if math.isnan(value):
+        raise UndefinedMetric("zero division")
+    return float(value)
+
+
+def precision_at(labels, scores, threshold: float) -> float:
+    y, pred = _inputs(labels, scores, threshold)
+    _need_defective(y)
+    if not pred.any():
+        raise UndefinedMetric("no test image is predicted defective at the threshold")
+    return _checked(precision_score(y, pred, zero_division=np.nan))
+
+
+def recall_at(labels, scores, threshold: float) -> float:
+    y, pred = _inputs(labels, scores, threshold)
+    _need_defective(y)
+    return _checked(recall_score(y, pred, zero_division=np.nan))
+
+
+def f1_at(labels, scores, threshold: float) -> float:
+    y, pred = _inputs(labels, scores, threshold)
+    _need_defective(y)
+    return _checked(f1_score(y, pred, zero_division=np.nan))
+
+
+def accuracy_at(labels, scores, threshold: float) -> float:
+    y, pred = _inputs(labels, scores, threshold)
+    return float(accuracy_score(y, pred))
+
+
+def precision(data: EvalData) -> float:
+    return precision_at(data.labels, data.scores, data.threshold)
+
+
+def recall(data: EvalData) -> float:
+    return recall_at(data.labels, data.scores, data.threshold)
+
+
+def f1(data: EvalData) -> float:
+    return f1_at(data.labels, data.scores, data.threshold)
+
+
+def accuracy(data: EvalData) -> float:
+    return accuracy_at(data.labels, data.scores, data.threshold)
