@@ -11,10 +11,12 @@ One module per idea, each a set of pure functions over numpy arrays:
 
 Functions that take EvalData raise UndefinedMetric with a reason where a metric has
 no meaning (one class only, constant scores, no masks); compute_metrics turns that
-into NaN plus the reason.
+into NaN plus the reason. Only those adapters and the threshold API are re-exported
+here; array functions live in their modules (``iadbench.metrics.aupro.aupro`` etc.),
+so no re-export hides a submodule of the same name.
 """
 
-from iadbench.metrics.aupro import aupro, pixel_aupro, pro_curve
+from iadbench.metrics.aupro import pixel_aupro
 from iadbench.metrics.classification import accuracy, f1, precision, predict, recall
 from iadbench.metrics.compute import compute_metrics
 from iadbench.metrics.image import best_f1, image_ap, image_auroc, image_f1_max
@@ -33,7 +35,6 @@ __all__ = [
     "ThresholdRule",
     "UndefinedThreshold",
     "accuracy",
-    "aupro",
     "best_f1",
     "compute_metrics",
     "describe_rule",
@@ -48,6 +49,5 @@ __all__ = [
     "pixel_auroc",
     "precision",
     "predict",
-    "pro_curve",
     "recall",
 ]
