@@ -1,0 +1,49 @@
+"""``adbench plugins`` and ``adbench list detectors|datasets|metrics``."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+from rich.table import Table
+
+from iadbench.cli import app, console
+from iadbench.plugins import get_registry
+
+
+@app.command()
+def plugins() -> None:
+    """Show every plugin found, its status and what it provides."""
+    table = Table("plugin", "status", "version", "provides / error")
+    style = {"ok": "green", "broken": "red", "blocked": "yellow"}
+    for info in sorted(get_registry().plugins.values(), key=lambda p: p.name):
+        detail = info.error if info.status == "broken" else ", ".join(info.provides)
+        table.add_row(info.name, f"[{style[info.status]}]{info.status}[/]", info.version or "", detail)
+    console.print(table)
+
+
+class Kind(str, Enum):
+    detectors = "detectors"
+    datasets = "datasets"
+    metrics = "metrics"
+
+
+@app.command("list")
+def list_(kind: Kind = typer.Argument(..., help="detectors, datasets or metrics")) -> None:
+    """List what the plugins registered."""
+    registry = get_registry()
+    if kind is Kind.detectors:
+        table = Table("detector", "available", "plugin", "description / why unavailable")
+        for name, spec in sorted(registry.detectors.items()):
+            mark = "[green]yes[/]" if spec.available else "[red]no[/]"
+            text = spec.description if spec.available else f"{spec.unavailable_reason}"
+            table.add_row(name, mark, spec.plugin, text)
+    elif kind is Kind.datasets:
+        table = Table("dataset", "plugin", "sub-folder of --data-root", "description")
+        for name, spec in sorted(registry.datasets.items()):
+            table.add_row(name, spec.plugin, spec.subdir or "-", spec.description)
+    else:
+        table = Table("metric", "level", "better", "plugin", "description")
+        for name, spec in sorted(registry.metrics.items()):
+            table.add_row(name, spec.level, "higher" if spec.higher_is_better else "lower", spec.plugin, spec.description)
+    console.print(table)

@@ -1,0 +1,42 @@
+"""``adbench leaderboard`` and ``adbench compare``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from iadbench.cli import app, console
+from iadbench.plugins import get_registry
+from iadbench.report import compare as compare_mod
+from iadbench.report import leaderboard as leaderboard_mod
+
+
+@app.command()
+def leaderboard(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders (records are merged)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Markdown file to write (default: print)."),
+    title: str = typer.Option("Leaderboard", "--title"),
+) -> None:
+    """Render markdown leaderboards from run records."""
+    metrics = get_registry().metrics
+    if out is None:
+        console.print(leaderboard_mod.render(run_dirs, metrics, title), markup=False, highlight=False)
+        return
+    leaderboard_mod.write(run_dirs, out, metrics, title)
+    console.print(f"leaderboard written to {out}")
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="Baseline run folder."),
+    run_b: Path = typer.Argument(..., help="Run folder to compare with it."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as markdown."),
+) -> None:
+    """Per-cell deltas of run B against run A (metrics: B−A; cost: B/A)."""
+    table = compare_mod.compare(run_a, run_b)
+    text = table.to_markdown(index=False, floatfmt=".3f")
+    console.print(text, markup=False, highlight=False)
+    if out is not None:
+        out.write_text(text + "\n")

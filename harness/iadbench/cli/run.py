@@ -1,0 +1,134 @@
+"""``adbench run``: run a grid of detectors x datasets x categories x seeds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from iadbench.cli import app, console
+from iadbench.errors import InputError
+from iadbench.plugins import get_registry
+from iadbench.runner.executor import default_workers
+from iadbench.runner.plan import DEFAULT_DATASET, DatasetEntry, DetectorEntry, Plan, Settings, load_plan_file, parse_assignments
+from iadbench.runner.runner import execute, new_run_dir
+from iadbench.runner.store import RunStore
+
+
+def _dataset_paths(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--dataset-path '{item}' is not NAME=PATH")
+        out[name] = str(Path(path).expanduser().resolve())
+    return out
+
+
+def build_plan(
+    detectors: list[str],
+    datasets: list[str],
+    categories: list[str],
+    seeds: list[int],
+    all_detectors: bool,
+    data_root: Optional[Path],
+    dataset_paths: list[str],
+    params: list[str],
+    threshold: Optional[str],
+    holdout: Optional[float],
+) -> Plan:
+    overrides = parse_assignments(params, "--set")
+    unknown = set(overrides) - set(detectors) - (set(get_registry().detectors) if all_detectors else set())
+    if unknown:
+        raise InputError(f"--set names detector(s) not in this run: {', '.join(sorted(unknown))}")
+    paths = _dataset_paths(dataset_paths)
+    names = datasets or [DEFAULT_DATASET]
+    if categories and len(names) > 1:
+        raise InputError("--category needs exactly one --dataset")
+    settings = Settings()
+    if threshold:
+        settings.threshold_rule = threshold
+    if holdout is not None:
+        if not 0 <= holdout < 1:
+            raise InputError(f"--holdout {holdout} must be in [0, 1)")
+        settings.holdout_fraction = holdout
+    return Plan(
+        detectors=[DetectorEntry(d, overrides.get(d, {})) for d in dict.fromkeys(detectors)],
+        datasets=[DatasetEntry(n, list(categories) or None, paths.get(n)) for n in dict.fromkeys(names)],
+        seeds=list(dict.fromkeys(seeds)) or [0],
+        settings=settings,
+        data_root=str(data_root.expanduser().resolve()) if data_root else None,
+        all_detectors=all_detectors or False,
+    )
+
+
+@app.command()
+def run(
+    detector: list[str] = typer.Option([], "--detector", "-d", help="Detector name (repeatable)."),
+    dataset: list[str] = typer.Option([], "--dataset", help=f"Dataset name (repeatable; default {DEFAULT_DATASET})."),
+    category: list[str] = typer.Option([], "--category", "-c", help="Category (repeatable; default: all)."),
+    seed: list[int] = typer.Option([], "--seed", help="Seed (repeatable; default 0)."),
+    all_: bool = typer.Option(False, "--all", help="Every available detector."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="IADBENCH_DATA_ROOT", help="Folder holding mvtec_ad/, visa/, ksdd2/ ..."),
+    dataset_path: list[str] = typer.Option([], "--dataset-path", help="Explicit dataset folder, NAME=PATH (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Detector parameter, DETECTOR.KEY=VALUE (repeatable)."),
+    plan_file: Optional[Path] = typer.Option(None, "--plan", help="TOML plan file (instead of the grid flags)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where results go (default runs/<time>-<id>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir: skip cells done, rerun failed ones."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Cells in parallel (default: sized for this machine)."),
+    threshold: Optional[str] = typer.Option(None, "--threshold", help="Threshold rule on held-out good images, e.g. quantile:0.99 or sigma:3."),
+    holdout: Optional[float] = typer.Option(None, "--holdout", help="Fraction of good training images held out for the threshold (default 0.1)."),
+    cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell is killed and recorded as failed."),
+) -> None:
+    """Run a grid; each cell in its own process, each record appended as it ends."""
+    registry = get_registry()
+    grid_flags = detector or dataset or category or seed or all_ or dataset_path or set_
+    if resume:
+        if run_dir is None:
+            raise InputError("--resume needs --run-dir")
+        if grid_flags or plan_file:
+            raise InputError("--resume takes its plan from the run folder; drop the grid flags")
+        plan = Plan.from_json(RunStore(run_dir).run_info()["plan"])
+    elif plan_file is not None:
+        if grid_flags:
+            raise InputError("use either --plan or the grid flags, not both")
+        plan = load_plan_file(plan_file)
+        if data_root:
+            plan.data_root = str(data_root.resolve())
+    else:
+        plan = build_plan(detector, dataset, category, seed, all_, data_root, dataset_path, set_, threshold, holdout)
+
+    run_dir = run_dir or new_run_dir()
+    outcome = execute(
+        plan, registry, run_dir, resume=resume,
+        workers=workers or default_workers(), console=console, cell_timeout_s=cell_timeout,
+    )
+    _summary(outcome)
+    console.print(f"results: {outcome.run_dir}/records.jsonl")
+    console.print(f"leaderboard: adbench leaderboard {outcome.run_dir} --out {outcome.run_dir}/leaderboard.md")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def _num(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _summary(outcome) -> None:
+    table = Table("detector", "dataset/category", "seed", "status", "img AUROC", "px AUROC", "AUPRO", "F1", "fit s", "ms/img")
+    for cell in outcome.cells:
+        rec = outcome.records.get(cell.key, {})
+        m, c = rec.get("metrics") or {}, rec.get("cost") or {}
+        status = rec.get("status", "missing")
+        shown = "[green]ok[/]" if status == "ok" else f"[red]{status}[/]"
+        table.add_row(
+            cell.label, f"{cell.dataset}/{cell.category}", str(cell.seed), shown,
+            _num(m.get("image_auroc")), _num(m.get("pixel_auroc")), _num(m.get("aupro")), _num(m.get("f1")),
+            _num(c.get("fit_s")), _num(c.get("latency_ms_p50")),
+        )
+    console.print(table)
+    for rec in outcome.failed:
+        console.print(f"[red]failed[/] {rec['detector']} {rec['dataset']}/{rec['category']} seed {rec['seed']}: {rec.get('error')}", highlight=False)

@@ -1,0 +1,1 @@
+"""Turning records into tables people read: leaderboards and run comparisons."""

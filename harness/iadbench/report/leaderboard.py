@@ -1,0 +1,157 @@
+"""Markdown leaderboards from run records.
+
+One table per headline metric (detector x dataset/category, mean over seeds, a mean
+column, the best in each column bolded), a cost table and an environment footer.
+A missing or failed cell is shown as such and the detector's mean is left blank:
+averaging over the cells that happen to exist would flatter whoever failed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iadbench.report.records import load_runs
+from iadbench.types import MetricSpec
+
+MISSING = "missing"
+FAILED = "failed"
+UNDEFINED = "n/a"
+DEFAULT_HEADLINE = ["image_auroc", "pixel_auroc", "aupro", "f1"]
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}"
+
+
+def metric_table(frame: pd.DataFrame, metric: str, higher_is_better: bool = True) -> pd.DataFrame:
+    """Detector x column table of ``metric`` as formatted strings."""
+    column = f"metrics.{metric}"
+    detectors = sorted(frame["detector"].unique())
+    columns = sorted(frame["column"].unique())
+    values = pd.DataFrame(index=detectors, columns=columns, dtype=float)
+    notes = pd.DataFrame(MISSING, index=detectors, columns=columns, dtype=object)
+    for (det, col), group in frame.groupby(["detector", "column"]):
+        ok = group[group["status"] == "ok"]
+        if ok.empty:
+            notes.loc[det, col] = FAILED
+            continue
+        vals = pd.to_numeric(ok.get(column, pd.Series(dtype=float)), errors="coerce").dropna()
+        if vals.empty:
+            notes.loc[det, col] = UNDEFINED
+            continue
+        values.loc[det, col] = vals.mean()
+        notes.loc[det, col] = f"{_fmt(vals.mean())} ± {_fmt(vals.std(ddof=1))}" if len(vals) > 1 else _fmt(vals.mean())
+
+    complete = values.notna().all(axis=1)
+    values["mean"] = values.mean(axis=1).where(complete)
+    notes["mean"] = [(_fmt(v) if not math.isnan(v) else "") for v in values["mean"]]
+
+    for col in values.columns:
+        series = values[col].dropna()
+        if series.empty:
+            continue
+        best = series.max() if higher_is_better else series.min()
+        for det in series.index[np.isclose(series, best, rtol=0, atol=5e-4)]:
+            notes.loc[det, col] = f"**{notes.loc[det, col]}**"
+    notes.index.name = "detector"
+    return notes
+
+
+def cost_table(frame: pd.DataFrame) -> pd.DataFrame:
+    ok = frame[frame["status"] == "ok"]
+    rows = []
+    for det, group in ok.groupby("detector"):
+        def mean(name: str) -> float:
+            col = f"cost.{name}"
+            if col not in group:
+                return float("nan")
+            return float(pd.to_numeric(group[col], errors="coerce").mean())
+
+        latency, backbone = mean("latency_ms_p50"), mean("backbone_latency_ms_p50")
+        share = backbone / latency if latency and not math.isnan(backbone) else float("nan")
+        rows.append(
+            {
+                "detector": det,
+                "cells": len(group),
+                "fit s": mean("fit_s"),
+                "ms/image p50": latency,
+                "ms/image p95": mean("latency_ms_p95"),
+                "backbone ms p50": backbone,
+                "backbone share": share,
+                "images/s": mean("throughput_ips"),
+                "peak MB": mean("peak_rss_mb"),
+                "artifact MB": mean("artifact_mb"),
+            }
+        )
+    table = pd.DataFrame(rows).set_index("detector") if rows else pd.DataFrame()
+    fmt = {
+        "fit s": "{:.1f}", "ms/image p50": "{:.1f}", "ms/image p95": "{:.1f}",
+        "backbone ms p50": "{:.1f}", "backbone share": "{:.0%}", "images/s": "{:.1f}",
+        "peak MB": "{:.0f}", "artifact MB": "{:.1f}",
+    }
+    for col, pattern in fmt.items():
+        if col in table:
+            table[col] = [("–" if (v is None or math.isnan(v)) else pattern.format(v)) for v in table[col]]
+    return table
+
+
+def _environment_footer(infos: list[dict[str, Any]]) -> str:
+    lines = ["## Environment", ""]
+    for info in infos:
+        env = info.get("environment", {})
+        pk = env.get("packages", {})
+        settings = info.get("plan", {}).get("settings", {})
+        versions = ", ".join(f"{k} {v}" for k, v in pk.items() if v)
+        lines.append(
+            f"- run `{info.get('run_id')}`: {env.get('cpu')} ({env.get('cpu_count')} cores, "
+            f"{env.get('workers')} worker(s) x {env.get('torch_threads_per_cell')} torch threads), "
+            f"Python {env.get('python')}, git {env.get('git_sha') or 'unknown'}; {versions}. "
+            f"Threshold rule `{settings.get('threshold_rule')}` on {settings.get('holdout_fraction')} "
+            f"of the good training images held out from fit."
+        )
+    return "\n".join(lines)
+
+
+def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, title: str = "Leaderboard") -> str:
+    frame, infos = load_runs(run_dirs)
+    specs = metrics or {}
+    headline = [n for n, s in specs.items() if s.headline] or DEFAULT_HEADLINE
+    parts = [f"# {title}", ""]
+    n_failed = int((frame["status"] != "ok").sum())
+    parts.append(
+        f"{frame['key'].nunique()} cells from {len(infos)} run(s); {n_failed} failed. "
+        f"Cells marked `{MISSING}` were not run, `{FAILED}` failed, `{UNDEFINED}` had an undefined metric; "
+        "a detector's mean is left blank unless every column has a value. Best per column in bold."
+    )
+    for name in headline:
+        spec = specs.get(name)
+        parts += ["", f"## {name}", ""]
+        if spec is not None and spec.description:
+            parts += [f"_{spec.description}_", ""]
+        table = metric_table(frame, name, spec.higher_is_better if spec else True)
+        parts.append(table.to_markdown())
+    parts += ["", "## Cost", "", "_Measured in each cell's own process: batch-1 latency after warm-up, "
+              "throughput at the batch shown in the records, peak resident memory of the whole cell._", ""]
+    costs = cost_table(frame)
+    parts.append(costs.to_markdown() if not costs.empty else "no successful cell")
+    failed = frame[frame["status"] != "ok"]
+    if not failed.empty:
+        parts += ["", "## Failed cells", ""]
+        for _, row in failed.iterrows():
+            parts.append(f"- {row['detector']} on {row['column']} (seed {row['seed']}): {row['error']}")
+    parts += ["", _environment_footer(infos), ""]
+    return "\n".join(parts)
+
+
+def write(run_dirs: list[Path], out: Path, metrics: dict[str, MetricSpec] | None = None, title: str = "Leaderboard") -> Path:
+    text = render(run_dirs, metrics, title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return out

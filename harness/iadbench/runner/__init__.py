@@ -1,0 +1,1 @@
+"""Running a grid: plan -> cells -> executor (one process per cell) -> store."""

@@ -1,0 +1,238 @@
+"""One grid cell, run in its own process: load the split, fit on good images, score
+the test set, compute every metric in the harness, measure cost, save the artifact.
+
+Invoked as ``python -m iadbench.runner.cell CELL.json RESULT.json``; the parent
+(executor) turns the result file, or its absence, into a record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iadbench.runner.cost import (
+    dir_size_mb,
+    peak_rss_mb,
+    per_image_latency_ms,
+    percentile,
+    stopwatch,
+    throughput_ips,
+)
+from iadbench.runner.plan import Cell
+
+# Environment every cell process gets. glibc's default mmap threshold grows with
+# large frees, so big temporary tensors stay in the heap and fragment it; a fixed
+# threshold returns them to the OS (anomalib's PatchCore grows without bound otherwise).
+CELL_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONWARNINGS": "ignore"}
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, holdout) of the good training images; the holdout fixes the
+    threshold and is never fitted on. Too few images: no holdout."""
+    k = int(round(n * fraction))
+    if fraction <= 0 or n < 5:
+        k = 0
+    k = min(max(k, 1 if fraction > 0 and n >= 5 else 0), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[k:]), np.sort(order[:k])
+
+
+def _cache_disabled():
+    try:
+        from iadbench.features import cache_disabled
+    except ImportError:  # no feature cache in this build
+        return contextlib.nullcontext()
+    return cache_disabled()
+
+
+def _predict_batched(detector, images: np.ndarray, batch: int):
+    from iadbench.types import Prediction
+
+    scores, maps = [], []
+    for i in range(0, len(images), batch):
+        p = detector.predict(images[i : i + batch])
+        scores.append(p.scores)
+        maps.append(p.maps)
+    if not scores:
+        h, w = detector.input_size
+        return Prediction(np.zeros(0), np.zeros((0, h, w), np.float32))
+    return Prediction(np.concatenate(scores), np.concatenate(maps))
+
+
+def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
+    """Do the cell's work in this process and return the record's payload."""
+    import torch
+
+    from iadbench.datasets import resolve_dataset
+    from iadbench.detector import FitContext
+    from iadbench.errors import InputError
+    from iadbench.images import load_images, load_masks
+    from iadbench.metrics import compute_metrics
+    from iadbench.metrics.threshold import fit_threshold
+    from iadbench.plugins import get_registry
+    from iadbench.types import EvalData
+
+    torch.set_num_threads(threads)
+    s = cell.settings
+    registry = get_registry()
+    spec = registry.detector(cell.detector)
+    seed_everything(cell.seed)
+
+    dataset = resolve_dataset(
+        registry,
+        cell.dataset,
+        data_root=Path(cell.data_root) if cell.data_root else None,
+        path=Path(cell.dataset_path) if cell.dataset_path else None,
+        **cell.dataset_params,
+    )
+    split = dataset.split(cell.category)
+    if not split.train:
+        raise InputError(f"{cell.dataset}:{cell.category} has no good training images")
+
+    detector = spec.factory(**cell.params)
+    if not detector.name:
+        detector.name = spec.name
+    size = tuple(detector.input_size)
+    fit_idx, hold_idx = split_holdout(len(split.train), s["holdout_fraction"], cell.seed)
+    train_images = load_images([split.train[i] for i in fit_idx], size)
+    holdout_images = load_images([split.train[i] for i in hold_idx], size)
+    test_images = load_images(split.test, size)
+    masks = load_masks(split.test, size) if split.has_masks else None
+    labels = np.array([t.label for t in split.test], dtype=np.int64)
+
+    workdir = cell_dir / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = FitContext(seed=cell.seed, workdir=workdir, threads=threads)
+    with stopwatch() as fit_time:
+        detector.fit(train_images, ctx)
+
+    with stopwatch() as predict_time:
+        prediction = _predict_batched(detector, test_images, s["predict_batch"])
+    holdout_scores = _predict_batched(detector, holdout_images, s["predict_batch"]).scores
+
+    threshold, threshold_note = float("nan"), None
+    try:
+        threshold = fit_threshold(holdout_scores, s["threshold_rule"])
+    except Exception as exc:  # noqa: BLE001 - recorded, threshold metrics become NaN
+        threshold_note = str(exc)
+
+    data = EvalData(
+        labels=labels,
+        scores=prediction.scores,
+        maps=prediction.maps,
+        masks=masks,
+        threshold=threshold,
+        defect_types=[t.defect_type for t in split.test],
+    )
+    metrics, reasons = compute_metrics(data, registry.metrics)
+    if threshold_note:
+        for name in ("precision", "recall", "f1", "accuracy"):
+            reasons.setdefault(name, f"no threshold: {threshold_note}")
+
+    # Cost, with the feature cache off so that no number benefits from earlier cells.
+    with _cache_disabled():
+        latencies = per_image_latency_ms(detector.predict, test_images, s["warmup"], s["latency_images"])
+        backbone = None
+        if detector.has_backbone:
+            backbone = per_image_latency_ms(detector.backbone_forward, test_images, s["warmup"], s["latency_images"])
+        throughput = throughput_ips(detector.predict, test_images, s["throughput_batch"])
+
+    artifact = detector.save(cell_dir / "model")
+    _write_scores(cell_dir / "scores.csv", split.test, prediction.scores)
+
+    return {
+        "metrics": metrics,
+        "metric_notes": reasons,
+        "threshold": {
+            "rule": s["threshold_rule"],
+            "value": threshold,
+            "holdout_images": int(len(hold_idx)),
+        },
+        "counts": {
+            "train": int(len(fit_idx)),
+            "holdout": int(len(hold_idx)),
+            "test": int(len(split.test)),
+            "test_anomalous": int(labels.sum()),
+            "test_masks": bool(masks is not None),
+        },
+        "cost": {
+            "fit_s": fit_time[0],
+            "predict_s": predict_time[0],
+            "latency_ms_p50": percentile(latencies, 50),
+            "latency_ms_p95": percentile(latencies, 95),
+            "backbone_latency_ms_p50": percentile(backbone, 50) if backbone else None,
+            "throughput_ips": throughput,
+            "throughput_batch": s["throughput_batch"],
+            "peak_rss_mb": peak_rss_mb(),
+            "artifact_mb": dir_size_mb(artifact),
+            "threads": threads,
+        },
+        "input_size": list(size),
+        "split_notes": split.notes,
+        "artifact": str(artifact),
+    }
+
+
+def _write_scores(path: Path, samples, scores: np.ndarray) -> None:
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "defect_type", "score"])
+        for sample, score in zip(samples, scores):
+            w.writerow([str(sample.path), sample.label, sample.defect_type, repr(float(score))])
+
+
+def main(argv: list[str]) -> int:
+    cell_path, result_path = Path(argv[0]), Path(argv[1])
+    payload = json.loads(cell_path.read_text())
+    cell = Cell.from_json(payload["cell"])
+    threads = int(payload.get("threads", 1))
+    started = time.time()
+    warnings.simplefilter("ignore")
+    try:
+        body = run_cell(cell, result_path.parent, threads)
+        result = {"status": "ok", "error": None, **body}
+    except Exception as exc:  # noqa: BLE001 - a cell's failure is data, not a crash
+        from iadbench.errors import InputError
+
+        message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        result = {"status": "failed", "error": message, "traceback": traceback.format_exc()}
+    result["started"] = started
+    result["finished"] = time.time()
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, default=_json_default, allow_nan=True))
+    os.replace(tmp, result_path)
+    return 0
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

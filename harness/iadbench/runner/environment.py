@@ -1,0 +1,62 @@
+"""What a run ran on: versions, git sha, CPU, threads. Stored in run.json and shown
+in leaderboard footers, because a number without its environment is not comparable."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("iadbench", "torch", "torchvision", "timm", "anomalib", "numpy", "scikit-learn")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        sha = out.stdout.strip()
+        if out.returncode != 0 or not sha:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def describe(threads_per_cell: int, workers: int, plugin_versions: dict[str, str | None]) -> dict[str, Any]:
+    return {
+        "packages": {name: _version(name) for name in PACKAGES},
+        "plugins": plugin_versions,
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "workers": workers,
+        "torch_threads_per_cell": threads_per_cell,
+    }

@@ -1,0 +1,123 @@
+"""Executors run cells and hand back results as futures.
+
+The runner only calls ``submit(task) -> Future[dict]`` and ``shutdown()``, so another
+executor (a Ray cluster, a job queue) plugs in without touching the runner. The local
+one runs each cell in its own Python process: a crash, an out-of-memory kill or a hang
+loses that cell only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from iadbench.runner.cell import CELL_ENV
+from iadbench.runner.plan import Cell
+
+
+@dataclass
+class CellTask:
+    cell: Cell
+    cell_dir: Path
+
+
+class Executor(Protocol):
+    def submit(self, task: CellTask) -> "Future[dict[str, Any]]": ...
+
+    def shutdown(self, cancel: bool = False) -> None: ...
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """Cells in parallel: torch already uses every core within a cell, so on small
+    machines one cell at a time is fastest; larger ones run a cell per 4 cores."""
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus // 4)
+
+
+def _die_with_parent() -> None:
+    # Linux: the cell is killed when the runner dies (kill -9 included), so no orphan
+    # keeps computing a result nobody will record.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class LocalProcessExecutor:
+    def __init__(self, workers: int = 1, threads_per_cell: int | None = None, timeout_s: float | None = None):
+        self.workers = max(1, workers)
+        cpus = os.cpu_count() or 1
+        self.threads = threads_per_cell or max(1, cpus // self.workers)
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cell")
+        self._procs: set[subprocess.Popen] = set()
+
+    def submit(self, task: CellTask) -> "Future[dict[str, Any]]":
+        return self._pool.submit(self._run, task)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        if cancel:
+            for proc in list(self._procs):
+                proc.kill()
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+    def _run(self, task: CellTask) -> dict[str, Any]:
+        task.cell_dir.mkdir(parents=True, exist_ok=True)
+        spec_path = task.cell_dir / "cell.json"
+        result_path = task.cell_dir / "result.json"
+        result_path.unlink(missing_ok=True)
+        spec_path.write_text(json.dumps({"cell": task.cell.to_json(), "threads": self.threads}, indent=2))
+        env = {
+            **os.environ,
+            **CELL_ENV,
+            "OMP_NUM_THREADS": str(self.threads),
+            "MKL_NUM_THREADS": str(self.threads),
+        }
+        log_path = task.cell_dir / "cell.log"
+        started = time.time()
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "iadbench.runner.cell", str(spec_path), str(result_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+            self._procs.add(proc)
+            try:
+                rc = proc.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                rc = None
+            finally:
+                self._procs.discard(proc)
+        if result_path.is_file():
+            return json.loads(result_path.read_text())
+        if rc is None:
+            error = f"timed out after {self.timeout_s:.0f} s"
+        elif rc < 0:
+            name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+            error = f"cell process killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+        else:
+            error = f"cell process exited with code {rc}: {_tail(log_path)}"
+        return {"status": "failed", "error": error, "started": started, "finished": time.time()}
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])

@@ -1,0 +1,224 @@
+"""A run plan: which detectors (with params), datasets, categories and seeds, and the
+evaluation settings. Built from CLI flags or a TOML file, resolved against the
+registry, and expanded into cells whose keys hash everything that determines a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iadbench.errors import InputError
+from iadbench.plugins import Registry
+
+DEFAULT_DATASET = "factory"
+
+
+@dataclass
+class DetectorEntry:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)  # overrides only
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class DatasetEntry:
+    name: str
+    categories: list[str] | None = None  # None: all categories
+    path: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    """Evaluation settings; all of them enter every cell's key."""
+
+    holdout_fraction: float = 0.1  # good training images kept out of fit, for the threshold
+    threshold_rule: str = "quantile:0.99"
+    latency_images: int = 20  # batch-1 latency is measured over this many test images
+    warmup: int = 2
+    throughput_batch: int = 16
+    predict_batch: int = 16
+
+
+@dataclass
+class Plan:
+    detectors: list[DetectorEntry]
+    datasets: list[DatasetEntry]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    settings: Settings = field(default_factory=Settings)
+    data_root: str | None = None
+    all_detectors: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Plan":
+        return cls(
+            detectors=[DetectorEntry(**d) for d in data["detectors"]],
+            datasets=[DatasetEntry(**d) for d in data["datasets"]],
+            seeds=list(data.get("seeds", [0])),
+            settings=Settings(**data.get("settings", {})),
+            data_root=data.get("data_root"),
+            all_detectors=bool(data.get("all_detectors", False)),
+        )
+
+
+@dataclass
+class Cell:
+    """One unit of work: a detector with resolved params on one category and seed."""
+
+    key: str
+    detector: str
+    label: str
+    detector_version: str
+    params: dict[str, Any]
+    dataset: str
+    dataset_version: str
+    dataset_path: str | None
+    dataset_params: dict[str, Any]
+    data_root: str | None
+    category: str
+    seed: int
+    settings: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Cell":
+        return cls(**data)
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} / {self.dataset}:{self.category} / seed {self.seed}"
+
+
+def parse_value(text: str) -> Any:
+    """A CLI value: JSON where it parses (numbers, lists, true/false), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_assignments(items: list[str], what: str) -> dict[str, dict[str, Any]]:
+    """``NAME.KEY=VALUE`` items -> {NAME: {KEY: VALUE}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        name, dot, key = target.rpartition(".")
+        if not sep or not dot or not name or not key:
+            raise InputError(f"{what} '{item}' is not NAME.KEY=VALUE")
+        out.setdefault(name, {})[key] = parse_value(value)
+    return out
+
+
+def load_plan_file(path: Path) -> Plan:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("plan file not found", path) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"invalid TOML: {exc}", path) from exc
+    try:
+        run = dict(data.get("run", {}))
+        settings = Settings(**run.pop("settings", {}), **{k: run.pop(k) for k in list(run) if k in Settings.__dataclass_fields__})
+        detectors = [DetectorEntry(**d) for d in data.get("detector", [])]
+        datasets = [DatasetEntry(**d) for d in data.get("dataset", [])]
+        plan = Plan(
+            detectors=detectors,
+            datasets=datasets or [DatasetEntry(DEFAULT_DATASET)],
+            seeds=list(run.pop("seeds", [0])),
+            settings=settings,
+            data_root=run.pop("data_root", None),
+            all_detectors=bool(run.pop("all", False)),
+        )
+        if run:
+            raise TypeError(f"unknown [run] keys: {', '.join(sorted(run))}")
+    except TypeError as exc:
+        raise InputError(f"invalid plan: {exc}", path) from exc
+    if plan.data_root and not os.path.isabs(plan.data_root):
+        plan.data_root = str((path.parent / plan.data_root).resolve())
+    for d in plan.datasets:
+        if d.path and not os.path.isabs(d.path):
+            d.path = str((path.parent / d.path).resolve())
+    return plan
+
+
+def _key(payload: dict[str, Any]) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
+    """Resolve names and params against the registry and list every cell.
+
+    ``categories_of(dataset_entry) -> list[str]`` lists a dataset's categories; the
+    runner passes one that opens the dataset (tests may pass a stub).
+    """
+    detectors = list(plan.detectors)
+    if plan.all_detectors:
+        named = {d.display for d in detectors}
+        for name, spec in sorted(registry.detectors.items()):
+            if spec.available and name not in named:
+                detectors.append(DetectorEntry(name))
+    if not detectors:
+        raise InputError("no detector chosen: pass --detector NAME (see `adbench list detectors`) or --all")
+    if not plan.seeds:
+        raise InputError("no seed chosen")
+    labels = [d.display for d in detectors]
+    dupes = {x for x in labels if labels.count(x) > 1}
+    if dupes:
+        raise InputError(f"detector listed twice without distinct labels: {', '.join(sorted(dupes))}")
+
+    resolved = []
+    for entry in detectors:
+        spec = registry.detector(entry.name)
+        if not spec.available:
+            raise InputError(f"detector '{entry.name}' is unavailable: {spec.unavailable_reason}")
+        unknown = set(entry.params) - set(spec.params)
+        if unknown:
+            known = ", ".join(sorted(spec.params)) or "none"
+            raise InputError(
+                f"unknown parameter(s) {', '.join(sorted(unknown))} for detector '{entry.name}' (known: {known})"
+            )
+        resolved.append((entry, spec, {**spec.params, **entry.params}))
+
+    settings = asdict(plan.settings)
+    cells: list[Cell] = []
+    for ds in plan.datasets:
+        ds_spec = registry.dataset(ds.name)
+        categories = ds.categories or (categories_of(ds) if categories_of else [])
+        if not categories:
+            raise InputError(f"dataset '{ds.name}' has no categories")
+        for category in categories:
+            for seed in plan.seeds:
+                for entry, spec, params in resolved:
+                    identity = {
+                        "detector": spec.name,
+                        "detector_version": spec.version,
+                        "params": params,
+                        "dataset": ds.name,
+                        "dataset_version": ds_spec.version,
+                        "dataset_path": ds.path,
+                        "dataset_params": ds.params,
+                        "data_root": plan.data_root if ds.path is None else None,
+                        "category": category,
+                        "seed": seed,
+                        "settings": settings,
+                    }
+                    cells.append(
+                        Cell(key=_key(identity), label=entry.display, **identity)
+                    )
+    return cells

@@ -1,0 +1,168 @@
+"""The grid runner: expand the plan, skip cells already done, hand the rest to an
+executor, append each record as its cell ends, and report."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from iadbench.errors import InputError
+from iadbench.plugins import Registry
+from iadbench.runner import environment
+from iadbench.runner.executor import CellTask, Executor, LocalProcessExecutor
+from iadbench.runner.plan import Cell, DatasetEntry, Plan, expand
+from iadbench.runner.store import RunStore
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    cells: list[Cell]
+    skipped: int
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> latest record
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records.values() if r.get("status") != "ok"]
+
+
+def new_run_dir(base: Path = Path("runs")) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return base / f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def categories_lister(registry: Registry, data_root: str | None) -> Callable[[DatasetEntry], list[str]]:
+    def categories_of(entry: DatasetEntry) -> list[str]:
+        from iadbench.datasets import resolve_dataset
+
+        dataset = resolve_dataset(
+            registry,
+            entry.name,
+            data_root=Path(data_root) if data_root else None,
+            path=Path(entry.path) if entry.path else None,
+            **entry.params,
+        )
+        return list(dataset.categories())
+
+    return categories_of
+
+
+def _record(cell: Cell, result: dict[str, Any], run_id: str) -> dict[str, Any]:
+    return {
+        "key": cell.key,
+        "run_id": run_id,
+        "detector": cell.label,
+        "detector_name": cell.detector,
+        "detector_version": cell.detector_version,
+        "dataset": cell.dataset,
+        "dataset_version": cell.dataset_version,
+        "category": cell.category,
+        "seed": cell.seed,
+        "params": cell.params,
+        "settings": cell.settings,
+        "metrics": {},
+        "cost": {},
+        **result,
+    }
+
+
+def execute(
+    plan: Plan,
+    registry: Registry,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    executor: Executor | None = None,
+    workers: int = 1,
+    console: Console | None = None,
+    cell_timeout_s: float | None = None,
+) -> RunOutcome:
+    console = console or Console()
+    store = RunStore(run_dir)
+    if store.exists and not resume:
+        raise InputError("run folder already holds a run: pass --resume to continue it, or choose another --run-dir", run_dir)
+    if resume and not store.exists:
+        raise InputError("nothing to resume (no run.json)", run_dir)
+
+    cells = expand(plan, registry, categories_lister(registry, plan.data_root))
+    executor = executor or LocalProcessExecutor(workers=workers, timeout_s=cell_timeout_s)
+    threads = getattr(executor, "threads", None)
+
+    if resume:
+        removed = store.repair()
+        if removed:
+            console.print(f"[yellow]repaired {store.records_file}: cut a torn last line ({removed} bytes)[/yellow]")
+        run_id = store.run_info().get("run_id", run_dir.name)
+        store.update_run_info(resumed_at=time.time())
+    else:
+        run_id = run_dir.name
+        store.create(
+            {
+                "run_id": run_id,
+                "created": time.time(),
+                "plan": plan.to_json(),
+                "cells": [c.to_json() for c in cells],
+                "environment": environment.describe(
+                    threads or 0, getattr(executor, "workers", workers),
+                    {name: info.version for name, info in registry.plugins.items()},
+                ),
+            }
+        )
+
+    done = store.done_keys()
+    todo = [c for c in cells if c.key not in done]
+    skipped = len(cells) - len(todo)
+    if skipped:
+        console.print(f"resuming: {skipped} of {len(cells)} cells already done")
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    interrupted = False
+    with progress:
+        task_id = progress.add_task("cells", total=len(todo))
+        futures = {
+            executor.submit(CellTask(cell, run_dir / "cells" / cell.key)): cell for cell in todo
+        }
+        try:
+            for future in as_completed(futures):
+                cell = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - the executor itself broke
+                    result = {"status": "failed", "error": f"executor: {type(exc).__name__}: {exc}"}
+                store.append(_record(cell, result, run_id))
+                status = result.get("status")
+                mark = "[green]ok[/green]" if status == "ok" else f"[red]failed[/red]: {result.get('error')}"
+                progress.console.print(f"{cell.title}: {mark}", highlight=False)
+                progress.advance(task_id)
+        except KeyboardInterrupt:
+            interrupted = True
+            executor.shutdown(cancel=True)
+            raise
+        finally:
+            if not interrupted:
+                executor.shutdown()
+
+    latest = store.latest_records()
+    return RunOutcome(
+        run_dir=run_dir,
+        cells=cells,
+        skipped=skipped,
+        records={c.key: latest[c.key] for c in cells if c.key in latest},
+    )

@@ -1,0 +1,114 @@
+"""A run's results on disk.
+
+``run.json`` holds the resolved plan and the environment; ``records.jsonl`` one JSON
+line per finished cell, appended, flushed and fsynced as the cell ends, by the runner
+process only. A line torn by a kill is cut off on the next open, so a resumed run
+never reads or extends a corrupt file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from iadbench.errors import InputError
+
+RUN_FILE = "run.json"
+RECORDS_FILE = "records.jsonl"
+
+
+def clean_json(value: Any) -> Any:
+    """NaN/inf become null (JSON has no NaN); the reason lives beside it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(clean_json(data), indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+class RunStore:
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_file = self.run_dir / RUN_FILE
+        self.records_file = self.run_dir / RECORDS_FILE
+        self._lock = threading.Lock()
+
+    @property
+    def exists(self) -> bool:
+        return self.run_file.is_file()
+
+    def create(self, run_info: dict[str, Any]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.run_file, run_info)
+        self.records_file.touch()
+
+    def run_info(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.run_file.read_text())
+        except FileNotFoundError:
+            raise InputError(f"not a run folder (no {RUN_FILE})", self.run_dir) from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"corrupt {RUN_FILE}: {exc}", self.run_file) from exc
+
+    def update_run_info(self, **fields: Any) -> None:
+        info = self.run_info()
+        info.update(fields)
+        write_json_atomic(self.run_file, info)
+
+    def repair(self) -> int:
+        """Cut a torn last line (a kill mid-write); returns the bytes removed."""
+        if not self.records_file.is_file():
+            return 0
+        with self.records_file.open("rb+") as f:
+            data = f.read()
+            if not data or data.endswith(b"\n"):
+                return 0
+            keep = data.rfind(b"\n") + 1
+            f.truncate(keep)
+            return len(data) - keep
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(clean_json(record), sort_keys=True, default=str)
+        with self._lock, self.records_file.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every complete record, oldest first; unparsable lines are skipped."""
+        if not self.records_file.is_file():
+            return
+        with self.records_file.open(encoding="utf-8") as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break  # torn by a kill; repair() removes it
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+
+    def latest_records(self) -> dict[str, dict[str, Any]]:
+        """Per cell key, its ok record if it has one, else its latest failure."""
+        out: dict[str, dict[str, Any]] = {}
+        for rec in self.records():
+            key = rec.get("key")
+            if key is None:
+                continue
+            if rec.get("status") == "ok" or out.get(key, {}).get("status") != "ok":
+                out[key] = rec
+        return out
+
+    def done_keys(self) -> set[str]:
+        return {k for k, r in self.latest_records().items() if r.get("status") == "ok"}
