@@ -1,0 +1,1 @@
+"""Example third-party plugin for iadbench (used by iadbench's own tests)."""
