@@ -2,45 +2,187 @@
 
 Every image becomes uint8 RGB at the detector's input size; masks become bool at the
 same size (nearest neighbour, so they stay binary).
+
+What is accepted: PNG, JPEG, BMP, TIFF, WebP and GIF in any PIL mode -- greyscale,
+RGBA (alpha dropped), palette, CMYK, 16-bit (scaled to 8-bit by a fixed /257, so every
+image of a dataset keeps the same intensity scale) -- at any size.
+
+Mask rule: a pixel is defective when any channel is non-zero, except in JPEG masks,
+where compression smears edges and adds noise, so there it must reach half range
+(>= 128). This accepts 0/255 masks (MVTec AD), 0/1 or instance-id masks (VisA) and
+coloured masks drawn in an editor.
+
+Every failure is an ImageError whose text is ``<path>: <what is wrong>``: missing,
+zero-byte, truncated, corrupt or non-image files, and images over the pixel limit
+(``IADBENCH_MAX_PIXELS``, default 64 megapixels) which guards against decompression
+bombs before any pixel is decoded.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from iadbench.errors import ImageError
 from iadbench.types import Sample
 
 Size = tuple[int, int]  # (height, width)
 
+#: File name endings taken as images (lower case).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 
-def _open(path: Path) -> Image.Image:
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+def max_pixels() -> int:
+    """The largest width*height accepted (env ``IADBENCH_MAX_PIXELS`` overrides)."""
+    value = os.environ.get("IADBENCH_MAX_PIXELS", "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
     try:
-        img = Image.open(path)
-        img.load()
+        limit = int(value)
+    except ValueError:
+        raise ImageError(f"IADBENCH_MAX_PIXELS must be an integer, got {value!r}") from None
+    return limit
+
+
+def _open(path: Path, decode: bool = True) -> Image.Image:
+    """Open ``path`` (header only unless ``decode``), mapping every failure to ImageError."""
+    try:
+        if path.is_dir():
+            raise ImageError("is a folder, not an image file", path)
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes)", path)
     except FileNotFoundError:
         raise ImageError("file not found", path) from None
-    except Exception as exc:
-        raise ImageError(f"cannot read image ({type(exc).__name__}: {exc})", path) from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read ({exc.strerror or exc})", path) from exc
+    limit = max_pixels()
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between its limit and twice it; we refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            width, height = img.size
+            if width * height > limit:
+                img.close()
+                raise ImageError(
+                    f"image is {width}x{height} = {width * height} pixels, over the limit of "
+                    f"{limit} (a decompression bomb? raise IADBENCH_MAX_PIXELS if it is real)",
+                    path,
+                )
+            if width == 0 or height == 0:
+                raise ImageError(f"image has no pixels ({width}x{height})", path)
+            if decode:
+                img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image is over the pixel limit (decompression bomb?): {exc}", path) from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image (no known image format)", path) from None
+    except OSError as exc:
+        text = str(exc)
+        if "truncated" in text:
+            raise ImageError("truncated image (the file ends early)", path) from None
+        raise ImageError(f"corrupt image ({text})", path) from None
+    except Exception as exc:  # decoders raise SyntaxError, ValueError, struct.error...
+        raise ImageError(f"corrupt image ({type(exc).__name__}: {exc})", path) from None
     return img
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding pixels; validates that the
+    file is an image under the pixel limit."""
+    img = _open(Path(path), decode=False)
+    try:
+        return img.size
+    finally:
+        img.close()
+
+
+def check_mask_size(image_path: str | Path, mask_path: str | Path) -> None:
+    """Raise ImageError naming the mask when its size differs from its image's."""
+    image_wh = image_size(image_path)
+    mask_wh = image_size(mask_path)
+    if image_wh != mask_wh:
+        raise ImageError(
+            f"mask is {mask_wh[0]}x{mask_wh[1]} but its image {Path(image_path).name} is "
+            f"{image_wh[0]}x{image_wh[1]}",
+            mask_path,
+        )
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img)
+        if img.mode != "F":
+            arr = arr.astype(np.float64) / 257.0  # 16-bit full range -> 8-bit
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # PIL wants palette transparency expanded first
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """The image at its native size as uint8 RGB (H, W, 3)."""
+    path = Path(path)
+    img = _open(path)
+    try:
+        return np.asarray(_to_rgb(img), dtype=np.uint8)
+    except Exception as exc:
+        raise ImageError(f"cannot convert image of mode {img.mode} ({exc})", path) from exc
+
+
+def decode_mask(path: str | Path) -> np.ndarray:
+    """The mask at its native size as bool (H, W), by the module's mask rule."""
+    path = Path(path)
+    img = _open(path)
+    lossy = img.format in ("JPEG", "MPO")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        if arr.shape[2] in (2, 4):  # drop alpha: what counts is the drawn colour
+            arr = arr[..., :-1]
+        arr = arr.max(axis=2)
+    if arr.dtype == bool:
+        return arr.copy()
+    if lossy:
+        return arr >= 128
+    return arr > 0
+
+
 def load_image(path: str | Path, size: Size) -> np.ndarray:
-    img = _open(Path(path)).convert("RGB")
+    """The image as uint8 RGB (size[0], size[1], 3)."""
+    path = Path(path)
+    img = _open(path)
+    try:
+        img = _to_rgb(img)
+    except Exception as exc:
+        raise ImageError(f"cannot convert image of mode {img.mode} ({exc})", path) from exc
     if img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 
 
+def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
+    """Nearest-neighbour resize of a bool mask to (height, width)."""
+    if mask.shape == tuple(size):
+        return mask
+    img = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+    return np.asarray(img.resize((size[1], size[0]), Image.NEAREST)) > 0
+
+
 def load_mask(path: str | Path, size: Size) -> np.ndarray:
-    img = _open(Path(path)).convert("L")
-    if img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.NEAREST)
-    return np.asarray(img) > 0
+    """The mask as bool (size[0], size[1]), binarised by the mask rule."""
+    return resize_mask(decode_mask(path), size)
 
 
 def load_images(samples: Sequence[Sample], size: Size) -> np.ndarray:
@@ -51,9 +193,14 @@ def load_images(samples: Sequence[Sample], size: Size) -> np.ndarray:
 
 
 def load_masks(samples: Sequence[Sample], size: Size) -> np.ndarray:
-    """Masks for a test list; good images (and defects without a mask) are all-False."""
+    """Masks for a test list; good images (and defects without a mask) are all-False.
+
+    A mask whose native size differs from its image's is an error, not resized away:
+    it almost always means the wrong mask was paired with the image.
+    """
     out = np.zeros((len(samples), size[0], size[1]), dtype=bool)
     for i, s in enumerate(samples):
         if s.mask_path is not None:
+            check_mask_size(s.path, s.mask_path)
             out[i] = load_mask(s.mask_path, size)
     return out
