@@ -1,0 +1,96 @@
+"""KolektorSDD2: train/ and test/ folders of images, each with a ``<stem>_GT.png`` mask
+(train/10000.png + train/10000_GT.png).
+
+An image is defective when its GT mask has any positive pixel. The unsupervised
+protocol trains on the good training images only; how many defective training images
+it left out is recorded in Split.notes["left_out_defective_train"]. All images form
+one category, ``ksdd2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iadbench.api import DatasetError, DatasetSpec, Sample, Split, hookimpl
+from iadbench.images import check_mask_size, decode_mask
+from iadbench.layouts import abspath, list_images
+
+NAME = "ksdd2"
+CATEGORY = "ksdd2"
+GT_SUFFIX = "_GT"
+DEFECT = "defect"  # KSDD2 names no defect types
+
+
+class KSDD2:
+    def __init__(self, path: Path | None):
+        if path is None:
+            raise DatasetError(
+                "ksdd2: no data folder; pass --data-root DIR (holding ksdd2/) or an explicit path, "
+                "or set IADBENCH_DATA_ROOT"
+            )
+        self.root = abspath(path)
+        if not self.root.is_dir():
+            raise DatasetError("KSDD2 folder not found", self.root)
+        for part in ("train", "test"):
+            if not (self.root / part).is_dir():
+                raise DatasetError(f"no {part}/ folder (KSDD2 holds train/ and test/ with <id>_GT.png masks)", self.root)
+        self._cache: Split | None = None
+
+    def categories(self) -> list[str]:
+        return [CATEGORY]
+
+    def _part(self, part: str) -> tuple[list[Sample], list[Sample]]:
+        """(good, defective) samples of train/ or test/."""
+        folder = self.root / part
+        files = list_images(folder)
+        masks = {p.stem[: -len(GT_SUFFIX)]: p for p in files if p.stem.endswith(GT_SUFFIX)}
+        images = [p for p in files if not p.stem.endswith(GT_SUFFIX)]
+        if not images:
+            raise DatasetError(f"empty {part} split: only masks, no images", folder)
+        good, bad = [], []
+        for img in images:
+            mask = masks.pop(img.stem, None)
+            if mask is None:
+                raise DatasetError(f"image without its mask (expected {img.stem}{GT_SUFFIX}.png)", img)
+            check_mask_size(img, mask)
+            # The label lives in the mask: any positive pixel makes the image defective.
+            if decode_mask(mask).any():
+                bad.append(Sample(path=img, label=1, defect_type=DEFECT, mask_path=mask))
+            else:
+                good.append(Sample(path=img))
+        if masks:
+            orphan = next(iter(masks.values()))
+            raise DatasetError(f"mask without its image (no {orphan.stem[: -len(GT_SUFFIX)]}.png)", orphan)
+        return good, bad
+
+    def split(self, category: str) -> Split:
+        if category != CATEGORY:
+            raise DatasetError(f"no category '{category}' (KSDD2 has one: {CATEGORY})", self.root)
+        if self._cache is None:
+            train_good, train_bad = self._part("train")
+            test_good, test_bad = self._part("test")
+            if not train_good:
+                raise DatasetError("empty train split: every training image is defective", self.root / "train")
+            # Good samples of the test set keep their GT mask path out: it is empty.
+            self._cache = Split(
+                dataset=NAME,
+                category=CATEGORY,
+                train=train_good,
+                test=test_good + test_bad,
+                notes={"left_out_defective_train": len(train_bad), "protocol": "unsupervised (good training images only)"},
+            )
+        s = self._cache
+        return Split(dataset=s.dataset, category=s.category, train=list(s.train), test=list(s.test), notes=dict(s.notes))
+
+
+@hookimpl
+def register_datasets(register):
+    register(
+        DatasetSpec(
+            name=NAME,
+            factory=KSDD2,
+            subdir="ksdd2",
+            description="KolektorSDD2 (train/test with <id>_GT.png masks; unsupervised: good training images only)",
+            version="1",
+        )
+    )
