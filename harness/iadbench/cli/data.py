@@ -1,1 +1,137 @@
-"""``adbench data ...``: dataset inspection (the datasets issue fills this in)."""
+"""``adbench data check PATH_OR_NAME``: validate a dataset and summarise it.
+
+The first command to run on your own folder. A folder path is recognised as an
+MVTec-like tree or a good/defect folder (checked by the ``folder`` plugin), or as a
+VisA or KSDD2 root; a name is looked up among the registered datasets. Every image
+and mask is decoded, so what passes here loads in a run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from iadbench.cli import console, data_app, err_console
+from iadbench.datasets import resolve_dataset
+from iadbench.errors import DatasetError, ImageError
+from iadbench.images import decode_image, decode_mask
+from iadbench.layouts import KSDD2, VISA, detect_layout
+from iadbench.types import GOOD, Split
+
+
+def _looks_like_path(target: str, names: set[str]) -> bool:
+    if target in names:
+        return os.sep in target or target.startswith(".")
+    return os.sep in target or target.startswith((".", "~")) or Path(target).exists()
+
+
+def _open_dataset(target: str, data_root: Path | None, test_fraction: float, seed: int):
+    from iadbench.plugins import get_registry
+
+    registry = get_registry()
+    if not _looks_like_path(target, set(registry.datasets)):
+        return target, resolve_dataset(registry, target, data_root=data_root)
+    path = Path(target).expanduser()
+    if not path.exists():
+        raise DatasetError("folder not found", path)
+    if not path.is_dir():
+        raise DatasetError("not a folder (data check takes a dataset folder or a dataset name)", path)
+    layout = detect_layout(path)
+    if layout in (VISA, KSDD2):
+        return layout, resolve_dataset(registry, layout, path=path)
+    return "folder", resolve_dataset(registry, "folder", path=path, test_fraction=test_fraction, seed=seed)
+
+
+def _decode_all(split: Split) -> tuple[Counter, dict[str, list[float]], list[str]]:
+    """Decode every image and mask: (image sizes, mask coverage by defect, problems)."""
+    sizes: Counter = Counter()
+    coverage: dict[str, list[float]] = {}
+    problems: list[str] = []
+    for s in split.train + split.test:
+        try:
+            img = decode_image(s.path)
+        except ImageError as exc:
+            problems.append(str(exc))
+            continue
+        h, w = img.shape[:2]
+        sizes[f"{w}x{h}"] += 1
+        if s.mask_path is None:
+            continue
+        try:
+            mask = decode_mask(s.mask_path)
+        except ImageError as exc:
+            problems.append(str(exc))
+            continue
+        if mask.shape != (h, w):
+            problems.append(f"{s.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {w}x{h}")
+        elif not mask.any():
+            problems.append(f"{s.mask_path}: mask of a defective image is empty")
+        coverage.setdefault(s.defect_type, []).append(float(mask.mean()))
+    return sizes, coverage, problems
+
+
+def _summary(split: Split, sizes: Counter, coverage: dict[str, list[float]]) -> Table:
+    table = Table(title=f"{split.dataset} / {split.category}", title_justify="left")
+    for col in ("split", "type", "images", "masks", "mask coverage (mean, min-max)"):
+        table.add_column(col, justify="right" if col in ("images", "masks") else "left")
+    table.add_row("train", GOOD, str(len(split.train)), "-", "-")
+    by_type: dict[str, list] = {}
+    for s in split.test:
+        by_type.setdefault(s.defect_type, []).append(s)
+    for kind in sorted(by_type, key=lambda k: (k != GOOD, k)):
+        samples = by_type[kind]
+        n_masks = sum(s.mask_path is not None for s in samples)
+        cov = coverage.get(kind)
+        cov_text = f"{100 * np.mean(cov):.2f}%, {100 * min(cov):.2f}-{100 * max(cov):.2f}%" if cov else "-"
+        table.add_row("test", kind, str(len(samples)), str(n_masks) if kind != GOOD else "-", cov_text)
+    n_bad = sum(s.is_anomalous for s in split.test)
+    table.add_row("test", "all", str(len(split.test)), f"{sum(s.mask_path is not None for s in split.test)}", f"{n_bad} defective", end_section=True)
+    return table
+
+
+@data_app.command("check")
+def check(
+    target: str = typer.Argument(..., metavar="PATH_OR_NAME", help="A dataset folder, or a registered dataset name."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding mvtec_ad/, visa/, ksdd2/ (default $IADBENCH_DATA_ROOT)."),
+    category: Optional[str] = typer.Option(None, "--category", "-c", help="Check only this category."),
+    test_fraction: float = typer.Option(0.2, help="good/defect folders: fraction of good images held out for test."),
+    seed: int = typer.Option(0, help="good/defect folders: seed of the hold-out rule."),
+) -> None:
+    """Validate a dataset (decoding every image and mask) and print a summary."""
+    name, dataset = _open_dataset(target, data_root, test_fraction, seed)
+    categories = dataset.categories()
+    if category is not None:
+        if category not in categories:
+            raise DatasetError(f"dataset '{name}' has no category '{category}' (found: {', '.join(categories)})")
+        categories = [category]
+    all_problems: list[str] = []
+    totals = Counter()
+    for cat in categories:
+        split = dataset.split(cat)
+        sizes, coverage, problems = _decode_all(split)
+        console.print(_summary(split, sizes, coverage))
+        console.print("image sizes: " + ", ".join(f"{k} ({v})" for k, v in sizes.most_common()), highlight=False)
+        for key, value in split.notes.items():
+            if key != "warnings":
+                console.print(f"note: {key} = {value}", highlight=False)
+        for warning in split.notes.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        for problem in problems:
+            err_console.print(f"[red]problem:[/red] {problem}", highlight=False, soft_wrap=True)
+        console.print()
+        all_problems += problems
+        totals.update(train=len(split.train), test=len(split.test),
+                      defective=sum(s.is_anomalous for s in split.test),
+                      masks=sum(s.mask_path is not None for s in split.test))
+    summary = (f"{name}: {len(categories)} categor{'y' if len(categories) == 1 else 'ies'}, "
+               f"{totals['train']} train, {totals['test']} test ({totals['defective']} defective, {totals['masks']} masks)")
+    if all_problems:
+        err_console.print(f"[red]error:[/red] {summary}; {len(all_problems)} problem(s) found", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2)
+    console.print(f"ok: {summary}; no problems found", highlight=False)
