@@ -304,10 +304,11 @@ def detect_layout(path: Path) -> str | None:
     if (path / "split_csv").is_dir():
         return VISA
     train, test = path / "train", path / "test"
-    if train.is_dir() and test.is_dir():
-        if not (train / GOOD).is_dir() and any(p.stem.endswith("_GT") for p in train.iterdir()):
+    if train.is_dir() and test.is_dir() and not (train / GOOD).is_dir():
+        if any(p.stem.endswith("_GT") for p in train.iterdir()):
             return KSDD2
-        return MVTEC
+    if train.is_dir() or test.is_dir():
+        return MVTEC  # a half-made tree too, so its parser can say what is missing
     if (path / GOOD).is_dir():
         return GOOD_DEFECT
     return None
