@@ -30,10 +30,27 @@ from iadbench.runner.cost import (
 )
 from iadbench.runner.plan import Cell
 
-# Environment every cell process gets. glibc's default mmap threshold grows with
-# large frees, so big temporary tensors stay in the heap and fragment it; a fixed
-# threshold returns them to the OS (anomalib's PatchCore grows without bound otherwise).
-CELL_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONWARNINGS": "ignore"}
+# glibc's default mmap threshold grows with large frees, so big temporary tensors stay
+# in the heap and fragment it; a fixed threshold returns them to the OS (anomalib's
+# PatchCore grows without bound otherwise). Set by env for a fresh process and by
+# mallopt for a forked one, where the env var would come too late.
+MMAP_THRESHOLD = 65536
+CELL_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "PYTHONWARNINGS": "ignore"}
+
+# Imported once by the forkserver, so forked cells start without paying for them.
+PRELOAD = [
+    "numpy", "torch", "PIL.Image", "scipy.ndimage", "sklearn.metrics", "timm",
+    "iadbench.runner.cell", "iadbench.metrics", "iadbench.images", "iadbench.plugins",
+]
+
+
+def tame_malloc() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def seed_everything(seed: int) -> None:
@@ -202,7 +219,11 @@ def _write_scores(path: Path, samples, scores: np.ndarray) -> None:
 
 
 def main(argv: list[str]) -> int:
-    cell_path, result_path = Path(argv[0]), Path(argv[1])
+    return run_cell_files(Path(argv[0]), Path(argv[1]))
+
+
+def run_cell_files(cell_path: Path, result_path: Path) -> int:
+    """Run the cell described in ``cell_path``; write its result to ``result_path``."""
     payload = json.loads(cell_path.read_text())
     cell = Cell.from_json(payload["cell"])
     threads = int(payload.get("threads", 1))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import json
+import multiprocessing
 import os
 import signal
-import subprocess
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from iadbench.runner.cell import CELL_ENV
+from iadbench.runner.cell import CELL_ENV, PRELOAD
 from iadbench.runner.plan import Cell
 
 
@@ -53,14 +53,38 @@ def _die_with_parent() -> None:
         pass
 
 
+def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int) -> None:
+    """First code of a forked cell process: its own log, threads and allocator."""
+    _die_with_parent()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.update(CELL_ENV)
+    from iadbench.runner import cell
+
+    cell.tame_malloc()
+    os._exit(cell.run_cell_files(Path(spec_path), Path(result_path)))
+
+
 class LocalProcessExecutor:
+    """Each cell in its own process, forked from a forkserver that has already
+    imported torch and friends (a fresh interpreter per cell spends seconds on
+    imports alone)."""
+
     def __init__(self, workers: int = 1, threads_per_cell: int | None = None, timeout_s: float | None = None):
         self.workers = max(1, workers)
         cpus = os.cpu_count() or 1
         self.threads = threads_per_cell or max(1, cpus // self.workers)
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cell")
-        self._procs: set[subprocess.Popen] = set()
+        self._procs: set = set()
+        self._mp = multiprocessing.get_context("forkserver")
+        self._mp.set_forkserver_preload(PRELOAD)
 
     def submit(self, task: CellTask) -> "Future[dict[str, Any]]":
         return self._pool.submit(self._run, task)
@@ -75,39 +99,31 @@ class LocalProcessExecutor:
         task.cell_dir.mkdir(parents=True, exist_ok=True)
         spec_path = task.cell_dir / "cell.json"
         result_path = task.cell_dir / "result.json"
+        log_path = task.cell_dir / "cell.log"
         result_path.unlink(missing_ok=True)
         spec_path.write_text(json.dumps({"cell": task.cell.to_json(), "threads": self.threads}, indent=2))
-        env = {
-            **os.environ,
-            **CELL_ENV,
-            "OMP_NUM_THREADS": str(self.threads),
-            "MKL_NUM_THREADS": str(self.threads),
-        }
-        log_path = task.cell_dir / "cell.log"
         started = time.time()
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "iadbench.runner.cell", str(spec_path), str(result_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
-            self._procs.add(proc)
-            try:
-                rc = proc.wait(timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
+        proc = self._mp.Process(
+            target=_cell_entry,
+            args=(str(spec_path), str(result_path), str(log_path), self.threads),
+            name=f"cell-{task.cell.key}",
+        )
+        proc.start()
+        self._procs.add(proc)
+        try:
+            proc.join(self.timeout_s)
+            timed_out = proc.is_alive()
+            if timed_out:
                 proc.kill()
-                proc.wait()
-                rc = None
-            finally:
-                self._procs.discard(proc)
+                proc.join()
+        finally:
+            self._procs.discard(proc)
+        rc = proc.exitcode
         if result_path.is_file():
             return json.loads(result_path.read_text())
-        if rc is None:
+        if timed_out:
             error = f"timed out after {self.timeout_s:.0f} s"
-        elif rc < 0:
+        elif rc is not None and rc < 0:
             name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
             error = f"cell process killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
         else:

@@ -38,7 +38,7 @@ class MedianDistance(Detector):
     def fit(self, images: np.ndarray, ctx: FitContext) -> None:
         if self.crash == "abort":
             os.abort()  # a native crash: the cell process dies without a result
-        if self.crash == "raise":
+        if self.crash == "raise" or (self.crash == "env" and os.environ.get("EXAMPLE_CRASH")):
             raise RuntimeError("example detector asked to fail")
         time.sleep(self.fit_sleep)
         self.median = torch.from_numpy(np.median(images.astype(np.float32), axis=0))
@@ -94,7 +94,7 @@ class Blobs:
                 mask = np.zeros((32, 32), np.uint8)
                 y, x = rng.integers(4, 24, 2)
                 mask[y : y + 6, x : x + 6] = 255
-                img[mask > 0] = 255 - level // 2
+                img[mask > 0] = 255 - level  # far from the background either way
                 Image.fromarray(mask).save(folder / "masks" / f"{i:03d}.png")
             Image.fromarray(img).save(folder / "test" / f"{i:03d}.png")
         (folder / "done").touch()

@@ -1,0 +1,3 @@
+from iadbench.cli import main
+
+main()
