@@ -12,6 +12,7 @@ from rich.table import Table
 from iadbench.cli import app, console
 from iadbench.errors import InputError
 from iadbench.plugins import get_registry
+from iadbench.report import leaderboard as leaderboard_mod
 from iadbench.runner.executor import default_workers
 from iadbench.runner.plan import DEFAULT_DATASET, DatasetEntry, DetectorEntry, Plan, Settings, load_plan_file, parse_assignments
 from iadbench.runner.runner import execute, new_run_dir
@@ -107,8 +108,9 @@ def run(
         workers=workers or default_workers(), console=console, cell_timeout_s=cell_timeout,
     )
     _summary(outcome)
+    board = leaderboard_mod.write([outcome.run_dir], outcome.run_dir / "leaderboard.md", registry.metrics)
     console.print(f"results: {outcome.run_dir}/records.jsonl")
-    console.print(f"leaderboard: adbench leaderboard {outcome.run_dir} --out {outcome.run_dir}/leaderboard.md")
+    console.print(f"leaderboard: {board}")
     if outcome.failed:
         raise typer.Exit(1)
 

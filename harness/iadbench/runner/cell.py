@@ -160,9 +160,10 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         defect_types=[t.defect_type for t in split.test],
     )
     metrics, reasons = compute_metrics(data, registry.metrics)
-    if threshold_note:
+    if threshold_note:  # the fitting error says more than "threshold is NaN"
         for name in ("precision", "recall", "f1", "accuracy"):
-            reasons.setdefault(name, f"no threshold: {threshold_note}")
+            if name in reasons:
+                reasons[name] = f"no threshold: {threshold_note}"
 
     # Cost, with the feature cache off so that no number benefits from earlier cells.
     with _cache_disabled():

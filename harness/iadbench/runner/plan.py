@@ -195,6 +195,9 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
             )
         resolved.append((entry, spec, {**spec.params, **entry.params}))
 
+    from iadbench.metrics.threshold import parse_rule
+
+    parse_rule(plan.settings.threshold_rule)  # a misspelt rule fails here, not in every cell
     settings = asdict(plan.settings)
     cells: list[Cell] = []
     for ds in plan.datasets:

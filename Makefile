@@ -1,0 +1,30 @@
+# `make run` and `make test` work on a fresh clone: each creates .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install when pyproject.toml changes.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: these builds lie on this machine's disk (a loose pin downloads GBs)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[test,serve]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Every available detector on every category of the embedded synthetic factory.
+run: $(STAMP)
+	$(BIN)/adbench run --all --dataset factory --run-dir runs/default-$(shell date +%Y%m%d-%H%M%S)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.methods
+
+clean-venv:
+	rm -rf $(VENV)

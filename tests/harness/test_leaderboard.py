@@ -1,0 +1,79 @@
+"""Leaderboards and comparisons rendered from records written by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iadbench.report.compare import compare
+from iadbench.report.leaderboard import cost_table, metric_table, render
+from iadbench.report.records import load_runs
+from iadbench.runner.store import RunStore
+
+
+def make_run(path: Path, rows: list[tuple]) -> Path:
+    store = RunStore(path)
+    store.create({"run_id": path.name, "plan": {"settings": {"threshold_rule": "quantile:0.99", "holdout_fraction": 0.1}},
+                  "environment": {"cpu": "Test CPU", "cpu_count": 2, "packages": {"iadbench": "0.1.0"}}})
+    for det, cat, seed, status, auroc, fit in rows:
+        store.append({
+            "key": f"{det}-{cat}-{seed}", "detector": det, "dataset": "ds", "category": cat, "seed": seed,
+            "status": status, "error": None if status == "ok" else "boom",
+            "metrics": {"image_auroc": auroc, "pixel_auroc": auroc, "aupro": None, "f1": auroc},
+            "cost": {"fit_s": fit, "latency_ms_p50": 10.0, "backbone_latency_ms_p50": 8.0, "peak_rss_mb": 500.0},
+        })
+    return path
+
+
+@pytest.fixture
+def run_a(tmp_path):
+    return make_run(tmp_path / "a", [
+        ("alpha", "c1", 0, "ok", 0.90, 1.0), ("alpha", "c1", 1, "ok", 0.80, 3.0),
+        ("alpha", "c2", 0, "ok", 0.70, 2.0),
+        ("beta", "c1", 0, "ok", 0.95, 5.0),
+        ("beta", "c2", 0, "failed", None, None),
+        ("gamma", "c1", 0, "ok", 0.60, 1.0),  # gamma has no c2 cell at all
+    ])
+
+
+def test_metric_table_marks_missing_and_failed_and_never_averages_over_them(run_a):
+    frame, _ = load_runs([run_a])
+    table = metric_table(frame, "image_auroc")
+    assert table.loc["alpha", "ds/c1"] == "0.850 ± 0.071"  # mean ± std over seeds
+    assert table.loc["alpha", "mean"] == "**0.775**"  # (0.85 + 0.70) / 2, the only complete row
+    assert table.loc["beta", "ds/c1"] == "**0.950**"
+    assert table.loc["beta", "ds/c2"] == "failed" and table.loc["beta", "mean"] == ""
+    assert table.loc["gamma", "ds/c2"] == "missing" and table.loc["gamma", "mean"] == ""
+    undefined = metric_table(frame, "aupro")
+    assert undefined.loc["alpha", "ds/c1"] == "n/a"
+
+
+def test_lower_is_better_bolds_the_minimum(run_a):
+    frame, _ = load_runs([run_a])
+    table = metric_table(frame, "image_auroc", higher_is_better=False)
+    assert table.loc["gamma", "ds/c1"] == "**0.600**"
+
+
+def test_cost_table_and_rendered_markdown(run_a):
+    frame, _ = load_runs([run_a])
+    costs = cost_table(frame)
+    assert costs.loc["alpha", "fit s"] == "2.0" and costs.loc["alpha", "backbone share"] == "80%"
+    text = render([run_a])
+    for part in ("## image_auroc", "## Cost", "## Failed cells", "beta on ds/c2 (seed 0): boom", "Test CPU", "quantile:0.99"):
+        assert part in text
+
+
+def test_compare_reports_deltas_and_unmatched_cells(run_a, tmp_path):
+    run_b = make_run(tmp_path / "b", [("alpha", "c1", 0, "ok", 0.95, 2.0), ("delta", "c1", 0, "ok", 0.5, 1.0)])
+    table = compare(run_a, run_b).set_index(["detector", "category", "seed"])
+    assert table.loc[("alpha", "c1", 0), "Δ image_auroc"] == pytest.approx(0.05)
+    assert table.loc[("alpha", "c1", 0), "fit_s B/A"] == pytest.approx(2.0)
+    assert table.loc[("delta", "c1", 0), "status"] == "only in B"
+    assert table.loc[("beta", "c1", 0), "status"] == "only in A"
+
+
+def test_merging_runs_prefers_ok_records(run_a, tmp_path):
+    retry = make_run(tmp_path / "retry", [("beta", "c2", 0, "ok", 0.85, 4.0)])
+    frame, _ = load_runs([run_a, retry])
+    assert metric_table(frame, "image_auroc").loc["beta", "mean"] == "**0.900**"
