@@ -9,6 +9,7 @@ one category, ``ksdd2``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from iadbench.api import DatasetError, DatasetSpec, Sample, Split, hookimpl
@@ -19,6 +20,10 @@ NAME = "ksdd2"
 CATEGORY = "ksdd2"
 GT_SUFFIX = "_GT"
 DEFECT = "defect"  # KSDD2 names no defect types
+
+
+def _natural(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
 class KSDD2:
@@ -71,12 +76,12 @@ class KSDD2:
             test_good, test_bad = self._part("test")
             if not train_good:
                 raise DatasetError("empty train split: every training image is defective", self.root / "train")
-            # Good samples of the test set keep their GT mask path out: it is empty.
+            # Good test images keep no mask path: their GT mask is empty.
             self._cache = Split(
                 dataset=NAME,
                 category=CATEGORY,
                 train=train_good,
-                test=test_good + test_bad,
+                test=sorted(test_good + test_bad, key=lambda s: _natural(s.path)),
                 notes={"left_out_defective_train": len(train_bad), "protocol": "unsupervised (good training images only)"},
             )
         s = self._cache
