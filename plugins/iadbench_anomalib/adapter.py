@@ -70,7 +70,10 @@ class AnomalibDetector(Detector):
         module_name, cls_name = self.entry.target.split(":")
         with quiet():
             cls = getattr(importlib.import_module(module_name), cls_name)
-            pre = cls.configure_pre_processor(image_size=self.input_size)
+            try:
+                pre = _without_crops(cls.configure_pre_processor(image_size=self.input_size))
+            except ValueError as exc:  # e.g. an input size the model refuses
+                raise InputError(f"{self.name}: {exc}") from None
             # Some constructors want a folder that exists (e.g. DRAEM's texture source);
             # anything they need is read while constructing, so a scratch dir suffices.
             with tempfile.TemporaryDirectory(prefix="iadbench-anomalib-") as scratch, ExitStack() as stack:
@@ -97,7 +100,9 @@ class AnomalibDetector(Detector):
             )
         if tuple(images.shape[1:3]) != self.input_size:
             raise InputError(f"{self.name}: images are {images.shape[1:3]}, input_size is {self.input_size}")
-        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        # contiguous NCHW: a permuted (channels-last) tensor travels through the convs
+        # and breaks models that .view() their features (FRE)
+        return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0).contiguous()
 
     def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
         transform = self.module.pre_processor.transform if self.module.pre_processor else None
@@ -107,8 +112,9 @@ class AnomalibDetector(Detector):
 
     def fit(self, images: np.ndarray, ctx: FitContext) -> None:
         x = self._to_tensor(images)
-        if len(x) < 2:
-            raise InputError(f"{self.name}: needs at least 2 training images, got {len(x)}")
+        need = self.entry.min_images(self.params)
+        if len(x) < need:
+            raise InputError(f"{self.name}: needs at least {need} training images, got {len(x)}")
         self._build()
         with ExitStack() as stack:
             workdir = ctx.workdir
@@ -133,7 +139,9 @@ class AnomalibDetector(Detector):
         self.module.eval()
         with quiet(), torch.no_grad():
             for i in range(0, len(x), bs):
-                out = self.module.model(self._preprocess(x[i : i + bs]))
+                xi = self._preprocess(x[i : i + bs])
+                raw = self.entry.raw_forward
+                out = raw(self.module.model, xi) if raw else self.module.model(xi)
                 s, m = self._raw_outputs(out, len(x[i : i + bs]))
                 scores.append(s)
                 maps.append(m)
@@ -191,6 +199,24 @@ class AnomalibDetector(Detector):
             raise InputError(f"{self.name}: saved tensors do not fit this model: {str(exc).splitlines()[0]}") from None
         self.entry.after_load(self)
         self.module.eval()
+
+
+def _without_crops(pre: Any) -> Any:
+    """The model's own pre-processor (resize, normalisation) minus centre crops: the
+    harness scores maps against masks of the whole image, so maps must cover it."""
+    from torchvision.transforms.v2 import CenterCrop, Compose
+
+    transform = getattr(pre, "transform", None)
+    if isinstance(transform, Compose):
+        kept = [t for t in transform.transforms if not isinstance(t, CenterCrop)]
+        if len(kept) != len(transform.transforms):
+            pre.transform = Compose(kept)
+            from anomalib.pre_processing.utils.transform import get_exportable_transform
+
+            pre.export_transform = get_exportable_transform(pre.transform)
+    elif isinstance(transform, CenterCrop):
+        pre.transform = None
+    return pre
 
 
 def _resize_buffer(model: torch.nn.Module, key: str, value: torch.Tensor) -> None:

@@ -53,6 +53,9 @@ class ModelEntry:
     prepare: Prepare = _same  # adjusts the anomalib constructor kwargs
     patches: Callable[["AnomalibDetector"], list[AbstractContextManager]] = _no_patches
     after_load: Callable[["AnomalibDetector"], None] = _nothing
+    #: replaces ``module.model(x)`` at predict time where anomalib squashes its score
+    raw_forward: Callable[[Any, Any], Any] | None = None
+    min_images: Callable[[dict[str, Any]], int] = lambda params: 2
     tags: tuple[str, ...] = field(default=())
 
     def blocked_reason(self, params: dict[str, Any]) -> str | None:
@@ -100,6 +103,25 @@ def _fre_prepare(kwargs: dict[str, Any], det: "AnomalibDetector", scratch: Path)
 def _glass_prepare(kwargs: dict[str, Any], det: "AnomalibDetector", scratch: Path) -> dict[str, Any]:
     kwargs["input_shape"] = det.input_size
     return kwargs
+
+
+def _dfkde_raw(model: Any, x: Any) -> Any:
+    """DFKDE's raw score: the KDE's negative log-density. anomalib squashes it through
+    a fixed sigmoid (saturating at 1) and its float32 density underflows to 0 far from
+    the data; logsumexp over the same Gaussian kernels keeps the ranking."""
+    import math
+
+    import torch
+    from anomalib.data import InferenceBatch
+
+    clf = model.classifier
+    feats = clf.pca_model.transform(model.get_features(x))
+    feats, _ = clf.pre_process(feats, clf.max_length)
+    kde = clf.kde_model
+    z = feats @ kde.bw_transform
+    sq = torch.cdist(z, kde.dataset) ** 2  # the dataset is stored already transformed
+    log_density = torch.logsumexp(-sq / 2, dim=1) + torch.log(kde.norm) - math.log(kde.dataset.shape[0])
+    return InferenceBatch(pred_score=-log_density)
 
 
 def _efficient_ad_patches(det: "AnomalibDetector") -> list[AbstractContextManager]:
@@ -169,6 +191,9 @@ MODELS: list[ModelEntry] = [
         {**_COMMON, **_backbone(["blocks.6"], n_pca_components=16, max_training_points=40000)},
         "DFKDE: KDE on PCA-reduced pooled deep features; image score only (anomalib)",
         backbone=True,
+        # its KDE needs a full-rank covariance of the PCA components
+        min_images=lambda params: int(params["n_pca_components"]) + 2,
+        raw_forward=_dfkde_raw,
     ),
     ModelEntry(
         "dfm", f"{M}.dfm:Dfm",
