@@ -248,7 +248,6 @@ RENDERERS: dict[str, Callable[[np.random.Generator, int], Scene]] = {
 
 
 def _pick(rng: np.random.Generator, region: np.ndarray, margin: int) -> tuple[float, float]:
-    size = region.shape[0]
     inner = region.copy()
     inner[:margin], inner[-margin:], inner[:, :margin], inner[:, -margin:] = False, False, False, False
     ys, xs = np.nonzero(inner)

@@ -110,6 +110,7 @@ def ensure_category(root: Path, category: str, seed: int, sizes: Sizes) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{category}-", dir=root))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
     except OSError as exc:
         raise DatasetError(f"cannot create the factory data folder ({exc.strerror or exc})", root) from None
     try:
