@@ -1,1 +1,1 @@
-"""iadbench_padim plugin for iadbench."""
+"""PaDiM (Defard et al. 2021) for iadbench."""

@@ -1,1 +1,1 @@
-"""iadbench_patchcore plugin for iadbench."""
+"""PatchCore (Roth et al. 2022) for iadbench."""

@@ -1,0 +1,1 @@
+"""Benchmarks of iadbench's methods (run with ``python -m bench.methods``)."""

@@ -1,0 +1,115 @@
+"""PatchCore's math (Roth et al., CVPR 2022), vectorised in torch.
+
+* ``greedy_coreset``: exact greedy k-center selection (the paper's Algorithm 1),
+  evaluated lazily (see its docstring): the same picks as the brute-force greedy,
+  with most of the work done as a few large matrix products.
+* ``nearest``: nearest-neighbour distances by ||a||^2 + ||b||^2 - 2ab in chunks.
+* ``reweighted_score``: the paper's image-score reweighting (eq. 7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def random_projection(x: torch.Tensor, dim: int, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian Johnson-Lindenstrauss projection to ``dim`` (identity when x is narrower)."""
+    if dim <= 0 or x.shape[1] <= dim:
+        return x
+    w = torch.randn(x.shape[1], dim, generator=generator, dtype=x.dtype) / math.sqrt(dim)
+    return x @ w
+
+
+def _min_sq_dist(z: torch.Tensor, sq: torch.Tensor, centers: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+    """min over ``centers`` of squared distances of each row of z, as blocked GEMMs."""
+    csq = (centers * centers).sum(1)
+    out = torch.empty(z.shape[0], dtype=z.dtype)
+    for s in range(0, z.shape[0], chunk):
+        d2 = torch.addmm(csq.unsqueeze(0), z[s : s + chunk], centers.T, alpha=-2)
+        out[s : s + chunk] = d2.min(1).values.add_(sq[s : s + chunk])
+    return out.clamp_min_(0)
+
+
+def greedy_coreset(z: torch.Tensor, k: int, start: int = 0, hot: int = 4096) -> torch.Tensor:
+    """Indices of ``k`` rows of ``z`` chosen by greedy k-center (farthest-point) selection
+    starting from row ``start``: each step adds the row farthest from the chosen ones.
+
+    Exact, but lazy: distances to the chosen centers shrink monotonically, so a stale
+    distance is an upper bound. A "hot" set of the ``hot`` farthest rows is kept exact
+    after every pick (hot x d work); all other rows are brought up to date in one GEMM
+    against the centers picked since the last sync, only when the hot set's best no
+    longer beats the largest stale bound outside it. The per-pick cost is then small
+    instead of a memory-bound pass over all n rows."""
+    n = z.shape[0]
+    k = max(1, min(int(k), n))
+    sq = (z * z).sum(1)
+    chosen = [int(start)]
+    mind = torch.addmv(sq, z, z[start], alpha=-2).add_(sq[start]).clamp_min_(0)  # squared
+    synced = 1  # chosen[:synced] are folded into mind
+    hot = max(1, min(hot, n - 1)) if n > 1 else 1
+    hot_idx = hot_val = hot_z = hot_sq = None
+    bound = 0.0
+    while len(chosen) < k:
+        if hot_idx is None:
+            if synced < len(chosen):
+                mind = torch.minimum(mind, _min_sq_dist(z, sq, z[chosen[synced:]]))
+                synced = len(chosen)
+            top = torch.topk(mind, min(hot + 1, n))
+            hot_idx, hot_val = top.indices[:hot], top.values[:hot].clone()
+            bound = float(top.values[hot]) if n > hot else -1.0
+            hot_z, hot_sq = z[hot_idx], sq[hot_idx]
+        j = int(torch.argmax(hot_val))
+        if float(hot_val[j]) < bound:  # a row outside the hot set may be farther: sync
+            hot_idx = None
+            continue
+        i = int(hot_idx[j])
+        chosen.append(i)
+        d = torch.addmv(hot_sq, hot_z, z[i], alpha=-2).add_(sq[i]).clamp_min_(0)
+        torch.minimum(hot_val, d, out=hot_val)
+        hot_val[j] = 0.0
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def brute_force_greedy(z: torch.Tensor, k: int, start: int = 0) -> torch.Tensor:
+    """The textbook O(n k) greedy k-center, for tests."""
+    chosen = [start]
+    mind = ((z - z[start]) ** 2).sum(1)
+    for _ in range(1, k):
+        i = int(torch.argmax(mind))
+        chosen.append(i)
+        mind = torch.minimum(mind, ((z - z[i]) ** 2).sum(1))
+    return torch.tensor(chosen)
+
+
+def nearest(
+    queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean distance of each query row to its nearest bank row, and that row's index."""
+    if bank_sq is None:
+        bank_sq = (bank * bank).sum(1)
+    dists, index = [], []
+    for s in range(0, queries.shape[0], chunk):
+        q = queries[s : s + chunk]
+        d2 = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2).add_((q * q).sum(1, keepdim=True))
+        m, j = d2.min(1)
+        dists.append(m.clamp_min_(0).sqrt_())
+        index.append(j)
+    return torch.cat(dists), torch.cat(index)
+
+
+def reweighted_score(
+    patch: torch.Tensor, nn_index: int, bank: torch.Tensor, bank_sq: torch.Tensor, num_neighbors: int
+) -> torch.Tensor:
+    """Eq. 7 of the paper: s = (1 - softmax_b(||m_test - m||)[m*]) * ||m_test - m*||, with
+    the softmax over m* (the most anomalous patch's nearest memory feature) and its
+    b - 1 nearest neighbours in the bank."""
+    m_star = bank[nn_index]
+    b = max(1, min(int(num_neighbors), bank.shape[0]))
+    d2 = (bank_sq - 2 * bank @ m_star + bank_sq[nn_index]).clamp_min(0)
+    d2[nn_index] = -1.0  # m* itself first, even with duplicate rows in the bank
+    support = torch.topk(d2, b, largest=False).indices
+    dist = torch.linalg.vector_norm(bank[support] - patch, dim=1)
+    weight = 1.0 - torch.softmax(dist, 0)[0]
+    return weight * dist[0]

@@ -1,0 +1,125 @@
+"""PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022).
+
+Fit: mid-level features of the good images, each averaged over its 3x3 neighbourhood
+(avg pool, stride 1, pad 1), the coarser map upsampled (bilinear) to the finer grid and
+concatenated, give one vector per patch; a greedy k-center coreset of them, selected
+on a Johnson-Lindenstrauss random projection, is the memory bank.
+Predict: each test patch's distance to its nearest memory vector (one matrix product
+per chunk) is the anomaly map, upsampled to the input size and smoothed (sigma 4); the
+image score is the largest patch distance reweighted as in the paper's eq. 7.
+
+We follow anomalib rather than the reference code on one point: no adaptive average
+pooling of the concatenated features to a fixed dimension (lite0's 40 + 112 = 152
+channels need no reduction; wide_resnet50_2 keeps its 1536).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from iadbench.api import Detector, FitContext, InputError, Prediction
+from iadbench.backbones import ARCHS, canonical_arch
+from iadbench.features import BackboneMixin, patch_maps_to_pixels
+
+from iadbench_patchcore.core import greedy_coreset, nearest, random_projection, reweighted_score
+
+# Mid-level stages: stride 8 and 16 (the paper's layer2 + layer3 for ResNets).
+DEFAULT_LAYERS = {"efficientnet": ["blocks.2", "blocks.4"], "resnet": ["layer2", "layer3"]}
+
+
+class PatchCore(BackboneMixin, Detector):
+    name = "patchcore"
+
+    def __init__(
+        self,
+        input_size: int = 256,
+        backbone: str = "efficientnet_lite0",
+        layers: Sequence[str] | None = None,
+        weights: str | None = None,
+        coreset_ratio: float = 0.1,
+        projection_dim: int = 128,
+        num_neighbors: int = 9,
+        sigma: float = 4.0,
+    ):
+        arch = canonical_arch(backbone)
+        layers = list(layers) if layers else list(DEFAULT_LAYERS[ARCHS[arch].family])
+        if not 0.0 < float(coreset_ratio) <= 1.0:
+            raise InputError(f"patchcore: coreset_ratio must be in (0, 1], got {coreset_ratio}")
+        if int(num_neighbors) < 1:
+            raise InputError(f"patchcore: num_neighbors must be >= 1, got {num_neighbors}")
+        if int(input_size) < 32:
+            raise InputError(f"patchcore: input_size must be >= 32, got {input_size}")
+        super().__init__(
+            input_size=int(input_size), backbone=backbone, layers=layers, weights=weights,
+            coreset_ratio=float(coreset_ratio), projection_dim=int(projection_dim),
+            num_neighbors=int(num_neighbors), sigma=float(sigma),
+        )
+        self.input_size = (int(input_size), int(input_size))
+        self.backbone, self.layers, self.weights = arch, layers, weights
+        self.coreset_ratio, self.projection_dim = float(coreset_ratio), int(projection_dim)
+        self.num_neighbors, self.sigma = int(num_neighbors), float(sigma)
+        self.memory_bank: torch.Tensor | None = None
+        self._bank_sq: torch.Tensor | None = None
+
+    def embed(self, images: np.ndarray) -> torch.Tensor:
+        """(N, C, h, w) locally aware patch features at the finest requested grid."""
+        feats = self.features(images)
+        maps = [F.avg_pool2d(feats[name], 3, stride=1, padding=1) for name in self.layers]
+        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+        maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+        return torch.cat(maps, 1)
+
+    def fit(self, images: np.ndarray, ctx: FitContext) -> None:
+        emb = self.embed(images)
+        patches = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).contiguous()
+        del emb
+        gen = torch.Generator().manual_seed(int(ctx.seed))
+        k = max(1, int(round(self.coreset_ratio * patches.shape[0])))
+        if k < patches.shape[0]:
+            projected = random_projection(patches, self.projection_dim, gen)
+            start = int(torch.randint(patches.shape[0], (1,), generator=gen))
+            idx = greedy_coreset(projected, k, start=start)
+            del projected
+            self.memory_bank = patches[idx].clone()
+        else:
+            self.memory_bank = patches
+        self._bank_sq = None
+
+    def _bank(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.memory_bank is None:
+            raise RuntimeError("patchcore: predict() before fit()")
+        if self._bank_sq is None:
+            self._bank_sq = (self.memory_bank * self.memory_bank).sum(1)
+        return self.memory_bank, self._bank_sq
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        bank, bank_sq = self._bank()
+        scores, patch_maps = [], []
+        for s in range(0, len(images), self.batch_size):
+            emb = self.embed(images[s : s + self.batch_size])
+            n, c, h, w = emb.shape
+            q = emb.permute(0, 2, 3, 1).reshape(-1, c)
+            dist, index = nearest(q, bank, bank_sq)
+            dist, index, q = dist.view(n, h * w), index.view(n, h * w), q.view(n, h * w, c)
+            for i in range(n):
+                p = int(torch.argmax(dist[i]))
+                scores.append(float(reweighted_score(q[i, p], int(index[i, p]), bank, bank_sq, self.num_neighbors)))
+            patch_maps.append(dist.view(n, h, w))
+        maps = patch_maps_to_pixels(torch.cat(patch_maps), self.input_size, self.sigma)
+        return Prediction(scores=np.asarray(scores), maps=maps.numpy())
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        bank, _ = self._bank()
+        return {"memory_bank": bank}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if "memory_bank" not in tensors:
+            raise InputError("patchcore: saved state lacks memory_bank")
+        self.memory_bank, self._bank_sq = tensors["memory_bank"].float(), None
+
+    def extra_config(self) -> dict[str, Any]:
+        return {"bank_size": int(self.memory_bank.shape[0]) if self.memory_bank is not None else 0}

@@ -1,0 +1,19 @@
+from iadbench.api import DetectorSpec, hookimpl
+from iadbench_patchcore.detector import PatchCore
+
+
+@hookimpl
+def register_detectors(register):
+    register(
+        DetectorSpec(
+            name=PatchCore.name,
+            factory=PatchCore,
+            params={
+                "input_size": 256, "backbone": "efficientnet_lite0", "layers": None, "weights": None,
+                "coreset_ratio": 0.1, "projection_dim": 128, "num_neighbors": 9, "sigma": 4.0,
+            },
+            description="PatchCore (Roth et al. 2022): coreset memory bank of locally aware patch features",
+            version="1",
+            tags=("memory-bank", "pretrained-backbone"),
+        )
+    )
