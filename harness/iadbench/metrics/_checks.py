@@ -26,6 +26,36 @@ def image_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np
     return y.astype(np.int8), s
 
 
+def bool_masks(masks: np.ndarray) -> np.ndarray:
+    """Masks as bool (0/1 or 0/255 masks are accepted: any value > 0 is defective)."""
+    masks = np.asarray(masks)
+    return masks if masks.dtype == bool else masks > 0
+
+
+def pixel_inputs(maps: np.ndarray, masks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (maps, masks as bool) of one shape (N, H, W); maps keep their float
+    dtype (float32 maps are not copied to float64: millions of pixels)."""
+    if masks is None:
+        raise UndefinedMetric("no pixel ground truth (the dataset has no masks)")
+    maps = np.asarray(maps)
+    if not np.issubdtype(maps.dtype, np.floating):
+        maps = maps.astype(np.float32)
+    masks = np.asarray(masks)
+    if maps.shape != masks.shape or maps.ndim != 3:
+        raise ValueError(f"maps {maps.shape} and masks {masks.shape} must both be (N, H, W)")
+    masks = bool_masks(masks)
+    if maps.size == 0:
+        raise UndefinedMetric("no test images")
+    n_bad = int(np.count_nonzero(masks))
+    if n_bad == 0:
+        raise UndefinedMetric("no defective pixel in the ground-truth masks")
+    if n_bad == masks.size:
+        raise UndefinedMetric("no normal pixel in the ground-truth masks")
+    require_finite(maps, "anomaly map values")
+    require_varied(maps, "anomaly map values")
+    return maps, masks
+
+
 def require_finite(values: np.ndarray, what: str) -> None:
     bad = values.size - int(np.isfinite(values).sum())
     if bad:

@@ -12,8 +12,10 @@ value there linearly interpolated, integrated with the trapezoid rule and divide
 ``max_fpr`` so that a perfect detector scores 1.
 
 Exact and vectorised: PRO(t) is a sum over pixels with score >= t of the weight
-1 / (number of regions * size of the pixel's region), so one descending sort of all
-pixels and two cumulative sums give the curve at every distinct score at once.
+1 / (number of regions * size of the pixel's region) (0 for normal pixels), so the
+pixel ranking shared with pixel AUROC and AP (``iadbench.metrics._ranking``: counts
+of all and of defective pixels at every distinct score) and one cumulative sum over
+the defective pixels give the curve at every distinct score at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from iadbench.metrics.pixel import pixel_inputs
+from iadbench.metrics._checks import bool_masks
+from iadbench.metrics._ranking import rank_pixels
 from iadbench.types import EvalData
 
 DEFAULT_MAX_FPR = 0.3
@@ -47,27 +50,21 @@ def pro_curve(
 
     The first point is (0, 0) at threshold +inf, the last (1, 1) at the lowest score.
     """
-    maps, masks = pixel_inputs(maps, masks)
-    regions, n_regions = label_regions(masks)
-    n_normal = masks.size - int(np.count_nonzero(masks))
-
-    sizes = np.bincount(regions.ravel(), minlength=n_regions + 1).astype(np.float64)
+    ranking = rank_pixels(maps, masks)  # validates; shared with pixel AUROC and AP
+    regions, n_regions = label_regions(bool_masks(masks))
+    # Region of each defective pixel, highest score first; weight 1 / (regions * size).
+    region_of = regions.reshape(-1)[ranking.positives]
+    del regions
+    sizes = np.bincount(region_of, minlength=n_regions + 1).astype(np.float64)
     weight = np.zeros(n_regions + 1)
     weight[1:] = 1.0 / (n_regions * sizes[1:])
+    # PRO at a threshold: the weights of the defective pixels at or above it, i.e. of
+    # the first tps of them; normal pixels weigh 0 and would not change the sums.
+    pro = np.r_[0.0, np.cumsum(weight[region_of])][ranking.tps]
 
-    scores = maps.ravel()
-    order = np.argsort(scores, kind="stable")[::-1]
-    ranked = scores[order]
-    pro = np.cumsum(weight[regions.ravel()[order]])
-    del regions
-    fp = np.cumsum(~masks.ravel()[order])
-    del order
-
-    # Pixels with equal scores cross the threshold together: keep each tie group's end.
-    ends = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), ranked.size - 1]
-    fpr = np.r_[0.0, fp[ends] / n_normal]
-    pro = np.r_[0.0, np.clip(pro[ends], 0.0, 1.0)]
-    thresholds = np.r_[np.inf, ranked[ends].astype(np.float64)]
+    fpr = np.r_[0.0, ranking.fps / ranking.n_normal]
+    pro = np.r_[0.0, np.clip(pro, 0.0, 1.0)]
+    thresholds = np.r_[np.inf, ranking.thresholds.astype(np.float64)]
     return fpr, pro, thresholds
 
 
