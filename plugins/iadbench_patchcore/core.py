@@ -32,36 +32,52 @@ def _min_sq_dist(z: torch.Tensor, sq: torch.Tensor, centers: torch.Tensor, chunk
     return out.clamp_min_(0)
 
 
-def greedy_coreset(z: torch.Tensor, k: int, start: int = 0, hot: int = 4096) -> torch.Tensor:
+def greedy_coreset(z: torch.Tensor, k: int, start: int = 0, hot: int = 4096, pool: int = 32768) -> torch.Tensor:
     """Indices of ``k`` rows of ``z`` chosen by greedy k-center (farthest-point) selection
     starting from row ``start``: each step adds the row farthest from the chosen ones.
 
-    Exact, but lazy: distances to the chosen centers shrink monotonically, so a stale
-    distance is an upper bound. A "hot" set of the ``hot`` farthest rows is kept exact
-    after every pick (hot x d work); all other rows are brought up to date in one GEMM
-    against the centers picked since the last sync, only when the hot set's best no
-    longer beats the largest stale bound outside it. The per-pick cost is then small
-    instead of a memory-bound pass over all n rows."""
+    Exact, but lazy. A row's distance to the chosen centers only shrinks, so a stale
+    value is an upper bound. Each row remembers how many centers its value accounts
+    for. A "hot" set of the farthest rows is kept exact after every pick (hot x d
+    work). When the hot set's best no longer beats the largest bound outside it, a sync
+    brings the ``pool`` rows with the largest bounds up to date, as GEMMs against the
+    centers each has not seen, and refills the hot set from them. Rows that are already
+    close to some center are never looked at again, so the total work is far below the
+    brute force's n x k x d, and nearly all of it runs as matrix products."""
     n = z.shape[0]
     k = max(1, min(int(k), n))
     sq = (z * z).sum(1)
     chosen = [int(start)]
     mind = torch.addmv(sq, z, z[start], alpha=-2).add_(sq[start]).clamp_min_(0)  # squared
-    synced = 1  # chosen[:synced] are folded into mind
-    hot = max(1, min(hot, n - 1)) if n > 1 else 1
+    seen = torch.ones(n, dtype=torch.long)  # mind[i] accounts for chosen[:seen[i]]
+    hot = max(1, min(hot, n))
+    pool = max(hot, min(pool, n))
     hot_idx = hot_val = hot_z = hot_sq = None
-    bound = 0.0
+    bound = -1.0
     while len(chosen) < k:
         if hot_idx is None:
-            if synced < len(chosen):
-                mind = torch.minimum(mind, _min_sq_dist(z, sq, z[chosen[synced:]]))
-                synced = len(chosen)
-            top = torch.topk(mind, min(hot + 1, n))
-            hot_idx, hot_val = top.indices[:hot], top.values[:hot].clone()
-            bound = float(top.values[hot]) if n > hot else -1.0
+            cur = len(chosen)
+            top = torch.topk(mind, min(pool + 1, n))
+            cand = top.indices[:pool]
+            outside = float(top.values[pool]) if n > pool else -1.0
+            groups = seen[cand]
+            for s_ in torch.unique(groups).tolist():
+                if s_ >= cur:
+                    continue
+                rows = cand[groups == s_]
+                centers = z[torch.tensor(chosen[s_:], dtype=torch.long)]
+                mind[rows] = torch.minimum(mind[rows], _min_sq_dist(z[rows], sq[rows], centers))
+            seen[cand] = cur
+            ex = mind[cand]
+            top2 = torch.topk(ex, min(hot + 1, cand.numel()))
+            hot_idx, hot_val = cand[top2.indices[:hot]], top2.values[:hot].clone()
+            inner = float(top2.values[hot]) if cand.numel() > hot else -1.0
+            bound = max(outside, inner)
             hot_z, hot_sq = z[hot_idx], sq[hot_idx]
         j = int(torch.argmax(hot_val))
         if float(hot_val[j]) < bound:  # a row outside the hot set may be farther: sync
+            mind[hot_idx] = hot_val  # exact as of now
+            seen[hot_idx] = len(chosen)
             hot_idx = None
             continue
         i = int(hot_idx[j])
