@@ -52,12 +52,12 @@ def per_image_latency_ms(fn: Callable[[np.ndarray], object], images: np.ndarray,
 
 
 def throughput_ips(fn: Callable[[np.ndarray], object], images: np.ndarray, batch: int, repeats: int = 2) -> float | None:
-    """Images per second at ``batch`` (best of ``repeats`` after one warm-up call)."""
+    """Images per second at ``batch`` (best of ``repeats``; the latency loop before it
+    has already warmed the detector up)."""
     if len(images) == 0:
         return None
     idx = np.arange(batch) % len(images)
     chunk = images[idx]
-    fn(chunk)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()

@@ -44,8 +44,8 @@ class Settings:
 
     holdout_fraction: float = 0.1  # good training images kept out of fit, for the threshold
     threshold_rule: str = "quantile:0.99"
-    latency_images: int = 20  # batch-1 latency is measured over this many test images
-    warmup: int = 2
+    latency_images: int = 10  # batch-1 latency is measured over this many test images
+    warmup: int = 1
     throughput_batch: int = 16
     predict_batch: int = 16
 
