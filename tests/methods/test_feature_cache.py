@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import iadbench.backbones as backbones
+from iadbench.api import FitContext
+from iadbench.features import cache_disabled, extract_features, feature_cache_dir
+from iadbench_padim.detector import Padim
+from iadbench_patchcore.detector import PatchCore
+
+from .conftest import synthetic_objects
+
+
+@pytest.fixture
+def forward_count(monkeypatch):
+    """Counts images that go through any FeatureExtractor's forward."""
+    seen = {"images": 0}
+    orig = backbones.FeatureExtractor.forward
+
+    def counting(self, images, layers=None):
+        seen["images"] += len(images)
+        return orig(self, images, layers)
+
+    monkeypatch.setattr(backbones.FeatureExtractor, "forward", counting)
+    return seen
+
+
+@pytest.mark.parametrize("patchcore_first", [False, True])
+def test_padim_and_patchcore_share_one_forward_per_image(forward_count, patchcore_first):
+    x = synthetic_objects(6, 64)
+    dets = [Padim(input_size=64, n_features=50), PatchCore(input_size=64, coreset_ratio=0.5)]
+    if patchcore_first:
+        dets.reverse()
+    for d in dets:
+        d.fit(x, FitContext(seed=0))
+    assert forward_count["images"] == len(x)
+    for d in dets:  # the test set is new content: one more forward per test image
+        d.predict(x[:2] ^ 1)
+    assert forward_count["images"] == len(x) + 2
+
+
+def test_disabled_cache_runs_the_backbone_every_time(forward_count, monkeypatch):
+    x = synthetic_objects(3, 64)
+    d = PatchCore(input_size=64)
+    d.fit(x, FitContext())
+    with cache_disabled():
+        d.predict(x)
+        d.predict(x)
+    assert forward_count["images"] == 3 + 6
+    monkeypatch.setenv("IADBENCH_FEATURE_CACHE", "0")
+    d.predict(x)
+    assert forward_count["images"] == 3 + 9
+    monkeypatch.delenv("IADBENCH_FEATURE_CACHE")
+    d.predict(x)  # cached again
+    assert forward_count["images"] == 3 + 9
+
+
+def test_cached_features_equal_fresh_ones_and_duplicates_cost_once(forward_count):
+    fe = backbones.create_feature_extractor("efficientnet_lite0", ["blocks.2", "blocks.4"])
+    x = synthetic_objects(3, 64)
+    x = np.concatenate([x, x[:1]])  # a duplicate image
+    first = extract_features(fe, x)
+    assert forward_count["images"] == 3
+    again = extract_features(fe, x)
+    fresh = extract_features(fe, x, use_cache=False)
+    for k in first:
+        assert torch.equal(first[k], again[k]) and torch.equal(first[k], fresh[k])
+    folder = feature_cache_dir(fe, (64, 64))
+    assert len(list(folder.rglob("*.safetensors"))) == 3
+    assert not list(folder.rglob("*.tmp"))  # no leftovers of the atomic writes
+
+
+def test_corrupt_cache_file_is_a_miss(forward_count):
+    fe = backbones.create_feature_extractor("efficientnet_lite0", ["blocks.2"])
+    x = synthetic_objects(1, 64)
+    ref = extract_features(fe, x)["blocks.2"]
+    (f,) = feature_cache_dir(fe, (64, 64)).rglob("*.safetensors")
+    f.write_bytes(b"garbage")
+    assert torch.equal(extract_features(fe, x)["blocks.2"], ref)
+    assert forward_count["images"] == 2

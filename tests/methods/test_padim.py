@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import mahalanobis
+from sklearn.metrics import roc_auc_score
+
+from iadbench.api import FitContext, InputError
+from iadbench.artifacts import load_detector
+from iadbench.plugins import load_registry
+from iadbench_padim.detector import Padim, mahalanobis_sq
+
+from .conftest import synthetic_objects
+
+
+def test_mahalanobis_matches_scipy_per_position():
+    rng = np.random.default_rng(0)
+    n, p, d = 4, 5, 6
+    emb = rng.normal(size=(n, p, d))
+    mean = rng.normal(size=(p, d))
+    a = rng.normal(size=(p, d, d))
+    inv = np.einsum("pij,pkj->pik", a, a) + 0.1 * np.eye(d)
+    got = mahalanobis_sq(torch.tensor(emb), torch.tensor(mean), torch.tensor(inv)).sqrt().numpy()
+    ref = np.array([[mahalanobis(emb[i, j], mean[j], inv[j]) for j in range(p)] for i in range(n)])
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+
+
+def test_fit_gives_per_position_mean_and_regularised_inverse_covariance():
+    x = synthetic_objects(8, 64)
+    det = Padim(input_size=64, n_features=20)
+    det.fit(x, FitContext(seed=3))
+    emb = det.embed(x).double().numpy()  # (N, P, d)
+    for pos in (0, 17, emb.shape[1] - 1):
+        cov = np.cov(emb[:, pos], rowvar=False) + 0.01 * np.eye(20)
+        np.testing.assert_allclose(det.mean[pos].numpy(), emb[:, pos].mean(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(det.inv_cov[pos].double().numpy() @ cov, np.eye(20), atol=2e-3)
+
+
+def test_channel_subset_is_seeded():
+    x = synthetic_objects(3, 64)
+    a, b, c = (Padim(input_size=64, n_features=30) for _ in range(3))
+    a.fit(x, FitContext(seed=1)); b.fit(x, FitContext(seed=1)); c.fit(x, FitContext(seed=2))
+    assert torch.equal(a.channel_idx, b.channel_idx) and not torch.equal(a.channel_idx, c.channel_idx)
+    assert a.channel_idx.numel() == 30 and a.channel_idx.unique().numel() == 30
+
+
+def test_detects_synthetic_defects_and_localises_them():
+    good = synthetic_objects(10, 96, seed=0)
+    test = np.concatenate([synthetic_objects(5, 96, seed=1), synthetic_objects(5, 96, seed=2, defect=True)])
+    det = Padim(input_size=96)
+    det.fit(good, FitContext())
+    pred = det.predict(test)
+    assert pred.maps.shape == (10, 96, 96)
+    assert roc_auc_score([0] * 5 + [1] * 5, pred.scores) == 1.0
+    bright = (test[..., 0] > 240) & (test[..., 1] < 60)
+    assert roc_auc_score(bright[5:].ravel(), pred.maps[5:].ravel()) > 0.9
+
+
+def test_save_and_reload_reproduce_scores_exactly(tmp_path):
+    x = synthetic_objects(4, 64)
+    det = Padim(input_size=64, n_features=40)
+    det.fit(x, FitContext(seed=5))
+    before = det.predict(x)
+    det.save(tmp_path / "m")
+    registry = load_registry()
+    back = load_detector(tmp_path / "m", registry)
+    after = back.predict(x)
+    assert isinstance(back, Padim) and back.n_features == 40
+    np.testing.assert_array_equal(before.scores, after.scores)
+    np.testing.assert_array_equal(before.maps, after.maps)
+
+
+def test_bad_input_is_one_line():
+    det = Padim(input_size=64)
+    with pytest.raises(InputError, match="expects 64x64"):
+        det.fit(synthetic_objects(3, 96), FitContext())
+    with pytest.raises(InputError, match="exceeds"):
+        Padim(input_size=64, n_features=500).fit(synthetic_objects(3, 64), FitContext())
+    with pytest.raises(InputError, match="unknown backbone"):
+        Padim(backbone="vgg")

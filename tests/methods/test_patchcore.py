@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from iadbench.api import FitContext, InputError
+from iadbench.artifacts import load_detector
+from iadbench.plugins import load_registry
+from iadbench_patchcore.core import brute_force_greedy, greedy_coreset, nearest, reweighted_score
+from iadbench_patchcore.detector import PatchCore
+
+from .conftest import synthetic_objects
+
+
+def _clustered(n, d, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(20, d, generator=g, dtype=dtype) * 3
+    return centres[torch.randint(0, 20, (n,), generator=g)] + torch.randn(n, d, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("hot,pool", [(1, 1), (16, 64), (4096, 32768)])
+def test_coreset_equals_brute_force_greedy(hot, pool):
+    z = _clustered(2000, 8, seed=hot)
+    got = greedy_coreset(z, 150, start=7, hot=hot, pool=pool)
+    ref = brute_force_greedy(z, 150, start=7)
+    assert torch.equal(got, ref)
+    # Same covering radius, and it beats a random subset of the same size.
+    def radius(idx):
+        return torch.cdist(z, z[idx]).min(1).values.max()
+    assert torch.isclose(radius(got), radius(ref))
+    rand = torch.randperm(2000, generator=torch.Generator().manual_seed(0))[:150]
+    assert radius(got) < radius(rand)
+
+
+def test_nearest_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    q, bank = torch.randn(500, 12, generator=g), torch.randn(300, 12, generator=g)
+    dist, idx = nearest(q, bank, chunk=64)
+    full = torch.cdist(q, bank)
+    torch.testing.assert_close(dist, full.min(1).values, atol=1e-4, rtol=1e-4)
+    assert torch.equal(idx, full.argmin(1))
+
+
+def test_reweighting_follows_eq7():
+    g = torch.Generator().manual_seed(2)
+    bank = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    patch = torch.randn(4, generator=g, dtype=torch.float64)
+    j = int(torch.cdist(patch[None], bank).argmin())
+    nbrs = torch.cdist(bank[j][None], bank)[0].argsort()[:3]  # m* and its 2 nearest
+    d = torch.linalg.vector_norm(bank[nbrs] - patch, dim=1)
+    ref = (1 - torch.exp(d[0]) / torch.exp(d).sum()) * d[0]
+    got = reweighted_score(patch, j, bank, (bank * bank).sum(1), 3)
+    assert torch.isclose(got, ref)
+
+
+def test_bank_size_follows_ratio_and_detects_synthetic_defects():
+    good = synthetic_objects(8, 96, seed=0)
+    test = np.concatenate([synthetic_objects(5, 96, seed=1), synthetic_objects(5, 96, seed=2, defect=True)])
+    det = PatchCore(input_size=96, coreset_ratio=0.25)
+    det.fit(good, FitContext())
+    assert det.memory_bank.shape == (round(0.25 * 8 * 12 * 12), 40 + 112)
+    pred = det.predict(test)
+    assert roc_auc_score([0] * 5 + [1] * 5, pred.scores) == 1.0
+    bright = (test[..., 0] > 240) & (test[..., 1] < 60)
+    assert roc_auc_score(bright[5:].ravel(), pred.maps[5:].ravel()) > 0.9
+
+
+def test_full_bank_scores_training_images_near_zero():
+    x = synthetic_objects(3, 64)
+    det = PatchCore(input_size=64, coreset_ratio=1.0, sigma=0)
+    det.fit(x, FitContext())
+    assert float(np.abs(det.predict(x).maps).max()) < 0.1  # float32 round-off of ||a||^2+||b||^2-2ab
+
+
+def test_save_and_reload_reproduce_scores_exactly(tmp_path):
+    x = synthetic_objects(4, 64)
+    det = PatchCore(input_size=64, coreset_ratio=0.3, num_neighbors=5)
+    det.fit(x, FitContext(seed=1))
+    before = det.predict(x)
+    det.save(tmp_path / "m")
+    back = load_detector(tmp_path / "m", load_registry())
+    after = back.predict(x)
+    assert isinstance(back, PatchCore) and back.num_neighbors == 5
+    np.testing.assert_array_equal(before.scores, after.scores)
+    np.testing.assert_array_equal(before.maps, after.maps)
+
+
+def test_bad_params_are_input_errors():
+    with pytest.raises(InputError, match="coreset_ratio"):
+        PatchCore(coreset_ratio=0)
+    with pytest.raises(InputError, match="uint8"):
+        PatchCore(input_size=64).fit(np.zeros((2, 64, 64, 3), dtype=np.float32), FitContext())
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_real_bottle_quality():
+    """PatchCore and PaDiM on a subset of MVTec AD bottle (128 px, 60 train images)."""
+    from .conftest import mvtec_root
+    from iadbench.api import Sample
+    from iadbench.images import load_images, load_masks
+
+    root = mvtec_root() / "bottle"
+    if not root.is_dir():
+        pytest.skip(f"MVTec AD bottle not found at {root} (set IADBENCH_MVTEC_ROOT)")
+    train = [Sample(p) for p in sorted((root / "train" / "good").glob("*.png"))[::3]]
+    test = []
+    for d in sorted((root / "test").iterdir()):
+        for p in sorted(d.glob("*.png"))[::2]:
+            bad = d.name != "good"
+            test.append(Sample(p, int(bad), d.name, root / "ground_truth" / d.name / f"{p.stem}_mask.png" if bad else None))
+    size = (128, 128)
+    x, y = load_images(train, size), load_images(test, size)
+    labels, masks = [s.label for s in test], load_masks(test, size)
+    from iadbench_padim.detector import Padim
+
+    for det in (PatchCore(input_size=128), Padim(input_size=128)):
+        det.fit(x, FitContext())
+        pred = det.predict(y)
+        assert roc_auc_score(labels, pred.scores) > 0.97, det.name
+        assert roc_auc_score(masks.ravel(), pred.maps.ravel()) > 0.95, det.name
