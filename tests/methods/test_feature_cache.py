@@ -80,3 +80,14 @@ def test_corrupt_cache_file_is_a_miss(forward_count):
     f.write_bytes(b"garbage")
     assert torch.equal(extract_features(fe, x)["blocks.2"], ref)
     assert forward_count["images"] == 2
+
+
+def test_gaussian_blur_matches_scipy():
+    from scipy.ndimage import gaussian_filter
+
+    from iadbench.features import gaussian_blur
+
+    m = np.random.default_rng(0).random((2, 70, 90))
+    got = gaussian_blur(torch.tensor(m, dtype=torch.float32), 4.0).numpy()
+    ref = np.stack([gaussian_filter(x, 4.0, mode="mirror", truncate=4.0) for x in m])
+    np.testing.assert_allclose(got, ref, atol=1e-5)

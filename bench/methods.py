@@ -1,0 +1,79 @@
+"""Cost benchmark of our PaDiM and PatchCore (EfficientNet-Lite0, 256 px, MVTec bottle).
+
+    python -m bench.methods [--category bottle] [--repeats 20]
+
+Every figure is printed beside a reference measured in the same process, because
+absolute times drift on a shared machine:
+  * latency per image at batch 1 (feature cache disabled), as a ratio to the
+    backbone's forward alone (targets: PaDiM <= 1.3x; PatchCore shown);
+  * fit time on the full train set with the cache disabled (backbone included) and
+    peak RSS (targets: PaDiM <= 30 s, PatchCore <= 120 s and < 3 GB), as a ratio to
+    the backbone forward over the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from bench.quality import PeakRSS, make, mvtec_samples
+from iadbench.api import FitContext
+from iadbench.features import cache_disabled
+from iadbench.images import load_images
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--category", default="bottle")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args()
+    size = (args.size, args.size)
+    train, test = mvtec_samples(args.category)
+    x_train, x_test = load_images(train, size), load_images(test, size)
+
+    padim, patchcore = make("padim", input_size=args.size), make("patchcore", input_size=args.size)
+    with cache_disabled():
+        t = time.perf_counter()
+        for i in range(0, len(x_train), 16):
+            padim.backbone_forward(x_train[i : i + 16])
+        backbone_train = time.perf_counter() - t
+        print(f"backbone forward over {len(x_train)} train images: {backbone_train:.1f} s")
+        fits = {}
+        for det in (padim, patchcore):
+            with PeakRSS() as mem:
+                t = time.perf_counter()
+                det.fit(x_train, FitContext(seed=0))
+                fits[det.name] = (time.perf_counter() - t, mem.peak)
+        one = x_test[:1]
+        ref = _median_time(lambda: padim.backbone_forward(one), args.repeats)
+        lat = {d.name: _median_time(lambda d=d: d.predict(one), args.repeats) for d in (padim, patchcore)}
+        ref2 = _median_time(lambda: padim.backbone_forward(one), args.repeats)  # drift check
+    print(f"backbone forward, batch 1: {ref * 1e3:.1f} ms (again at the end: {ref2 * 1e3:.1f} ms)")
+    for name, s in lat.items():
+        print(f"{name} predict, batch 1: {s * 1e3:.1f} ms = {s / ref:.2f}x backbone")
+    for name, (s, peak) in fits.items():
+        print(
+            f"{name} fit on {len(x_train)} images (no cache): {s:.1f} s = {s / backbone_train:.2f}x the "
+            f"backbone over them; peak RSS {peak / 2**30:.2f} GiB"
+        )
+    bank = patchcore.memory_bank.shape
+    print(f"patchcore memory bank {tuple(bank)}; scoring = one matrix product per image ({bank[0]} x {bank[1]})")
+    np.random.seed(0)
+
+
+if __name__ == "__main__":
+    main()
