@@ -25,14 +25,17 @@ from iadbench.features import cache_disabled
 from iadbench.images import load_images
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def _interleaved_medians(fns: dict, repeats: int) -> dict[str, float]:
+    """Median time of each callable, run round-robin so machine load drifts hit all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -59,10 +62,13 @@ def main() -> None:
                 det.fit(x_train, FitContext(seed=0))
                 fits[det.name] = (time.perf_counter() - t, mem.peak)
         one = x_test[:1]
-        ref = _median_time(lambda: padim.backbone_forward(one), args.repeats)
-        lat = {d.name: _median_time(lambda d=d: d.predict(one), args.repeats) for d in (padim, patchcore)}
-        ref2 = _median_time(lambda: padim.backbone_forward(one), args.repeats)  # drift check
-    print(f"backbone forward, batch 1: {ref * 1e3:.1f} ms (again at the end: {ref2 * 1e3:.1f} ms)")
+        lat = _interleaved_medians(
+            {"backbone": lambda: padim.backbone_forward(one), "padim": lambda: padim.predict(one),
+             "patchcore": lambda: patchcore.predict(one)},
+            args.repeats,
+        )
+    ref = lat.pop("backbone")
+    print(f"backbone forward, batch 1: {ref * 1e3:.1f} ms (median, interleaved with the methods)")
     for name, s in lat.items():
         print(f"{name} predict, batch 1: {s * 1e3:.1f} ms = {s / ref:.2f}x backbone")
     for name, (s, peak) in fits.items():
