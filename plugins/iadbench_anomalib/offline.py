@@ -8,7 +8,9 @@ at once with a one-line InputError; any other download attempt fails the same wa
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -117,8 +119,14 @@ def quiet() -> Iterator[None]:
     try:
         for name in _NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), ExitStack() as stack:
             warnings.simplefilter("ignore")
+            # PatchCore's coreset sampler draws a tqdm bar on stderr; silence it
+            sampler = sys.modules.get("anomalib.models.components.sampling.k_center_greedy")
+            if sampler is not None:
+                stack.enter_context(
+                    mock.patch.object(sampler, "tqdm", functools.partial(sampler.tqdm, disable=True))
+                )
             yield
     finally:
         for name, level in saved.items():
