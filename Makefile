@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.methods
+	$(BIN)/python -m bench.quality
 
 clean-venv:
 	rm -rf $(VENV)

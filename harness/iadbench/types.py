@@ -100,7 +100,9 @@ class DetectorSpec:
     """A detector a plugin offers.
 
     ``factory(**params)`` builds an unfitted Detector; ``params`` are its defaults and
-    every key a user may override. An unavailable detector stays listed, with why.
+    every key a user may override. An unavailable detector stays listed, with why;
+    it runs only when named with parameters (e.g. a local weights file) that may
+    make it available.
     """
 
     name: str
@@ -111,6 +113,9 @@ class DetectorSpec:
     available: bool = True
     unavailable_reason: str | None = None
     tags: tuple[str, ...] = ()
+    # Heavy modules the cell processes import; the local executor imports them once
+    # in its forkserver so each cell does not pay for them again.
+    preload: tuple[str, ...] = ()
     plugin: str = ""  # filled in by the registry
 
 

@@ -48,5 +48,7 @@ def register_detectors(register):
                 unavailable_reason=reason,
                 tags=("anomalib", "trained" if entry.trained else "one-pass")
                 + (("backbone",) if entry.backbone else ()),
+                # anomalib and lightning take ~15 s to import: once per run, not per cell
+                preload=("anomalib.models", "lightning", "iadbench_anomalib.adapter", "iadbench_anomalib.training"),
             )
         )

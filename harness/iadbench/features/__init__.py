@@ -35,10 +35,13 @@ from safetensors.torch import load_file, save_file
 from iadbench.backbones import FeatureExtractor, cache_root, default_layers
 from iadbench.errors import InputError
 
-__all__ = ["cache_disabled", "cache_enabled", "extract_features", "feature_cache_dir", "image_key"]
+__all__ = ["STATS", "cache_disabled", "cache_enabled", "extract_features", "feature_cache_dir", "image_key"]
 
 FORMAT = 1
 _state = threading.local()
+# Images served from / computed into the cache in this process; the runner records
+# them with fit time, which is shorter when an earlier cell warmed the cache.
+STATS = {"hits": 0, "misses": 0}
 
 
 def cache_enabled() -> bool:
@@ -127,6 +130,8 @@ def extract_features(
         got = _read(p)
         found.append({k: got[k] for k in layers} if all(k in got for k in layers) else None)
     todo = [i for i, f in enumerate(found) if f is None]
+    STATS["hits"] += len(found) - len(todo)
+    STATS["misses"] += len(todo)
     if todo:
         store = _store_layers(extractor, layers)
         fresh: dict[str, dict[str, torch.Tensor]] = {}  # one forward per distinct image

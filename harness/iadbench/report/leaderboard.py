@@ -62,6 +62,10 @@ def metric_table(frame: pd.DataFrame, metric: str, higher_is_better: bool = True
     return notes
 
 
+def _cache_word(hits: float) -> str:
+    return "–" if math.isnan(hits) else ("warm" if hits > 0 else "cold")
+
+
 def cost_table(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[frame["status"] == "ok"]
     rows = []
@@ -79,6 +83,7 @@ def cost_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "detector": det,
                 "cells": len(group),
                 "fit s": mean("fit_s"),
+                "fit cache": _cache_word(mean("fit_feature_cache_hits")),
                 "ms/image p50": latency,
                 "ms/image p95": mean("latency_ms_p95"),
                 "backbone ms p50": backbone,
@@ -111,6 +116,7 @@ def _environment_footer(infos: list[dict[str, Any]]) -> str:
             f"- run `{info.get('run_id')}`: {env.get('cpu')} ({env.get('cpu_count')} cores, "
             f"{env.get('workers')} worker(s) x {env.get('torch_threads_per_cell')} torch threads), "
             f"Python {env.get('python')}, git {env.get('git_sha') or 'unknown'}; {versions}. "
+            f"Feature cache {'off' if str(env.get('feature_cache', '1')).lower() in ('0', 'false', 'no', 'off') else 'on'}. "
             f"Threshold rule `{settings.get('threshold_rule')}` on {settings.get('holdout_fraction')} "
             f"of the good training images held out from fit."
         )
@@ -136,7 +142,9 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
         table = metric_table(frame, name, spec.higher_is_better if spec else True)
         parts.append(table.to_markdown())
     parts += ["", "## Cost", "", "_Measured in each cell's own process: batch-1 latency after warm-up, "
-              "throughput at the batch shown in the records, peak resident memory of the whole cell._", ""]
+              "throughput at batch 16, peak resident memory of the whole cell; latency and throughput with "
+              "the feature cache off. `fit cache: warm` means fit read backbone features an earlier cell of "
+              "the grid had computed, so its fit time leaves out the backbone's forward pass._", ""]
     costs = cost_table(frame)
     parts.append(costs.to_markdown() if not costs.empty else "no successful cell")
     failed = frame[frame["status"] != "ok"]

@@ -51,20 +51,5 @@ def per_image_latency_ms(fn: Callable[[np.ndarray], object], images: np.ndarray,
     return times
 
 
-def throughput_ips(fn: Callable[[np.ndarray], object], images: np.ndarray, batch: int, repeats: int = 2) -> float | None:
-    """Images per second at ``batch`` (best of ``repeats``; the latency loop before it
-    has already warmed the detector up)."""
-    if len(images) == 0:
-        return None
-    idx = np.arange(batch) % len(images)
-    chunk = images[idx]
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(chunk)
-        best = min(best, time.perf_counter() - start)
-    return batch / best if best > 0 else None
-
-
 def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None

@@ -59,4 +59,5 @@ def describe(threads_per_cell: int, workers: int, plugin_versions: dict[str, str
         "cpu_count": os.cpu_count(),
         "workers": workers,
         "torch_threads_per_cell": threads_per_cell,
+        "feature_cache": os.environ.get("IADBENCH_FEATURE_CACHE", "1"),
     }

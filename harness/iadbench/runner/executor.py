@@ -76,7 +76,13 @@ class LocalProcessExecutor:
     imported torch and friends (a fresh interpreter per cell spends seconds on
     imports alone)."""
 
-    def __init__(self, workers: int = 1, threads_per_cell: int | None = None, timeout_s: float | None = None):
+    def __init__(
+        self,
+        workers: int = 1,
+        threads_per_cell: int | None = None,
+        timeout_s: float | None = None,
+        preload: list[str] | tuple[str, ...] = (),
+    ):
         self.workers = max(1, workers)
         cpus = os.cpu_count() or 1
         self.threads = threads_per_cell or max(1, cpus // self.workers)
@@ -84,7 +90,10 @@ class LocalProcessExecutor:
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cell")
         self._procs: set = set()
         self._mp = multiprocessing.get_context("forkserver")
-        self._mp.set_forkserver_preload(PRELOAD)
+        self._mp.set_forkserver_preload(list(dict.fromkeys([*PRELOAD, *preload])))
+        # glibc reads MALLOC_* when a process starts: the forkserver is a fresh
+        # process started from this environment, and its forks inherit the setting.
+        os.environ.update(CELL_ENV)
 
     def submit(self, task: CellTask) -> "Future[dict[str, Any]]":
         return self._pool.submit(self._run, task)

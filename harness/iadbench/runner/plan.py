@@ -46,7 +46,6 @@ class Settings:
     threshold_rule: str = "quantile:0.99"
     latency_images: int = 10  # batch-1 latency is measured over this many test images
     warmup: int = 1
-    throughput_batch: int = 16
     predict_batch: int = 16
 
 
@@ -185,7 +184,9 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
     resolved = []
     for entry in detectors:
         spec = registry.detector(entry.name)
-        if not spec.available:
+        if not spec.available and not entry.params:
+            # With params (say a local weights file) the user may have supplied what
+            # was missing; the detector itself then fails with a clear error if not.
             raise InputError(f"detector '{entry.name}' is unavailable: {spec.unavailable_reason}")
         unknown = set(entry.params) - set(spec.params)
         if unknown:

@@ -93,7 +93,8 @@ def execute(
         raise InputError("nothing to resume (no run.json)", run_dir)
 
     cells = expand(plan, registry, categories_lister(registry, plan.data_root))
-    executor = executor or LocalProcessExecutor(workers=workers, timeout_s=cell_timeout_s)
+    preload = sorted({m for c in cells for m in registry.detector(c.detector).preload})
+    executor = executor or LocalProcessExecutor(workers=workers, timeout_s=cell_timeout_s, preload=preload)
     threads = getattr(executor, "threads", None)
 
     if resume:
