@@ -10,6 +10,7 @@ first use into the cache (see iadbench_factory.store), deterministic for a seed.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +20,8 @@ from iadbench_factory.generate import CATEGORIES, GENERATOR_VERSION
 from iadbench_factory.store import MANIFEST, Sizes, default_location, ensure_category, write_dataset
 
 NAME = "factory"
-DEFAULTS = {"seed": 0, "image_size": 256, "n_train": 50, "n_test_good": 16, "n_per_defect": 5}
+_SIZES = Sizes()
+DEFAULTS = {"seed": 0, **asdict(_SIZES)}
 
 
 class FactoryDataset:
@@ -27,10 +29,10 @@ class FactoryDataset:
         self,
         path: Path | None = None,
         seed: int = 0,
-        image_size: int = 256,
-        n_train: int = 50,
-        n_test_good: int = 16,
-        n_per_defect: int = 5,
+        image_size: int = _SIZES.image_size,
+        n_train: int = _SIZES.n_train,
+        n_test_good: int = _SIZES.n_test_good,
+        n_per_defect: int = _SIZES.n_per_defect,
     ):
         self.seed = int(seed)
         self.sizes = Sizes(int(image_size), int(n_train), int(n_test_good), int(n_per_defect))
@@ -65,10 +67,10 @@ def _factory_command(
     out: Path,
     seed: int = 0,
     category: Optional[list[str]] = None,
-    image_size: int = 256,
-    n_train: int = 50,
-    n_test_good: int = 16,
-    n_per_defect: int = 5,
+    image_size: int = _SIZES.image_size,
+    n_train: int = _SIZES.n_train,
+    n_test_good: int = _SIZES.n_test_good,
+    n_per_defect: int = _SIZES.n_per_defect,
 ) -> None:
     import time
 
@@ -107,10 +109,10 @@ def register_commands(app):
         out: Path = typer.Option(..., "--out", help="Folder to write (must be new or empty)."),
         seed: int = typer.Option(0, help="Generator seed; the same seed gives the same bytes."),
         category: Optional[list[str]] = typer.Option(None, "--category", "-c", help="Only these categories."),
-        image_size: int = typer.Option(256, help="Image side in pixels."),
-        n_train: int = typer.Option(50, help="Good training images per category."),
-        n_test_good: int = typer.Option(16, help="Good test images per category."),
-        n_per_defect: int = typer.Option(5, help="Test images per defect kind."),
+        image_size: int = typer.Option(_SIZES.image_size, help="Image side in pixels."),
+        n_train: int = typer.Option(_SIZES.n_train, help="Good training images per category."),
+        n_test_good: int = typer.Option(_SIZES.n_test_good, help="Good test images per category."),
+        n_per_defect: int = typer.Option(_SIZES.n_per_defect, help="Test images per defect kind."),
     ) -> None:
         """Write the synthetic factory dataset in MVTec AD layout."""
         _factory_command(out, seed, category, image_size, n_train, n_test_good, n_per_defect)

@@ -28,10 +28,13 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class Sizes:
+    """The default is sized so that every available detector runs on every category
+    within the 15-minute budget of `make run` on 2 cores."""
+
     image_size: int = 256
-    n_train: int = 50
-    n_test_good: int = 16
-    n_per_defect: int = 5
+    n_train: int = 32
+    n_test_good: int = 8
+    n_per_defect: int = 3
 
     def validate(self) -> None:
         if not 64 <= self.image_size <= 1024:
@@ -40,9 +43,8 @@ class Sizes:
             raise DatasetError("factory: need n_train >= 2, n_test_good >= 1 and n_per_defect >= 1")
 
     def tag(self) -> str:
-        """Empty for the defaults, else a short hash, so other sizes get their own folder."""
-        if self == Sizes():
-            return ""
+        """A short hash of the sizes: each size gets its own folder, so changing the
+        defaults never meets an old cache."""
         return "-" + hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
 
 

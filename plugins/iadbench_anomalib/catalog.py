@@ -149,8 +149,11 @@ def _dsr_patches(det: "AnomalibDetector") -> list[AbstractContextManager]:
 _COMMON = {"input_size": 256, "batch_size": 8}
 
 
-def _trained(epochs: int, **more: Any) -> dict[str, Any]:
-    return {**_COMMON, "max_epochs": epochs, "max_steps": None, **more}
+def _trained(epochs: int, steps: int | None = None, **more: Any) -> dict[str, Any]:
+    """Training length: whichever of max_epochs / max_steps ends first. The defaults
+    are CPU-sized (the default grid must finish in minutes on 2 cores), far shorter
+    than the papers'; raise them for real training. Both are recorded with results."""
+    return {**_COMMON, "max_epochs": epochs, "max_steps": steps, **more}
 
 
 def _backbone(layers: Any, **more: Any) -> dict[str, Any]:
@@ -176,7 +179,8 @@ MODELS: list[ModelEntry] = [
     ),
     ModelEntry(
         "patchcore", f"{M}.patchcore:Patchcore",
-        {**_COMMON, **_backbone(["blocks.2", "blocks.4"], coreset_sampling_ratio=0.1, num_neighbors=9)},
+        {**_COMMON, "input_size": 128,  # its greedy coreset is slow on CPU; 256 px works, slowly
+         **_backbone(["blocks.2", "blocks.4"], coreset_sampling_ratio=0.1, num_neighbors=9)},
         "PatchCore: coreset memory bank of patch features, nearest-neighbour score (anomalib)",
         backbone=True,
     ),
@@ -203,51 +207,52 @@ MODELS: list[ModelEntry] = [
     ),
     ModelEntry(
         "fre", f"{M}.fre:Fre",
-        {**_trained(5), "backbone": BACKBONE, "layer": "blocks.4", "backbone_weights": None,
+        {**_trained(5, 20), "backbone": BACKBONE, "layer": "blocks.4", "backbone_weights": None,
          "pooling_kernel_size": 2, "input_dim": "auto", "latent_dim": 220},
         "FRE: tied autoencoder feature-reconstruction error (anomalib)",
         trained=True, backbone=True, prepare=_fre_prepare,
     ),
     ModelEntry(
         "stfpm", f"{M}.stfpm:Stfpm",
-        {**_trained(3), **_backbone(["blocks.1", "blocks.2", "blocks.4"])},
+        {**_trained(3, 20), "input_size": 128, **_backbone(["blocks.1", "blocks.2", "blocks.4"])},
         "STFPM: student-teacher feature pyramid matching (anomalib)", trained=True, backbone=True,
     ),
     ModelEntry(
         "cflow", f"{M}.cflow:Cflow",
-        {**_trained(1), "input_size": 128, **_backbone(["blocks.2", "blocks.4", "blocks.6"]),
+        {**_trained(1, 8), "input_size": 128, **_backbone(["blocks.2", "blocks.4", "blocks.6"]),
          "fiber_batch_size": 64, "coupling_blocks": 8},
         "CFLOW-AD: conditional normalising flows on multi-scale features (anomalib)",
         trained=True, backbone=True,
     ),
     ModelEntry(
         "supersimplenet", f"{M}.supersimplenet:Supersimplenet",
-        {**_trained(3), **_backbone(["blocks.2", "blocks.4"])},
+        {**_trained(3, 8), "input_size": 128, **_backbone(["blocks.2", "blocks.4"])},
         "SuperSimpleNet: feature adaptor + synthetic feature-space anomalies (anomalib, unsupervised)",
         trained=True, backbone=True,
     ),
     ModelEntry(
         "patchflow", f"{M}.patchflow:Patchflow",
-        {**_trained(3), "backbone": BACKBONE, "backbone_weights": None},
+        {**_trained(3, 8), "backbone": BACKBONE, "backbone_weights": None},
         "PatchFlow: fused multi-scale features into a normalising flow (anomalib)",
         trained=True, backbone=True,
     ),
     ModelEntry(
         "glass", f"{M}.glass:Glass",
-        {**_trained(2), **_backbone(["blocks.2", "blocks.4"], pretrain_embed_dim=512, target_embed_dim=512)},
+        {**_trained(2, 4), "input_size": 128,
+         **_backbone(["blocks.2", "blocks.4"], pretrain_embed_dim=512, target_embed_dim=512)},
         "GLASS: global and local anomaly synthesis on features (anomalib; noise textures, no DTD)",
         trained=True, backbone=True, prepare=_glass_prepare,
     ),
     ModelEntry(
         "draem", f"{M}.draem:Draem",
-        {**_trained(2), "input_size": 128, "anomaly_source_dir": None, "enable_sspcab": False},
+        {**_trained(2, 3), "input_size": 128, "anomaly_source_dir": None, "enable_sspcab": False},
         "DRAEM: reconstructive + discriminative nets on synthetic anomalies (anomalib; "
         "Perlin noise textures unless anomaly_source_dir is given)",
         trained=True, prepare=_draem_prepare,
     ),
     ModelEntry(
         "ganomaly", f"{M}.ganomaly:Ganomaly",
-        {**_trained(3), "input_size": 128, "n_features": 64, "latent_vec_size": 100},
+        {**_trained(3, 6), "input_size": 128, "n_features": 64, "latent_vec_size": 100},
         "GANomaly: encoder-decoder-encoder GAN; image score only (anomalib)", trained=True,
     ),
     ModelEntry(

@@ -60,7 +60,8 @@ def test_generated_on_first_use_into_the_cache(isolated_env):
     FactoryDataset(None, **SMALL).split("bottle")
     assert manifest.stat().st_mtime_ns == stamp, "regenerated instead of reusing the cache"
     assert not list(folder.parent.glob(".tmp-*"))
-    assert FactoryDataset(None).root.name == "1-0"  # default sizes: no hash
+    default = FactoryDataset(None).root.name
+    assert default.startswith("1-0-") and default != folder.parent.name  # each size its own folder
 
 
 def test_lost_generation_race_keeps_the_winner(isolated_env, monkeypatch):

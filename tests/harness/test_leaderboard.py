@@ -19,7 +19,7 @@ def make_run(path: Path, rows: list[tuple]) -> Path:
     for det, cat, seed, status, auroc, fit in rows:
         store.append({
             "key": f"{det}-{cat}-{seed}", "detector": det, "dataset": "ds", "category": cat, "seed": seed,
-            "status": status, "error": None if status == "ok" else "boom",
+            "status": status, "error": None if status == "ok" else "boom", "params": {"k": 1},
             "metrics": {"image_auroc": auroc, "pixel_auroc": auroc, "aupro": None, "f1": auroc},
             "cost": {"fit_s": fit, "latency_ms_p50": 10.0, "backbone_latency_ms_p50": 8.0, "peak_rss_mb": 500.0},
         })
@@ -60,7 +60,7 @@ def test_cost_table_and_rendered_markdown(run_a):
     costs = cost_table(frame)
     assert costs.loc["alpha", "fit s"] == "2.0" and costs.loc["alpha", "backbone share"] == "80%"
     text = render([run_a])
-    for part in ("## image_auroc", "## Cost", "## Failed cells", "beta on ds/c2 (seed 0): boom", "Test CPU", "quantile:0.99"):
+    for part in ("## image_auroc", "## Cost", "- `alpha`: k=1", "## Failed cells", "beta on ds/c2 (seed 0): boom", "Test CPU", "quantile:0.99"):
         assert part in text
 
 

@@ -8,6 +8,7 @@ averaging over the cells that happen to exist would flatter whoever failed.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,11 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
               "the grid had computed, so its fit time leaves out the backbone's forward pass._", ""]
     costs = cost_table(frame)
     parts.append(costs.to_markdown() if not costs.empty else "no successful cell")
+    parts += ["", "## Detectors", "", "_Resolved parameters of each row (defaults plus overrides)._", ""]
+    for det, group in frame.groupby("detector"):
+        params = group["params"].iloc[0] or {}
+        shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(params.items()))
+        parts.append(f"- `{det}`: {shown or 'no parameters'}")
     failed = frame[frame["status"] != "ok"]
     if not failed.empty:
         parts += ["", "## Failed cells", ""]
