@@ -1,5 +1,11 @@
-"""The public API for plugin authors: import from here and nothing else of iadbench's
-internals, so the core can change without breaking plugins."""
+"""The public API for plugin authors: the types and markers a plugin needs.
+
+Besides this module, these utility modules are public and kept stable for plugins:
+``iadbench.images`` (loading and validating images and masks), ``iadbench.layouts``
+(MVTec-like and good/defect folder parsing), ``iadbench.backbones`` (offline
+pretrained feature extractors), ``iadbench.features`` (the shared feature cache,
+map upsampling and smoothing) and ``iadbench.cli.group`` (adding to a command
+group). Anything else is internal and may change."""
 
 from iadbench.detector import Detector, FitContext
 from iadbench.errors import DatasetError, ImageError, InputError, UndefinedMetric
