@@ -119,36 +119,18 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
             _problem(name, info.error)
             continue
 
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        # A misspelt hookimpl: find whose it is, mark it broken, drop it.
-        culprit = getattr(exc, "plugin", None)
-        name = pm.get_name(culprit) if culprit is not None else None
-        if name in registry.plugins:
-            registry.plugins[name].status = "broken"
-            registry.plugins[name].error = str(exc)
-            pm.unregister(culprit)
-        _problem(name or "?", str(exc))
-        # Other plugins may also be pending; check again until clean.
-        return _finish_pending(pm, registry)
-
-    _collect(pm, registry)
-    return registry
-
-
-def _finish_pending(pm: pluggy.PluginManager, registry: Registry) -> Registry:
+    # A misspelt hookimpl: mark its plugin broken, drop it, check again until clean.
     while True:
         try:
             pm.check_pending()
             break
         except pluggy.PluginValidationError as exc:
-            culprit = exc.plugin
-            name = pm.get_name(culprit)
+            name = pm.get_name(exc.plugin)
             registry.plugins[name].status = "broken"
             registry.plugins[name].error = str(exc)
-            pm.unregister(culprit)
+            pm.unregister(exc.plugin)
             _problem(name, str(exc))
+
     _collect(pm, registry)
     return registry
 
