@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from iadbench.api import Detector, FitContext, InputError, Prediction
+from iadbench.memory import bounded_heap
 from iadbench_anomalib.offline import offline_backbones, pretrained_state_dict, quiet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,6 +123,8 @@ class AnomalibDetector(Detector):
                 workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="iadbench-anomalib-")))
             Path(workdir).mkdir(parents=True, exist_ok=True)
             stack.enter_context(quiet())
+            if self.entry.bounded_heap:
+                stack.enter_context(bounded_heap())
             from iadbench_anomalib.training import train
 
             train(self, x, Path(workdir), ctx.seed)

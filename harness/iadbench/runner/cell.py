@@ -29,12 +29,8 @@ from iadbench.runner.cost import (
 )
 from iadbench.runner.plan import Cell
 
-# glibc's default mmap threshold grows with large frees, so big temporary tensors stay
-# in the heap and fragment it; a fixed threshold returns them to the OS (anomalib's
-# PatchCore grows without bound otherwise). Set by env for a fresh process and by
-# mallopt for a forked one, where the env var would come too late.
-MMAP_THRESHOLD = 65536
-CELL_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "PYTHONWARNINGS": "ignore"}
+# Inherited by every cell process (the forkserver starts from this environment).
+CELL_ENV = {"PYTHONWARNINGS": "ignore"}
 
 # Imported once by the forkserver, so forked cells start without paying for them.
 PRELOAD = [
@@ -42,15 +38,6 @@ PRELOAD = [
     "iadbench.runner.cell", "iadbench.metrics", "iadbench.images", "iadbench.plugins",
     "iadbench.backbones", "iadbench.features",
 ]
-
-
-def tame_malloc() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def seed_everything(seed: int) -> None:

@@ -54,7 +54,7 @@ def _die_with_parent() -> None:
 
 
 def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int) -> None:
-    """First code of a forked cell process: its own log, threads and allocator."""
+    """First code of a forked cell process: its own log and threads."""
     _die_with_parent()
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -67,7 +67,6 @@ def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int) -
     os.environ.update(CELL_ENV)
     from iadbench.runner import cell
 
-    cell.tame_malloc()
     os._exit(cell.run_cell_files(Path(spec_path), Path(result_path)))
 
 
@@ -91,8 +90,7 @@ class LocalProcessExecutor:
         self._procs: set = set()
         self._mp = multiprocessing.get_context("forkserver")
         self._mp.set_forkserver_preload(list(dict.fromkeys([*PRELOAD, *preload])))
-        # glibc reads MALLOC_* when a process starts: the forkserver is a fresh
-        # process started from this environment, and its forks inherit the setting.
+        # the forkserver is a fresh process started from this environment; its forks inherit it
         os.environ.update(CELL_ENV)
 
     def submit(self, task: CellTask) -> "Future[dict[str, Any]]":
