@@ -6,6 +6,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -14,7 +15,9 @@ from rich.console import Console
 
 from iadbench.errors import InputError
 
-console = Console()
+# Written to a file or pipe (make, CI logs), rich would wrap tables at 80 columns;
+# a log has room, so tables keep their numbers whole there. A terminal keeps its width.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120)
 err_console = Console(stderr=True)
 
 app = typer.Typer(
