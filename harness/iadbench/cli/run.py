@@ -143,18 +143,17 @@ def _summary(outcome) -> None:
     table.add_column("fit s", justify="right", no_wrap=True)
     table.add_column("ms/img", justify="right", no_wrap=True)
 
-    groups: dict[str, list] = {}
+    groups: dict[tuple, list] = {}
     for cell in outcome.cells:
-        key = f"{cell.label}|{cell.dataset}/{cell.category}|{cell.seed}" if per_cell else cell.label
+        key = (cell.label, f"{cell.dataset}/{cell.category} s{cell.seed}") if per_cell else (cell.label,)
         groups.setdefault(key, []).append(outcome.records.get(cell.key, {}))
     for key, recs in groups.items():
+        label = key[0]
         ok = [r for r in recs if r.get("status") == "ok"]
         if per_cell:
-            label, where, seed = key.split("|")
             status = recs[0].get("status", "missing")
-            second = f"{where} s{seed}" if status == "ok" else f"{where} s{seed} [red]{status}[/]"
+            second = key[1] if status == "ok" else f"{key[1]} [red]{status}[/]"
         else:
-            label = key
             second = f"{len(ok)}/{len(recs)}" if len(ok) == len(recs) else f"[red]{len(ok)}/{len(recs)}[/]"
         metrics = [_mean([(r.get("metrics") or {}).get(name) for r in ok]) for name, _ in SUMMARY_METRICS]
         fit = _mean([(r.get("cost") or {}).get("fit_s") for r in ok])

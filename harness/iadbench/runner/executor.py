@@ -64,7 +64,6 @@ def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int) -
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    os.environ.update(CELL_ENV)
     from iadbench.runner import cell
 
     os._exit(cell.run_cell_files(Path(spec_path), Path(result_path)))
