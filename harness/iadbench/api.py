@@ -5,7 +5,8 @@ Besides this module, these utility modules are public and kept stable for plugin
 (MVTec-like and good/defect folder parsing), ``iadbench.backbones`` (offline
 pretrained feature extractors), ``iadbench.features`` (the shared feature cache,
 map upsampling and smoothing), ``iadbench.memory`` (a bounded heap for fits that
-fragment glibc's) and ``iadbench.cli.group`` (adding to a command group). Anything else is internal and may change."""
+fragment glibc's) and ``iadbench.cli.group`` (adding to a command group). Anything
+else is internal and may change."""
 
 from iadbench.detector import Detector, FitContext
 from iadbench.errors import DatasetError, ImageError, InputError, UndefinedMetric

@@ -22,6 +22,7 @@ import pluggy
 
 from iadbench import hookspecs
 from iadbench.errors import PluginError, UnknownNameError
+from iadbench.switches import env_flag
 from iadbench.types import DatasetSpec, DetectorSpec, MetricSpec
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
@@ -35,7 +36,7 @@ def _env_list(name: str) -> set[str] | None:
 
 
 def strict_plugins() -> bool:
-    return os.environ.get("IADBENCH_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
+    return env_flag("IADBENCH_STRICT_PLUGINS")
 
 
 @dataclass

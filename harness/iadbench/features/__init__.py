@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from iadbench.backbones import FeatureExtractor, cache_root, default_layers
 from iadbench.errors import InputError
+from iadbench.switches import env_flag
 
 __all__ = ["STATS", "cache_disabled", "cache_enabled", "extract_features", "feature_cache_dir", "image_key"]
 
@@ -45,10 +46,10 @@ STATS = {"hits": 0, "misses": 0}
 
 
 def cache_enabled() -> bool:
-    """False inside ``cache_disabled()`` or when IADBENCH_FEATURE_CACHE is 0/false/no."""
+    """False inside ``cache_disabled()`` or when IADBENCH_FEATURE_CACHE says off."""
     if getattr(_state, "disabled", 0) > 0:
         return False
-    return os.environ.get("IADBENCH_FEATURE_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_flag("IADBENCH_FEATURE_CACHE", default=True)
 
 
 @contextlib.contextmanager

@@ -117,7 +117,7 @@ def _environment_footer(infos: list[dict[str, Any]]) -> str:
             f"- run `{info.get('run_id')}`: {env.get('cpu')} ({env.get('cpu_count')} cores, "
             f"{env.get('workers')} worker(s) x {env.get('torch_threads_per_cell')} torch threads), "
             f"Python {env.get('python')}, git {env.get('git_sha') or 'unknown'}; {versions}. "
-            f"Feature cache {'off' if str(env.get('feature_cache', '1')).lower() in ('0', 'false', 'no', 'off') else 'on'}. "
+            f"Feature cache {env.get('feature_cache', 'on')}. "
             f"Threshold rule `{settings.get('threshold_rule')}` on {settings.get('holdout_fraction')} "
             f"of the good training images held out from fit."
         )

@@ -7,7 +7,6 @@ Invoked as ``python -m iadbench.runner.cell CELL.json RESULT.json``; the parent
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -59,22 +58,6 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[k:]), np.sort(order[:k])
 
 
-def _cache_disabled():
-    try:
-        from iadbench.features import cache_disabled
-    except ImportError:  # no feature cache in this build
-        return contextlib.nullcontext()
-    return cache_disabled()
-
-
-def _cache_stats() -> dict[str, int]:
-    try:
-        from iadbench.features import STATS
-    except ImportError:
-        return {"hits": 0, "misses": 0}
-    return dict(STATS)
-
-
 def _predict_batched(detector, images: np.ndarray, batch: int):
     from iadbench.types import Prediction
 
@@ -96,6 +79,8 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     from iadbench.datasets import resolve_dataset
     from iadbench.detector import FitContext
     from iadbench.errors import InputError
+    from iadbench.features import STATS as FEATURE_CACHE_STATS
+    from iadbench.features import cache_disabled
     from iadbench.images import load_images, load_masks
     from iadbench.metrics import compute_metrics
     from iadbench.metrics.threshold import fit_threshold
@@ -133,16 +118,15 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     workdir = cell_dir / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = FitContext(seed=cell.seed, workdir=workdir, threads=threads)
-    before = _cache_stats()
+    hits_before = FEATURE_CACHE_STATS["hits"]
     with stopwatch() as fit_time:
         detector.fit(train_images, ctx)
-    after = _cache_stats()
-    fit_cache_hits = after["hits"] - before["hits"]
+    fit_cache_hits = FEATURE_CACHE_STATS["hits"] - hits_before
 
     # The holdout goes first and warms the model up; the test set is then scored with
     # the feature cache off, so this pass measures throughput honestly as well.
     holdout_scores = _predict_batched(detector, holdout_images, s["predict_batch"]).scores
-    with _cache_disabled(), stopwatch() as predict_time:
+    with cache_disabled(), stopwatch() as predict_time:
         prediction = _predict_batched(detector, test_images, s["predict_batch"])
 
     threshold, threshold_note = float("nan"), None
@@ -166,7 +150,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
                 reasons[name] = f"no threshold: {threshold_note}"
 
     # Cost, with the feature cache off so that no number benefits from earlier cells.
-    with _cache_disabled():
+    with cache_disabled():
         latencies = per_image_latency_ms(detector.predict, test_images, s["warmup"], s["latency_images"])
         backbone = None
         if detector.has_backbone:

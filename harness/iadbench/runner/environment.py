@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from iadbench.switches import env_flag
+
 PACKAGES = ("iadbench", "torch", "torchvision", "timm", "anomalib", "numpy", "scikit-learn")
 
 
@@ -59,5 +61,5 @@ def describe(threads_per_cell: int, workers: int, plugin_versions: dict[str, str
         "cpu_count": os.cpu_count(),
         "workers": workers,
         "torch_threads_per_cell": threads_per_cell,
-        "feature_cache": os.environ.get("IADBENCH_FEATURE_CACHE", "1"),
+        "feature_cache": "on" if env_flag("IADBENCH_FEATURE_CACHE", default=True) else "off",
     }
