@@ -120,9 +120,13 @@ def reweighted_score(
 ) -> torch.Tensor:
     """Eq. 7 of the paper: s = (1 - softmax_b(||m_test - m||)[m*]) * ||m_test - m*||, with
     the softmax over m* (the most anomalous patch's nearest memory feature) and its
-    b - 1 nearest neighbours in the bank."""
+    b - 1 nearest neighbours in the bank. With b = 1 (asked for, or a one-row bank)
+    there is no neighbourhood to weigh by: the score is the plain distance, as in
+    anomalib (a softmax over one element would make every score 0)."""
     m_star = bank[nn_index]
     b = max(1, min(int(num_neighbors), bank.shape[0]))
+    if b == 1:
+        return torch.linalg.vector_norm(m_star - patch)
     d2 = (bank_sq - 2 * bank @ m_star + bank_sq[nn_index]).clamp_min(0)
     d2[nn_index] = -1.0  # m* itself first, even with duplicate rows in the bank
     support = torch.topk(d2, b, largest=False).indices

@@ -13,7 +13,7 @@ def register_detectors(register):
                 "coreset_ratio": 0.1, "projection_dim": 128, "num_neighbors": 9, "sigma": 4.0,
             },
             description="PatchCore (Roth et al. 2022): coreset memory bank of locally aware patch features",
-            version="1",
+            version="2",  # 2: num_neighbors=1 scores the plain max distance (was 0)
             tags=("memory-bank", "pretrained-backbone"),
         )
     )

@@ -55,6 +55,29 @@ def test_reweighting_follows_eq7():
     assert torch.isclose(got, ref)
 
 
+def test_one_neighbour_scores_plain_nearest_distance():
+    """With b = 1 eq. 7's softmax has one element; the score must be the distance
+    itself (as anomalib's compute_anomaly_score returns), not (1 - 1) * d = 0."""
+    g = torch.Generator().manual_seed(4)
+    bank = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    patch = torch.randn(6, generator=g, dtype=torch.float64) * 3
+    ref = torch.cdist(patch[None], bank).min()
+    j = int(torch.cdist(patch[None], bank).argmin())
+    got = reweighted_score(patch, j, bank, (bank * bank).sum(1), 1)
+    assert float(ref) > 1.0 and torch.isclose(got, ref)
+
+
+def test_one_neighbour_image_score_is_max_patch_distance():
+    good, test = synthetic_objects(4, 64, seed=0), synthetic_objects(3, 64, seed=2, defect=True)
+    det = PatchCore(input_size=64, coreset_ratio=0.5, num_neighbors=1, sigma=0)
+    det.fit(good, FitContext())
+    pred = det.predict(test)
+    q = det.embed(test).permute(0, 2, 3, 1).flatten(1, 2).double()  # (N, P, C)
+    ref = torch.cdist(q, det.memory_bank.double()[None]).min(2).values.amax(1).numpy()
+    assert ref.min() > 1.0
+    np.testing.assert_allclose(pred.scores, ref, rtol=1e-4)
+
+
 def test_bank_size_follows_ratio_and_detects_synthetic_defects():
     good = synthetic_objects(8, 96, seed=0)
     test = np.concatenate([synthetic_objects(5, 96, seed=1), synthetic_objects(5, 96, seed=2, defect=True)])
