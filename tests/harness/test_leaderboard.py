@@ -12,14 +12,17 @@ from iadbench.report.records import load_runs
 from iadbench.runner.store import RunStore
 
 
-def make_run(path: Path, rows: list[tuple]) -> Path:
+def make_run(path: Path, rows: list[tuple], params: dict | None = None, version: str = "1") -> Path:
+    params = {"k": 1} if params is None else params
     store = RunStore(path)
     store.create({"run_id": path.name, "plan": {"settings": {"threshold_rule": "quantile:0.99", "holdout_fraction": 0.1}},
                   "environment": {"cpu": "Test CPU", "cpu_count": 2, "packages": {"iadbench": "0.1.0"}}})
     for det, cat, seed, status, auroc, fit in rows:
         store.append({
-            "key": f"{det}-{cat}-{seed}", "detector": det, "dataset": "ds", "category": cat, "seed": seed,
-            "status": status, "error": None if status == "ok" else "boom", "params": {"k": 1},
+            # the runner's key hashes params and version too
+            "key": f"{det}-{cat}-{seed}-{sorted(params.items())}-{version}", "detector": det,
+            "detector_name": det, "detector_version": version, "dataset": "ds", "category": cat, "seed": seed,
+            "status": status, "error": None if status == "ok" else "boom", "params": params,
             "metrics": {"image_auroc": auroc, "pixel_auroc": auroc, "aupro": None, "f1": auroc},
             "cost": {"fit_s": fit, "latency_ms_p50": 10.0, "backbone_latency_ms_p50": 8.0, "peak_rss_mb": 500.0},
         })
@@ -77,3 +80,46 @@ def test_merging_runs_prefers_ok_records(run_a, tmp_path):
     retry = make_run(tmp_path / "retry", [("beta", "c2", 0, "ok", 0.85, 4.0)])
     frame, _ = load_runs([run_a, retry])
     assert metric_table(frame, "image_auroc").loc["beta", "mean"] == "**0.900**"
+
+
+# --- one label, several setups ------------------------------------------------------
+
+
+def test_same_label_with_other_params_is_two_rows_with_a_notice(tmp_path):
+    a = make_run(tmp_path / "a", [("padim", "c1", 0, "ok", 0.90, 1.0)], params={"n_features": 50})
+    b = make_run(tmp_path / "b", [("padim", "c1", 0, "ok", 0.70, 1.0)], params={"n_features": 100})
+    frame, _ = load_runs([a, b])
+    table = metric_table(frame, "image_auroc")
+    assert len(table) == 2 and all(name.startswith("padim [") for name in table.index)
+    assert sorted(table["ds/c1"].str.strip("*")) == ["0.700", "0.900"]  # not averaged into 0.800
+    text = render([a, b])
+    assert "Same label, different setups" in text and "`padim`" in text
+    for name in table.index:
+        assert f"| {name} " in text and f"- `{name}`: padim version 1; n_features=" in text
+
+
+def test_same_label_with_another_version_is_two_rows(tmp_path):
+    a = make_run(tmp_path / "a", [("padim", "c1", 0, "ok", 0.90, 1.0)], version="1")
+    b = make_run(tmp_path / "b", [("padim", "c1", 0, "ok", 0.70, 1.0)], version="2")
+    frame, _ = load_runs([a, b])
+    assert frame["detector"].nunique() == 2
+
+
+def test_same_label_and_setup_from_two_runs_are_seeds_of_one_row(tmp_path):
+    a = make_run(tmp_path / "a", [("padim", "c1", 0, "ok", 0.90, 1.0)], params={"n_features": 50})
+    b = make_run(tmp_path / "b", [("padim", "c1", 1, "ok", 0.70, 1.0)], params={"n_features": 50})
+    frame, _ = load_runs([a, b])
+    table = metric_table(frame, "image_auroc")
+    assert list(table.index) == ["padim"]
+    assert table.loc["padim", "ds/c1"] == "**0.800 ± 0.141**"
+    assert "Same label, different setups" not in render([a, b])
+
+
+def test_compare_does_not_pair_a_label_whose_setup_changed(tmp_path):
+    a = make_run(tmp_path / "a", [("padim", "c1", 0, "ok", 0.90, 1.0)], params={"n_features": 50})
+    b = make_run(tmp_path / "b", [("padim", "c1", 0, "ok", 0.70, 1.0)], params={"n_features": 100})
+    table = compare(a, b)
+    assert sorted(table["status"]) == ["only in A", "only in B"]
+    assert all(name.startswith("padim [") for name in table["detector"])
+    same = compare(a, make_run(tmp_path / "c", [("padim", "c1", 0, "ok", 0.70, 1.0)], params={"n_features": 50}))
+    assert list(same["status"]) == ["ok/ok"] and same["Δ image_auroc"].iloc[0] == pytest.approx(-0.2)

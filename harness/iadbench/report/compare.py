@@ -1,5 +1,6 @@
-"""Per-cell deltas between two runs (B minus A), matched by detector, dataset,
-category and seed."""
+"""Per-cell deltas between two runs (B minus A), matched by detector label and
+identity (params, detector name and version), dataset, category and seed: a label
+whose setup changed between the runs is two detectors, not one with a delta."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from iadbench.report.records import ID_COLUMNS, load_runs
+from iadbench.report.records import ID_COLUMNS, MATCH_COLUMNS, display_names, load_runs
 
 COMPARED = [
     "metrics.image_auroc",
@@ -23,7 +24,9 @@ COMPARED = [
 def compare(run_a: Path, run_b: Path) -> pd.DataFrame:
     a, _ = load_runs([run_a])
     b, _ = load_runs([run_b])
-    merged = a.merge(b, on=ID_COLUMNS, how="outer", suffixes=(" A", " B"), indicator=True)
+    merged = a.merge(b, on=MATCH_COLUMNS, how="outer", suffixes=(" A", " B"), indicator=True)
+    # names over both runs, so a label whose identity changed shows its two hashes
+    merged["detector"] = display_names(merged)
     out = merged[ID_COLUMNS].copy()
     out["status"] = [
         {"both": f"{sa}/{sb}", "left_only": "only in A", "right_only": "only in B"}[m]

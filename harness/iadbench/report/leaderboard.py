@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iadbench.report.records import load_runs
+from iadbench.report.records import load_runs, shared_labels
 from iadbench.types import MetricSpec
 
 MISSING = "missing"
@@ -135,6 +135,14 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
         f"Cells marked `{MISSING}` were not run, `{FAILED}` failed, `{UNDEFINED}` had an undefined metric; "
         "a detector's mean is left blank unless every column has a value. Best per column in bold."
     )
+    shared = shared_labels(frame)
+    if shared:
+        example = frame.loc[frame["label"] == shared[0], "detector"].iloc[0]
+        parts += ["", (
+            f"**Same label, different setups:** {', '.join(f'`{x}`' for x in shared)} stand(s) for detectors "
+            "whose parameters or version differ between the merged runs; each setup is its own row, named "
+            f"with a hash of its identity (e.g. `{example}`). See Detectors."
+        )]
     for name in headline:
         spec = specs.get(name)
         parts += ["", f"## {name}", ""]
@@ -152,7 +160,9 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
     for det, group in frame.groupby("detector"):
         params = group["params"].iloc[0] or {}
         shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(params.items()))
-        parts.append(f"- `{det}`: {shown or 'no parameters'}")
+        first = group.iloc[0]
+        which = f"{first['detector_name']} version {first['detector_version']}; " if first["label"] in shared else ""
+        parts.append(f"- `{det}`: {which}{shown or 'no parameters'}")
     failed = frame[frame["status"] != "ok"]
     if not failed.empty:
         parts += ["", "## Failed cells", ""]

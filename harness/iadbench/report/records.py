@@ -1,7 +1,16 @@
-"""Reading records from one or more run folders into a flat table."""
+"""Reading records from one or more run folders into a flat table.
+
+A record's ``detector`` is the plan's label. Two runs may use one label for different
+setups (other params, another detector version); rows are therefore keyed by the label
+plus a short hash of that identity, and a label that stands for more than one identity
+is shown with the hash appended (``padim [3fa2c1]``). The same label and identity from
+different runs (seeds, repeats) stays one row.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,30 +19,69 @@ import pandas as pd
 from iadbench.errors import InputError
 from iadbench.runner.store import RunStore
 
+#: What a cell is matched on across runs (``detector`` is the display name built from these).
+MATCH_COLUMNS = ["label", "identity", "dataset", "category", "seed"]
 ID_COLUMNS = ["detector", "dataset", "category", "seed"]
+
+
+def identity_hash(record: dict[str, Any]) -> str:
+    """Six hex digits of (resolved params, detector name, detector version)."""
+    blob = json.dumps(
+        {
+            "params": record.get("params") or {},
+            "detector": record.get("detector_name"),
+            "version": record.get("detector_version"),
+        },
+        sort_keys=True, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:6]
+
+
+def shared_labels(frame: pd.DataFrame) -> list[str]:
+    """Labels that stand for more than one identity in ``frame``."""
+    counts = frame.groupby("label")["identity"].nunique()
+    return sorted(counts.index[counts > 1])
+
+
+def display_names(frame: pd.DataFrame) -> pd.Series:
+    """``label``, or ``label [hash]`` where the label stands for several identities."""
+    shared = set(shared_labels(frame))
+    names = [f"{lab} [{ident}]" if lab in shared else lab for lab, ident in zip(frame["label"], frame["identity"])]
+    return pd.Series(names, index=frame.index)
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Latest record per cell key over all runs (an ok record wins over failures),
     flattened to columns ``metrics.X`` and ``cost.X``; plus each run's run.json."""
-    infos, rows = [], {}
+    infos, rows, run_settings = [], {}, {}
     for run_dir in run_dirs:
         store = RunStore(Path(run_dir))
-        infos.append(store.run_info())
+        info = store.run_info()
+        infos.append(info)
+        settings = (info.get("plan") or {}).get("settings") or {}
         for key, rec in store.latest_records().items():
             if key in rows and rows[key].get("status") == "ok" and rec.get("status") != "ok":
                 continue
             rows[key] = rec
+            run_settings[key] = settings
     if not rows:
         raise InputError("no records in " + ", ".join(str(p) for p in run_dirs))
     flat = []
-    for rec in rows.values():
-        row = {k: rec.get(k) for k in ["key", *ID_COLUMNS, "status", "error"]}
+    for key, rec in rows.items():
+        row = {k: rec.get(k) for k in ["key", "dataset", "category", "seed", "status", "error"]}
+        row["label"] = rec.get("detector")
+        row["identity"] = identity_hash(rec)
+        row["detector_name"] = rec.get("detector_name") or rec.get("detector")
+        row["detector_version"] = rec.get("detector_version")
         for group in ("metrics", "cost"):
             for name, value in (rec.get(group) or {}).items():
                 row[f"{group}.{name}"] = value
         row["params"] = rec.get("params")
+        row["input_size"] = rec.get("input_size")
+        # records written before settings were copied into them: their run's plan
+        row["settings"] = rec.get("settings") or run_settings[key]
         flat.append(row)
     frame = pd.DataFrame(flat)
+    frame["detector"] = display_names(frame)
     frame["column"] = frame["dataset"] + "/" + frame["category"]
     return frame, infos
