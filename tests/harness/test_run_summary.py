@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from iadbench.cli import run as run_cli
+from iadbench.report import summary as summary_mod
 from iadbench.runner.plan import Cell
 from iadbench.runner.runner import RunOutcome
 
@@ -31,9 +32,8 @@ def record(c: Cell, status: str = "ok", auroc: float | None = None, fit: float =
 
 def summary(outcome: RunOutcome, monkeypatch, limit: int) -> str:
     console = Console(width=120, record=True)
-    monkeypatch.setattr(run_cli, "console", console)
-    monkeypatch.setattr(run_cli, "PER_CELL_LIMIT", limit)
-    run_cli._summary(outcome)
+    monkeypatch.setattr(summary_mod, "PER_CELL_LIMIT", limit)
+    summary_mod.summary(outcome, console)
     return console.export_text()
 
 
@@ -59,3 +59,7 @@ def test_small_grid_lists_every_cell_and_its_failure(monkeypatch):
     assert rows == [["alpha", "factory/a", "s0"], ["alpha", "factory/b", "s0"],
                     ["beta", "factory/a", "s0"], ["beta", "factory/b", "s0"]]
     assert "factory/b s0 failed" in text
+
+
+def test_adbench_run_prints_this_summary():
+    assert run_cli._summary is summary_mod.summary

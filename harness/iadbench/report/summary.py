@@ -1,0 +1,67 @@
+"""The table `adbench run` prints when a run ends: per cell for a small grid, per
+detector for a large one, with means over ok cells only and failures visible."""
+
+from __future__ import annotations
+
+import math
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from iadbench.report.protocol import protocol_line
+
+#: Above this many cells the summary shows one row per detector (means over its cells);
+#: the leaderboard written beside it has every cell.
+PER_CELL_LIMIT = 24
+SUMMARY_METRICS = (("image_auroc", "img AUROC"), ("pixel_auroc", "px AUROC"), ("aupro", "AUPRO"), ("f1", "F1"))
+
+
+def _num(value, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _mean(values: list) -> float | None:
+    finite = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return sum(finite) / len(finite) if finite else None
+
+
+def summary(outcome, console: Console | None = None) -> None:
+    """Per cell for a small grid; per detector (ok cells / all, then means over the ok
+    ones) for a large one, so that it stays readable in an 80-column log."""
+    if console is None:  # the CLI's console (sized for logs); imported late: report does not need the CLI
+        from iadbench.cli import console
+    per_cell = len(outcome.cells) <= PER_CELL_LIMIT
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("detector", no_wrap=True)
+    table.add_column("dataset/category" if per_cell else "cells ok", no_wrap=per_cell)
+    for _, header in SUMMARY_METRICS:
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("fit s", justify="right", no_wrap=True)
+    table.add_column("ms/img", justify="right", no_wrap=True)
+
+    groups: dict[tuple, list] = {}
+    for cell in outcome.cells:
+        key = (cell.label, f"{cell.dataset}/{cell.category} s{cell.seed}") if per_cell else (cell.label,)
+        groups.setdefault(key, []).append(outcome.records.get(cell.key, {}))
+    for key, recs in groups.items():
+        label = key[0]
+        ok = [r for r in recs if r.get("status") == "ok"]
+        if per_cell:
+            status = recs[0].get("status", "missing")
+            second = key[1] if status == "ok" else f"{key[1]} [red]{status}[/]"
+        else:
+            second = f"{len(ok)}/{len(recs)}" if len(ok) == len(recs) else f"[red]{len(ok)}/{len(recs)}[/]"
+        metrics = [_mean([(r.get("metrics") or {}).get(name) for r in ok]) for name, _ in SUMMARY_METRICS]
+        fit = _mean([(r.get("cost") or {}).get("fit_s") for r in ok])
+        latency = _mean([(r.get("cost") or {}).get("latency_ms_p50") for r in ok])
+        table.add_row(escape(label), second, *map(_num, metrics), _num(fit, 1), _num(latency, 1))
+    if not per_cell:
+        table.caption = "means over each detector's ok cells; every cell is in the leaderboard"
+    records = [r for r in outcome.records.values() if r]
+    if records:
+        console.print(protocol_line(records), highlight=False, markup=False)
+    console.print(table)
+    for rec in outcome.failed:
+        console.print(f"[red]failed[/] {rec['detector']} {rec['dataset']}/{rec['category']} seed {rec['seed']}: {rec.get('error')}", highlight=False)
