@@ -8,9 +8,22 @@ Predict: each test patch's distance to its nearest memory vector (one matrix pro
 per chunk) is the anomaly map, upsampled to the input size and smoothed (sigma 4); the
 image score is the largest patch distance reweighted as in the paper's eq. 7.
 
-We follow anomalib rather than the reference code on one point: no adaptive average
-pooling of the concatenated features to a fixed dimension (lite0's 40 + 112 = 152
-channels need no reduction; wide_resnet50_2 keeps its 1536).
+``layer_dim`` (default None: plain concatenation, as anomalib does). An int D pools
+each layer's locally aware features to D channels by adaptive average pooling over the
+channel axis before concatenation, as the reference code (amazon-science/
+patchcore-inspection, ``pretrain_embed_dimension``) does, so every layer gets D
+coordinates. Two differences from the reference: it pools the unfolded C x 3 x 3
+values of each patch, we pool channels after the 3x3 mean (the same when D divides C;
+for D > 9C its bins hold single values, so it has no 3x3 mean); and we leave out its second step, adaptive pooling of the
+concatenation to ``target_embed_dimension``: with aligned bins that only averages
+neighbouring coordinates within each layer, i.e. a smaller D, so it would be a second
+knob for the same thing. Equal coordinates are not equal weight: averaging k weakly
+correlated channels divides their variance by up to k. Measured share of the deeper
+layer (blocks.4) in the squared distances over all (test patch, memory) pairs, lite0
+at 256 px on MVTec AD bottle (11 train, 12 test images): None 0.60; D=40 0.12; 64
+0.22; 112 0.38; 256 0.32; 1024 0.34 (its share of nearest-neighbour residuals: 0.66,
+0.24, 0.35, 0.50, 0.44, 0.46). So D moves weight to the shallow layer rather than
+balancing them; the default stays None until the defaults study decides.
 """
 
 from __future__ import annotations
@@ -31,6 +44,15 @@ from iadbench_patchcore.core import greedy_coreset, nearest, random_projection, 
 DEFAULT_LAYERS = {"efficientnet": ["blocks.2", "blocks.4"], "resnet": ["layer2", "layer3"]}
 
 
+def pool_channels(m: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, C, h, w) -> (N, dim, h, w): adaptive average pooling over the channel axis
+    (output channel i averages input channels floor(i*C/dim) .. ceil((i+1)*C/dim) - 1;
+    with dim > C channels are repeated)."""
+    n, c, h, w = m.shape
+    flat = m.permute(0, 2, 3, 1).reshape(-1, 1, c)
+    return F.adaptive_avg_pool1d(flat, dim).view(n, h, w, dim).permute(0, 3, 1, 2)
+
+
 class PatchCore(BackboneMixin, Detector):
     name = "patchcore"
 
@@ -44,6 +66,7 @@ class PatchCore(BackboneMixin, Detector):
         projection_dim: int = 128,
         num_neighbors: int = 9,
         sigma: float = 4.0,
+        layer_dim: int | None = None,
     ):
         arch = canonical_arch(backbone)
         layers = list(layers) if layers else list(DEFAULT_LAYERS[ARCHS[arch].family])
@@ -53,15 +76,18 @@ class PatchCore(BackboneMixin, Detector):
             raise InputError(f"patchcore: num_neighbors must be >= 1, got {num_neighbors}")
         if int(input_size) < 32:
             raise InputError(f"patchcore: input_size must be >= 32, got {input_size}")
+        if layer_dim is not None and (isinstance(layer_dim, bool) or not isinstance(layer_dim, int) or layer_dim < 1):
+            raise InputError(f"patchcore: layer_dim must be a positive integer or None, got {layer_dim!r}")
         super().__init__(
             input_size=int(input_size), backbone=backbone, layers=layers, weights=weights,
             coreset_ratio=float(coreset_ratio), projection_dim=int(projection_dim),
-            num_neighbors=int(num_neighbors), sigma=float(sigma),
+            num_neighbors=int(num_neighbors), sigma=float(sigma), layer_dim=layer_dim,
         )
         self.input_size = (int(input_size), int(input_size))
         self.backbone, self.layers, self.weights = arch, layers, weights
         self.coreset_ratio, self.projection_dim = float(coreset_ratio), int(projection_dim)
         self.num_neighbors, self.sigma = int(num_neighbors), float(sigma)
+        self.layer_dim = layer_dim
         self.memory_bank: torch.Tensor | None = None
         self._bank_sq: torch.Tensor | None = None
 
@@ -69,6 +95,10 @@ class PatchCore(BackboneMixin, Detector):
         """(N, C, h, w) locally aware patch features at the finest requested grid."""
         feats = self.features(images)
         maps = [F.avg_pool2d(feats[name], 3, stride=1, padding=1) for name in self.layers]
+        if self.layer_dim is not None:
+            # Before upsampling: both are linear, on different axes, so they commute
+            # and the coarse map is cheaper to pool.
+            maps = [pool_channels(m, self.layer_dim) for m in maps]
         size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
         maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
         return torch.cat(maps, 1)

@@ -3,13 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import uniform_filter
 from sklearn.metrics import roc_auc_score
 
 from iadbench.api import FitContext, InputError
 from iadbench.artifacts import load_detector
 from iadbench.plugins import load_registry
 from iadbench_patchcore.core import brute_force_greedy, greedy_coreset, nearest, reweighted_score
-from iadbench_patchcore.detector import PatchCore
+from iadbench_patchcore.detector import PatchCore, pool_channels
 
 from .conftest import synthetic_objects
 
@@ -144,3 +145,69 @@ def test_real_bottle_quality():
         pred = det.predict(y)
         assert roc_auc_score(labels, pred.scores) > 0.97, det.name
         assert roc_auc_score(masks.ravel(), pred.maps.ravel()) > 0.95, det.name
+
+
+def _replicated_layers(n: int, seed: int) -> dict[str, torch.Tensor]:
+    """Two 8x8 layers holding 8 iid latent channels each, every latent copied 5 times
+    (40 channels, like lite0's blocks.2) or 14 times (112, like blocks.4)."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(n, 8, 8, 8, generator=g), torch.randn(n, 8, 8, 8, generator=g)
+    return {"blocks.2": a.repeat_interleave(5, 1), "blocks.4": b.repeat_interleave(14, 1)}, a, b
+
+
+def _deeper_share(det: PatchCore, train: dict, test: dict, split: int) -> float:
+    det.features = lambda images, feats=train: feats  # bypass the backbone
+    det.fit(np.zeros((1, 64, 64, 3), np.uint8), FitContext())
+    det.features = lambda images, feats=test: feats
+    q = det.embed(np.zeros((1, 64, 64, 3), np.uint8)).permute(0, 2, 3, 1).reshape(-1, det.memory_bank.shape[1]).double()
+    bank = det.memory_bank.double()
+    # Over every (query, memory) pair, not just nearest ones: the nearest neighbour is
+    # chosen to match the heavier layer best, which hides its weight.
+    deep = torch.cdist(q[:, split:], bank[:, split:]).square().sum()
+    return float(deep / torch.cdist(q, bank).square().sum())
+
+
+def test_layer_dim_balances_layers_with_different_channel_counts():
+    """Raw concatenation gives the 112-channel layer 112/152 of the squared distances;
+    pooling each layer to 8 channels recovers its 8 latents, so each layer holds half.
+    (Real channels are not copies: averaging them also shrinks a layer's variance, see
+    the detector's docstring.)"""
+    train, _, _ = _replicated_layers(6, seed=0)
+    test, a, b = _replicated_layers(3, seed=1)
+    raw = _deeper_share(PatchCore(input_size=64, coreset_ratio=1.0), train, test, split=40)
+    assert abs(raw - 112 / 152) < 0.05
+    det = PatchCore(input_size=64, coreset_ratio=1.0, layer_dim=8)
+    pooled = _deeper_share(det, train, test, split=8)
+    assert abs(pooled - 0.5) < 0.05
+    # The embedding is the 3x3 zero-padded mean of each latent (scipy as the reference).
+    emb = det.embed(np.zeros((1, 64, 64, 3), np.uint8)).numpy()
+    ref = uniform_filter(torch.cat([a, b], 1).numpy(), size=(1, 1, 3, 3), mode="constant")
+    np.testing.assert_allclose(emb, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels,dim", [(40, 16), (112, 32), (12, 40)])
+def test_layer_dim_pools_channels_like_adaptive_average_pooling(channels, dim):
+    """Against the definition: output i averages channels floor(i*C/D) .. ceil((i+1)*C/D)-1."""
+    m = torch.randn(2, channels, 3, 4, generator=torch.Generator().manual_seed(channels), dtype=torch.float64)
+    ref = torch.stack(
+        [m[:, (i * channels) // dim : -((-(i + 1) * channels) // dim)].mean(1) for i in range(dim)], 1
+    )
+    torch.testing.assert_close(pool_channels(m, dim), ref)
+
+
+def test_layer_dim_sets_bank_width_and_survives_reload(tmp_path):
+    x = synthetic_objects(3, 64)
+    det = PatchCore(input_size=64, coreset_ratio=0.5, layer_dim=24)
+    det.fit(x, FitContext())
+    assert det.memory_bank.shape[1] == 2 * 24
+    before = det.predict(x)
+    det.save(tmp_path / "m")
+    back = load_detector(tmp_path / "m", load_registry())
+    assert back.layer_dim == 24
+    np.testing.assert_array_equal(before.maps, back.predict(x).maps)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "64"])
+def test_bad_layer_dim_is_an_input_error(bad):
+    with pytest.raises(InputError, match="layer_dim"):
+        PatchCore(layer_dim=bad)
