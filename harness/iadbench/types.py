@@ -116,6 +116,11 @@ class DetectorSpec:
     # Heavy modules the cell processes import; the local executor imports them once
     # in its forkserver so each cell does not pay for them again.
     preload: tuple[str, ...] = ()
+    # The training length the method was published with, for detectors trained by
+    # gradient steps: {"param": "max_epochs", "value": 100, "unit": "epochs" | "steps",
+    # "source": "where the number comes from"}. Each result records it next to the
+    # length actually used, so a leaderboard can flag runs far shorter than the paper's.
+    published_training: dict[str, Any] | None = None
     plugin: str = ""  # filled in by the registry
 
 

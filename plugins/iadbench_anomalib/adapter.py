@@ -53,6 +53,8 @@ class AnomalibDetector(Detector):
             raise InputError(f"{self.name}: input_size must be a multiple of 32 (>= 32), got {size!r}")
         self.input_size = (size, size)
         self.module: Any = None  # the anomalib LightningModule
+        # {"steps": N, "epochs": E} after a trained model's fit (see training.train)
+        self.training_done: dict[str, Any] | None = None
         self._backbones: list[torch.nn.Module] = []
 
     # --- building -------------------------------------------------------------------

@@ -58,6 +58,8 @@ class ModelEntry:
     min_images: Callable[[dict[str, Any]], int] = lambda params: 2
     #: fit inside iadbench.memory.bounded_heap (loops that fragment glibc's heap)
     bounded_heap: bool = False
+    #: the published training length (DetectorSpec.published_training), trained models only
+    published: dict[str, Any] | None = None
     tags: tuple[str, ...] = field(default=())
 
     def blocked_reason(self, params: dict[str, Any]) -> str | None:
@@ -158,6 +160,18 @@ def _trained(epochs: int, steps: int | None = None, **more: Any) -> dict[str, An
     return {**_COMMON, "max_epochs": epochs, "max_steps": steps, **more}
 
 
+# Where the published training lengths come from: anomalib's own model configs
+# (examples/configs/model/*.yaml since 1.0, src/anomalib/models/*/config.yaml in 0.x) or,
+# where it has none, the defaults and READMEs shipped with anomalib 2.7. FRE and UniNet
+# have none we could find, so they are never flagged.
+_CFG = "anomalib examples/configs/model/{}.yaml"
+_CFG0 = "anomalib 0.x models/{}/config.yaml"
+
+
+def _published(value: int, unit: str, source: str) -> dict[str, Any]:
+    return {"param": f"max_{unit}", "value": value, "unit": unit, "source": source}
+
+
 def _backbone(layers: Any, **more: Any) -> dict[str, Any]:
     return {"backbone": BACKBONE, "layers": layers, "backbone_weights": None, **more}
 
@@ -219,6 +233,7 @@ MODELS: list[ModelEntry] = [
         "stfpm", f"{M}.stfpm:Stfpm",
         {**_trained(3, 20), "input_size": 128, **_backbone(["blocks.1", "blocks.2", "blocks.4"])},
         "STFPM: student-teacher feature pyramid matching (anomalib)", trained=True, backbone=True,
+        published=_published(100, "epochs", _CFG.format("stfpm")),
     ),
     ModelEntry(
         "cflow", f"{M}.cflow:Cflow",
@@ -226,18 +241,21 @@ MODELS: list[ModelEntry] = [
          "fiber_batch_size": 64, "coupling_blocks": 8},
         "CFLOW-AD: conditional normalising flows on multi-scale features (anomalib)",
         trained=True, backbone=True,
+        published=_published(50, "epochs", _CFG0.format("cflow")),
     ),
     ModelEntry(
         "supersimplenet", f"{M}.supersimplenet:Supersimplenet",
         {**_trained(2, 4), "input_size": 128, **_backbone(["blocks.2", "blocks.4"])},
         "SuperSimpleNet: feature adaptor + synthetic feature-space anomalies (anomalib, unsupervised)",
         trained=True, backbone=True,
+        published=_published(300, "epochs", "anomalib 2.7 SuperSimpleNet README"),
     ),
     ModelEntry(
         "patchflow", f"{M}.patchflow:Patchflow",
         {**_trained(3, 8), "backbone": BACKBONE, "backbone_weights": None},
         "PatchFlow: fused multi-scale features into a normalising flow (anomalib)",
         trained=True, backbone=True,
+        published=_published(200, "epochs", _CFG.format("patchflow")),
     ),
     ModelEntry(
         "glass", f"{M}.glass:Glass",
@@ -245,6 +263,7 @@ MODELS: list[ModelEntry] = [
          **_backbone(["blocks.2", "blocks.4"], pretrain_embed_dim=512, target_embed_dim=512)},
         "GLASS: global and local anomaly synthesis on features (anomalib; noise textures, no DTD)",
         trained=True, backbone=True, prepare=_glass_prepare,
+        published=_published(100, "epochs", _CFG.format("glass")),
     ),
     ModelEntry(
         "draem", f"{M}.draem:Draem",
@@ -254,35 +273,41 @@ MODELS: list[ModelEntry] = [
         "DRAEM: reconstructive + discriminative nets on synthetic anomalies (anomalib; "
         "Perlin noise textures unless anomaly_source_dir is given)",
         trained=True, prepare=_draem_prepare,
+        published=_published(700, "epochs", _CFG.format("draem")),
     ),
     ModelEntry(
         "ganomaly", f"{M}.ganomaly:Ganomaly",
         {**_trained(2, 3), "input_size": 128, "n_features": 64, "latent_vec_size": 100},
         "GANomaly: encoder-decoder-encoder GAN; image score only (anomalib)", trained=True,
+        published=_published(100, "epochs", _CFG.format("ganomaly")),
     ),
     ModelEntry(
         "fastflow", f"{M}.fastflow:Fastflow",
         {**_trained(3), "backbone": "resnet18", "backbone_weights": None, "flow_steps": 8},
         "FastFlow: 2D normalising flows on resnet features (anomalib)", trained=True, backbone=True,
         reason=_RESNET_REASON, unlock=("backbone_weights",),
+        published=_published(500, "epochs", _CFG0.format("fastflow")),
     ),
     ModelEntry(
         "reverse_distillation", f"{M}.reverse_distillation:ReverseDistillation",
         {**_trained(3), **_backbone(["layer1", "layer2", "layer3"]), "backbone": "resnet18"},
         "Reverse distillation: one-class bottleneck + resnet decoder (anomalib)",
         trained=True, backbone=True, reason=_RESNET_REASON, unlock=("backbone_weights",),
+        published=_published(200, "epochs", _CFG.format("reverse_distillation")),
     ),
     ModelEntry(
         "cfa", f"{M}.cfa:Cfa",
         {**_trained(3), "backbone": "resnet18", "backbone_weights": None},
         "CFA: coupled-hypersphere feature adaptation (anomalib)", trained=True, backbone=True,
         reason=_RESNET_REASON, unlock=("backbone_weights",),
+        published=_published(30, "epochs", _CFG0.format("cfa")),
     ),
     ModelEntry(
         "uflow", f"{M}.uflow:Uflow",
         {**_trained(3), "backbone": "resnet18", "backbone_weights": None, "flow_steps": 4},
         "U-Flow: multi-scale U-shaped normalising flow (anomalib)", trained=True, backbone=True,
         reason=_RESNET_REASON + " (or CaiT for the paper's 'mcait')", unlock=("backbone_weights",),
+        published=_published(50, "epochs", _CFG0.format("uflow")),
     ),
     ModelEntry(
         "uninet", f"{M}.uninet:UniNet",
@@ -296,6 +321,7 @@ MODELS: list[ModelEntry] = [
         {**_trained(3), "n_coupling_blocks": 4},
         "CS-Flow: cross-scale flows on EfficientNet-B5 features (anomalib)", trained=True,
         reason="anomalib hard-wires torchvision EfficientNet-B5 ImageNet weights (hub download)",
+        published=_published(240, "epochs", _CFG0.format("csflow")),
     ),
     ModelEntry(
         "efficient_ad", f"{M}.efficient_ad:EfficientAd",
@@ -306,6 +332,7 @@ MODELS: list[ModelEntry] = [
             "pass weights=<pretrained_teacher_small.pth> and imagenet_dir=<image folder>"
         ),
         unlock=("weights", "imagenet_dir"), train_batch_size=1, patches=_efficient_ad_patches,
+        published=_published(70000, "steps", _CFG.format("efficient_ad")),
     ),
     ModelEntry(
         "dsr", f"{M}.dsr:Dsr",
@@ -313,6 +340,7 @@ MODELS: list[ModelEntry] = [
         "DSR: dual subspace re-projection with a pretrained VQ model (anomalib)", trained=True,
         reason="needs anomalib's pretrained VQ weights (a download); pass weights=<vq_model_pretrained_128_4096.pckl>",
         unlock=("weights",), patches=_dsr_patches,
+        published=_published(700, "epochs", _CFG0.format("dsr")),
     ),
     ModelEntry(
         "anomaly_dino", f"{M}.anomaly_dino:AnomalyDINO",
@@ -325,18 +353,21 @@ MODELS: list[ModelEntry] = [
         {**_trained(1), "input_size": 224, "encoder_name": "vit_base_patch14_reg4_dinov2", "backbone_weights": None},
         "Dinomaly: DINOv2 encoder-decoder reconstruction (anomalib)", trained=True, backbone=True,
         reason=_hub("DINOv2 ViT-B/14-reg4 weights"), unlock=("backbone_weights",),
+        published=_published(5000, "steps", "anomalib 2.7 Dinomaly MAX_STEPS_DEFAULT"),
     ),
     ModelEntry(
         "inp_former", f"{M}.inp_former:InpFormer",
         {**_trained(1), "input_size": 224, "encoder_name": "vit_base_patch14_reg4_dinov2", "backbone_weights": None},
         "INP-Former: intrinsic normal prototypes on DINOv2 (anomalib)", trained=True, backbone=True,
         reason=_hub("DINOv2 ViT-B/14-reg4 weights"), unlock=("backbone_weights",),
+        published=_published(200, "epochs", "anomalib 2.7 InpFormer MAX_EPOCHS_DEFAULT"),
     ),
     ModelEntry(
         "general_ad", f"{M}.general_ad:GeneralAD",
         {**_trained(1), "input_size": 224, "backbone": "vit_large_patch14_dinov2.lvd142m", "backbone_weights": None},
         "GeneralAD: distorted-feature discriminator on DINOv2-L (anomalib)", trained=True, backbone=True,
         reason=_hub("DINOv2 ViT-L/14 weights"), unlock=("backbone_weights",),
+        published=_published(160, "epochs", "anomalib 2.7 GeneralAD(epochs=160)"),
     ),
     ModelEntry(
         "rad", f"{M}.rad:Rad",
@@ -355,6 +386,7 @@ MODELS: list[ModelEntry] = [
         {**_trained(1), "input_size": 224},
         "FoundAD: foundation-encoder manifold projector (anomalib)", trained=True,
         reason="needs DINOv2/DINOv3 weights through anomalib's own loader (hub download)",
+        published=_published(4000, "epochs", "the FoundAD paper, per anomalib 2.7 FoundAD README"),
     ),
     ModelEntry(
         "anomalyvfm", f"{M}.anomalyvfm:AnomalyVFM",
@@ -385,6 +417,7 @@ MODELS: list[ModelEntry] = [
         {**_trained(1), "input_size": 224},
         "L2BT: shallow students of a pretrained ViT teacher (anomalib)", trained=True,
         reason="needs a pretrained DINO ViT teacher (hub download)",
+        published=_published(50, "epochs", "anomalib 2.7 L2BT README"),
     ),
 ]
 

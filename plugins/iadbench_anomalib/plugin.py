@@ -50,5 +50,6 @@ def register_detectors(register):
                 + (("backbone",) if entry.backbone else ()),
                 # anomalib and lightning take ~15 s to import: once per run, not per cell
                 preload=("anomalib.models", "lightning", "iadbench_anomalib.adapter", "iadbench_anomalib.training"),
+                published_training=dict(entry.published) if entry.published else None,
             )
         )

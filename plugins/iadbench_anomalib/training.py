@@ -88,3 +88,11 @@ def train(det: "AnomalibDetector", x: torch.Tensor, workdir: Path, seed: int) ->
     )
     batch_size = det.entry.train_batch_size or int(det.params.get("batch_size", 8))
     trainer.fit(module, datamodule=_GoodImages(x, batch_size, seed))
+    # What actually ran (max_epochs and max_steps both cap it, whichever ends first):
+    # the cell records it beside the method's published length.
+    batches = int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)
+    per_epoch = trainer.num_training_batches
+    det.training_done = {
+        "steps": batches,
+        "epochs": round(batches / per_epoch, 2) if per_epoch and per_epoch != float("inf") else None,
+    }

@@ -66,6 +66,23 @@ def test_registration_does_not_import_anomalib():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_trained_models_carry_their_published_training_length():
+    from iadbench.report.training import capped
+
+    table = specs()
+    stfpm = table["anomalib.stfpm"].published_training
+    assert (stfpm["param"], stfpm["value"], stfpm["unit"]) == ("max_epochs", 100, "epochs") and stfpm["source"]
+    assert table["anomalib.efficient_ad"].published_training["unit"] == "steps"
+    for entry in MODELS:
+        published = table[f"anomalib.{entry.key}"].published_training
+        if not entry.trained:
+            assert published is None, entry.key
+        elif published is not None:
+            assert published["param"] in entry.params, entry.key
+    # the CPU-sized defaults are smoke runs by the leaderboard's rule
+    assert capped({"used": BY_KEY["stfpm"].params["max_epochs"], "published": stfpm["value"]})
+
+
 def test_unavailable_model_refuses_with_its_reason():
     spec = specs()["anomalib.efficient_ad"]
     with pytest.raises(InputError, match="unavailable here: needs anomalib's distilled teacher"):
@@ -166,6 +183,7 @@ def test_stfpm_trains_briefly_and_reloads(tmp_path, monkeypatch):
     # two epochs on 20 images: not a perfect split yet, but defects already stand out
     assert pred.scores[4:].mean() > pred.scores[:4].mean()
     assert det.params["max_epochs"] == 2  # recorded as run
+    assert det.training_done == {"steps": 6, "epochs": 2.0}  # 20 images at batch 8: 3 steps an epoch
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import pandas as pd
 
 from iadbench.report.protocol import protocol_line
 from iadbench.report.records import load_runs, shared_labels
+from iadbench.report.training import footnote
 from iadbench.types import MetricSpec
 
 MISSING = "missing"
@@ -136,7 +137,11 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
         f"Cells marked `{MISSING}` were not run, `{FAILED}` failed, `{UNDEFINED}` had an undefined metric; "
         "a detector's mean is left blank unless every column has a value. Best per column in bold."
     )
-    parts += ["", protocol_line(frame.to_dict("records"))]
+    rows = frame.to_dict("records")
+    parts += ["", protocol_line(rows)]
+    capped_note = footnote(rows)
+    if capped_note:
+        parts += ["", capped_note]
     shared = shared_labels(frame)
     if shared:
         example = frame.loc[frame["label"] == shared[0], "detector"].iloc[0]

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from iadbench.errors import InputError
+from iadbench.report.training import CAPPED_MARK, capped
 from iadbench.runner.store import RunStore
 
 #: What a cell is matched on across runs (``detector`` is the display name built from these).
@@ -44,10 +45,17 @@ def shared_labels(frame: pd.DataFrame) -> list[str]:
 
 
 def display_names(frame: pd.DataFrame) -> pd.Series:
-    """``label``, or ``label [hash]`` where the label stands for several identities."""
+    """``label``, or ``label [hash]`` where the label stands for several identities;
+    then ``†`` where any cell of that identity had its training capped."""
     shared = set(shared_labels(frame))
     names = [f"{lab} [{ident}]" if lab in shared else lab for lab, ident in zip(frame["label"], frame["identity"])]
-    return pd.Series(names, index=frame.index)
+    names = pd.Series(names, index=frame.index)
+    # "training", or "training A"/"training B" in a comparison
+    hit = pd.Series(False, index=frame.index)
+    for col in [c for c in frame.columns if c == "training" or str(c).startswith("training ")]:
+        hit |= frame[col].map(capped).astype(bool)
+    marked = set(names[hit])
+    return names.map(lambda n: f"{n} {CAPPED_MARK}" if n in marked else n)
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -80,6 +88,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]
         row["input_size"] = rec.get("input_size")
         # records written before settings were copied into them: their run's plan
         row["settings"] = rec.get("settings") or run_settings[key]
+        row["training"] = rec.get("training")
         flat.append(row)
     frame = pd.DataFrame(flat)
     frame["detector"] = display_names(frame)

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from iadbench.report.protocol import protocol_line
+from iadbench.report.training import CAPPED_MARK, RULE, capped
 
 #: Above this many cells the summary shows one row per detector (means over its cells);
 #: the leaderboard written beside it has every cell.
@@ -41,6 +42,7 @@ def summary(outcome, console: Console | None = None) -> None:
     table.add_column("fit s", justify="right", no_wrap=True)
     table.add_column("ms/img", justify="right", no_wrap=True)
 
+    smoke = sorted({r.get("detector") for r in outcome.records.values() if capped(r.get("training"))})
     groups: dict[tuple, list] = {}
     for cell in outcome.cells:
         key = (cell.label, f"{cell.dataset}/{cell.category} s{cell.seed}") if per_cell else (cell.label,)
@@ -56,12 +58,20 @@ def summary(outcome, console: Console | None = None) -> None:
         metrics = [_mean([(r.get("metrics") or {}).get(name) for r in ok]) for name, _ in SUMMARY_METRICS]
         fit = _mean([(r.get("cost") or {}).get("fit_s") for r in ok])
         latency = _mean([(r.get("cost") or {}).get("latency_ms_p50") for r in ok])
-        table.add_row(escape(label), second, *map(_num, metrics), _num(fit, 1), _num(latency, 1))
+        name = f"{label} {CAPPED_MARK}" if label in smoke else label
+        table.add_row(escape(name), second, *map(_num, metrics), _num(fit, 1), _num(latency, 1))
     if not per_cell:
         table.caption = "means over each detector's ok cells; every cell is in the leaderboard"
     records = [r for r in outcome.records.values() if r]
     if records:
         console.print(protocol_line(records), highlight=False, markup=False)
     console.print(table)
+    if smoke:
+        labels = {c.label for c in outcome.cells}
+        console.print(
+            f"{CAPPED_MARK} {len(smoke)} of {len(labels)} detectors ran at smoke length: training under half "
+            f"the method's published length ({RULE}); the leaderboard lists the steps used.",
+            highlight=False, markup=False,
+        )
     for rec in outcome.failed:
         console.print(f"[red]failed[/] {rec['detector']} {rec['dataset']}/{rec['category']} seed {rec['seed']}: {rec.get('error')}", highlight=False)

@@ -191,8 +191,28 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
             "threads": threads,
         },
         "input_size": list(size),
+        "training": _training(spec, detector, cell.params),
         "split_notes": split.notes,
         "artifact": str(artifact),
+    }
+
+
+def _training(spec, detector, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Training length used next to the published one (None for one-pass detectors),
+    so a leaderboard built elsewhere can tell a smoke run from the method's length."""
+    published = spec.published_training
+    if not published:
+        return None
+    # What the detector reports it did (a step cap may end training before max_epochs),
+    # else the param that sets the length.
+    done = dict(getattr(detector, "training_done", None) or {})
+    used = done.get(published["unit"], params.get(published["param"]))
+    return {
+        "unit": published["unit"],
+        "used": used,
+        "published": published["value"],
+        "source": published.get("source"),
+        "steps": done.get("steps"),
     }
 
 
