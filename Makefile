@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: these builds lie on this machine's disk (a loose pin downloads GBs)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test,serve]'
+	# every extra (make run runs the anomalib models too)
+	$(BIN)/python -m pip install -q -e '.[test,anomalib]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

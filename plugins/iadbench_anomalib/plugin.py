@@ -1,18 +1,39 @@
-"""Registers every anomalib image model as ``anomalib.<model>`` (cheap: no anomalib import)."""
+"""Registers every anomalib image model as ``anomalib.<model>`` (cheap: no anomalib import).
+
+anomalib is an optional extra: without it the plugin still loads and lists every model
+as unavailable, with the command that installs it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Callable
 
-from iadbench.api import DetectorSpec, hookimpl
+from iadbench.api import DetectorSpec, InputError, hookimpl
 from iadbench_anomalib.catalog import MODELS, ModelEntry
 
 #: Bumped when the adapter changes what a detector computes.
 ADAPTER_VERSION = "1"
+INSTALL_HINT = "pip install 'iadbench[anomalib]'"
 
 
-def _factory(entry: ModelEntry) -> Callable[..., Any]:
+def missing_reason() -> str | None:
+    """Why anomalib cannot run here, or None. Looks the packages up without importing
+    them (importing anomalib takes ~15 s)."""
+    for name in ("anomalib", "lightning"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken install or an import hook refusing it
+            found = False
+        if not found:
+            return f"{name} is not installed; {INSTALL_HINT}"
+    return None
+
+
+def _factory(entry: ModelEntry, missing: str | None) -> Callable[..., Any]:
     def build(**params: Any):
+        if missing:  # also with params, which let other unavailable models run
+            raise InputError(f"anomalib.{entry.key} is unavailable: {missing}")
         from iadbench_anomalib.adapter import AnomalibDetector
 
         return AnomalibDetector(entry, **params)
@@ -32,15 +53,14 @@ def _anomalib_version() -> str:
 
 @hookimpl
 def register_detectors(register):
-    anomalib_version = _anomalib_version()
+    missing = missing_reason()
+    anomalib_version = "missing" if missing else _anomalib_version()
     for entry in MODELS:
-        reason = entry.blocked_reason(entry.params)
-        if anomalib_version == "missing":
-            reason = "the anomalib package is not installed"
+        reason = missing or entry.blocked_reason(entry.params)
         register(
             DetectorSpec(
                 name=f"anomalib.{entry.key}",
-                factory=_factory(entry),
+                factory=_factory(entry, missing),
                 params=dict(entry.params),
                 description=entry.description,
                 version=f"{ADAPTER_VERSION}+anomalib{anomalib_version}",
@@ -49,7 +69,9 @@ def register_detectors(register):
                 tags=("anomalib", "trained" if entry.trained else "one-pass")
                 + (("backbone",) if entry.backbone else ()),
                 # anomalib and lightning take ~15 s to import: once per run, not per cell
-                preload=("anomalib.models", "lightning", "iadbench_anomalib.adapter", "iadbench_anomalib.training"),
+                preload=() if missing else (
+                    "anomalib.models", "lightning", "iadbench_anomalib.adapter", "iadbench_anomalib.training",
+                ),
                 published_training=dict(entry.published) if entry.published else None,
             )
         )
