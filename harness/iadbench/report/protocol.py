@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 PER_DETECTOR = "per detector, see Detectors"
-#: Param keys naming a backbone's weights file (ours, anomalib's).
+#: Param keys naming a backbone (ours and most anomalib models; anomalib's ViT models;
+#: UniNet) and its weights file (ours, anomalib's).
+BACKBONE_KEYS = ("backbone", "encoder_name", "teacher_backbone")
 WEIGHTS_KEYS = ("weights", "backbone_weights")
 
 
@@ -30,7 +32,7 @@ def _arch(name: str) -> tuple[str, Any]:
 
 def backbone_text(params: Mapping[str, Any]) -> str | None:
     """``arch with <weights>`` for params that name a backbone, else None."""
-    name = params.get("backbone")
+    name = next((params[k] for k in BACKBONE_KEYS if params.get(k)), None)
     if not name:
         return None
     arch, info = _arch(name)
@@ -84,7 +86,7 @@ def protocol_line(rows: Iterable[Mapping[str, Any]]) -> str:
         parts.append("no pretrained backbone")
     else:
         without = sum(v is None for v in backbones.values())
-        parts.append(f"backbone {backbone}" + (f" ({without} detector(s) have none)" if without and backbone != PER_DETECTOR else ""))
+        parts.append(f"backbone {backbone}" + (f" ({without} detector(s) name none)" if without and backbone != PER_DETECTOR else ""))
     size = _one_or_per_detector(sizes)
     if size == PER_DETECTOR:
         parts.append(f"whole images resized to each detector's input size ({PER_DETECTOR}), no centre crop")
