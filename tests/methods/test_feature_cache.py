@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import iadbench.backbones as backbones
-from iadbench.api import FitContext
+from iadbench.api import FitContext, InputError
 from iadbench.features import cache_disabled, extract_features, feature_cache_dir
 from iadbench_padim.detector import Padim
 from iadbench_patchcore.detector import PatchCore
@@ -82,12 +82,26 @@ def test_corrupt_cache_file_is_a_miss(forward_count):
     assert forward_count["images"] == 2
 
 
-def test_gaussian_blur_matches_scipy():
+@pytest.mark.parametrize("mode", ["mirror", "reflect"])
+@pytest.mark.parametrize("shape", [(70, 90), (5, 12)])  # (5, 12): kernel longer than the map
+def test_gaussian_blur_matches_scipy(mode, shape):
+    """scipy.ndimage.gaussian_filter with the same mode and truncate=4 (our kernel has
+    2*int(4*sigma+0.5)+1 taps, scipy's radius is int(truncate*sigma+0.5))."""
     from scipy.ndimage import gaussian_filter
 
     from iadbench.features import gaussian_blur
 
-    m = np.random.default_rng(0).random((2, 70, 90))
-    got = gaussian_blur(torch.tensor(m, dtype=torch.float32), 4.0).numpy()
-    ref = np.stack([gaussian_filter(x, 4.0, mode="mirror", truncate=4.0) for x in m])
-    np.testing.assert_allclose(got, ref, atol=1e-5)
+    m = np.random.default_rng(0).random((2, *shape))
+    for sigma in (1.0, 2.5, 4.0):
+        got = gaussian_blur(torch.tensor(m, dtype=torch.float32), sigma, mode=mode).numpy()
+        ref = np.stack([gaussian_filter(x, sigma, mode=mode, truncate=4.0) for x in m])
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+        other = "reflect" if mode == "mirror" else "mirror"
+        assert np.abs(got - np.stack([gaussian_filter(x, sigma, mode=other, truncate=4.0) for x in m])).max() > 1e-3
+
+
+def test_gaussian_blur_rejects_unknown_mode():
+    from iadbench.features import gaussian_blur
+
+    with pytest.raises(InputError, match="blur mode"):
+        gaussian_blur(torch.zeros(1, 8, 8), 1.0, mode="wrap")
