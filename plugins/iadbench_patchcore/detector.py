@@ -24,6 +24,25 @@ at 256 px on MVTec AD bottle (11 train, 12 test images): None 0.60; D=40 0.12; 6
 0.22; 112 0.38; 256 0.32; 1024 0.34 (its share of nearest-neighbour residuals: 0.66,
 0.24, 0.35, 0.50, 0.44, 0.46). So D moves weight to the shallow layer rather than
 balancing them; the default stays None until the defaults study decides.
+
+Against anomalib 2.7's PatchcoreModel fed the same inputs
+(tests/methods/test_anomalib_parity.py): the embedding is bit-identical; patch
+distances and nearest indices agree (float32); image scores agree to 1e-5 relative for
+num_neighbors 1, 3 and 9; our greedy coreset picks KCenterGreedy's points in its order
+given the same projected features and start. Deliberate differences:
+
+* Map upsampling: bilinear (the reference code; anomalib's PaDiM), where anomalib's
+  PatchCore uses F.interpolate's default, nearest. Same blur (sigma 4, 33 taps, scipy
+  "mirror" borders; the reference code's scipy default "reflect" differs within 16
+  px of the border). On MVTec AD bottle at 256 px (53 train, 42 test images): maps
+  differ by up to 1.8% of their maximum, pixel AUROC 0.98355 (ours) vs 0.98363.
+* Coreset projection: dense Gaussian to ``projection_dim`` (128, as the reference),
+  where anomalib uses SparseRandomProjection(eps=0.9) to int(4 ln n / 0.162) dims
+  (230 for 11k patches: wider than lite0's 152 channels). Covering radius of a 10%
+  coreset of 11264 bottle patches, three seeds: ours 18.1-18.8, anomalib's 17.9-18.5,
+  unprojected 16.3; mean nearest-memory distance within 0.6% of each other.
+* Coreset size round(ratio * n) where anomalib takes int(ratio * n): at most one more.
+* A one-row bank scores the plain distance; anomalib's softmax over one row gives 0.
 """
 
 from __future__ import annotations
