@@ -189,7 +189,7 @@ def _kcenter(z: torch.Tensor, k: int, seed: int) -> list[int]:
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_greedy_coreset_picks_anomalibs_k_center_greedy(images, monkeypatch, dtype):
+def test_greedy_coreset_picks_anomalibs_k_center_greedy(images, patchcore, monkeypatch, dtype):
     """Same projected features (ours: patch features of the synthetic images through
     our Gaussian projection), same start index: the same picks in the same order.
     anomalib compares Euclidean norms of differences, we compare squared distances
@@ -197,15 +197,16 @@ def test_greedy_coreset_picks_anomalibs_k_center_greedy(images, monkeypatch, dty
     float64 must agree exactly)."""
     monkeypatch.setenv("TQDM_DISABLE", "1")
     good, _ = images
-    det = PatchCore(input_size=SIZE, coreset_ratio=1.0)
-    det.fit(good, FitContext())
-    z = random_projection(det.memory_bank, 32, torch.Generator().manual_seed(0)).to(dtype)
+    patches = PatchcoreModel.reshape_embedding(patchcore.embed(good))
+    z = random_projection(patches, 32, torch.Generator().manual_seed(0)).to(dtype)
     n, k, seed = z.shape[0], z.shape[0] // 8, 5
     torch.manual_seed(seed)
     start = int(torch.randint(high=n, size=(1,)))
     theirs = _kcenter(z, k, seed)
     assert theirs[0] == start
     assert greedy_coreset(z, k, start=start).tolist() == theirs
+    # A small hot set and pool make ours take its lazy path (stale bounds, syncs).
+    assert greedy_coreset(z, k, start=start, hot=8, pool=32).tolist() == theirs
 
 
 def test_blur_is_anomalibs_gaussian_blur(images):
