@@ -63,3 +63,9 @@ def test_small_grid_lists_every_cell_and_its_failure(monkeypatch):
 
 def test_adbench_run_prints_this_summary():
     assert run_cli._summary is summary_mod.summary
+
+
+def test_errors_with_brackets_are_printed_whole(monkeypatch):
+    run = outcome()
+    run.records[run.cells[3].key]["error"] = "layers ['blocks.9'] not in [anomalib]"
+    assert "layers ['blocks.9'] not in [anomalib]" in summary(run, monkeypatch, limit=10)

@@ -74,4 +74,5 @@ def summary(outcome, console: Console | None = None) -> None:
             highlight=False, markup=False,
         )
     for rec in outcome.failed:
-        console.print(f"[red]failed[/] {rec['detector']} {rec['dataset']}/{rec['category']} seed {rec['seed']}: {rec.get('error')}", highlight=False)
+        where = f"{rec['detector']} {rec['dataset']}/{rec['category']} seed {rec['seed']}: {rec.get('error')}"
+        console.print(f"[red]failed[/] {escape(where)}", highlight=False)  # errors may hold [brackets]
