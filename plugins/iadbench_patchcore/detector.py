@@ -13,11 +13,11 @@ each layer's locally aware features to D channels by adaptive average pooling ov
 channel axis before concatenation, as the reference code (amazon-science/
 patchcore-inspection, ``pretrain_embed_dimension``) does, so every layer gets D
 coordinates. Two differences from the reference: it pools the unfolded C x 3 x 3
-values of each patch, we pool channels after the 3x3 mean (the same when D divides C;
-for D > 9C its bins hold single values, so it has no 3x3 mean); and we leave out its second step, adaptive pooling of the
-concatenation to ``target_embed_dimension``: with aligned bins that only averages
-neighbouring coordinates within each layer, i.e. a smaller D, so it would be a second
-knob for the same thing. Equal coordinates are not equal weight: averaging k weakly
+values of each patch, we pool channels after the 3x3 mean (the same when D divides
+C; for D > 9C its bins hold single values, so it has no 3x3 mean); and we leave out
+its second step, adaptive pooling of the concatenation to ``target_embed_dimension``:
+with aligned bins that only averages neighbouring coordinates within each layer,
+i.e. a smaller D, so it would be a second knob for the same thing. Equal coordinates are not equal weight: averaging k weakly
 correlated channels divides their variance by up to k. Measured share of the deeper
 layer (blocks.4) in the squared distances over all (test patch, memory) pairs, lite0
 at 256 px on MVTec AD bottle (11 train, 12 test images): None 0.60; D=40 0.12; 64
