@@ -160,19 +160,35 @@ def _key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _check_params(name: str, spec, params: dict[str, Any]) -> None:
+    """Build the detector once, unfitted, so a value its constructor refuses is a plan
+    error before any cell starts (constructors are cheap: weights load in fit)."""
+    try:
+        spec.factory(**params)
+    except InputError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"detector '{name}' refuses its parameters: {exc}") from None
+
+
+def _identity(spec, params: dict[str, Any]) -> str:
+    return _key({"detector": spec.name, "version": spec.version, "params": params})
+
+
 def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
     """Resolve names and params against the registry and list every cell.
 
-    ``categories_of(dataset_entry) -> list[str]`` lists a dataset's categories; the
-    runner passes one that opens the dataset (tests may pass a stub).
+    Everything a user could get wrong is checked here, before any cell starts:
+    names, parameters (by building each detector once), categories, the threshold
+    rule. ``categories_of(dataset_entry) -> list[str]`` lists a dataset's categories;
+    the runner passes one that opens the dataset (tests may pass a stub).
+
+    Two entries that would compute the same results (same detector, version and
+    resolved params) are refused, whatever their labels: a label is display only and
+    stays out of the cell key, so such entries would share keys and cell folders.
     """
     detectors = list(plan.detectors)
-    if plan.all_detectors:
-        named = {d.display for d in detectors}
-        for name, spec in sorted(registry.detectors.items()):
-            if spec.available and name not in named:
-                detectors.append(DetectorEntry(name))
-    if not detectors:
+    if not detectors and not plan.all_detectors:
         raise InputError("no detector chosen: pass --detector NAME (see `adbench list detectors`) or --all")
     if not plan.seeds:
         raise InputError("no seed chosen")
@@ -182,11 +198,12 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
         raise InputError(f"detector listed twice without distinct labels: {', '.join(sorted(dupes))}")
 
     resolved = []
+    seen: dict[str, str] = {}  # identity -> label of the entry that has it
     for entry in detectors:
         spec = registry.detector(entry.name)
         if not spec.available and not entry.params:
             # With params (say a local weights file) the user may have supplied what
-            # was missing; the detector itself then fails with a clear error if not.
+            # was missing; the detector's constructor checks them just below.
             raise InputError(f"detector '{entry.name}' is unavailable: {spec.unavailable_reason}")
         unknown = set(entry.params) - set(spec.params)
         if unknown:
@@ -194,7 +211,28 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
             raise InputError(
                 f"unknown parameter(s) {', '.join(sorted(unknown))} for detector '{entry.name}' (known: {known})"
             )
-        resolved.append((entry, spec, {**spec.params, **entry.params}))
+        params = {**spec.params, **entry.params}
+        identity = _identity(spec, params)
+        if identity in seen:
+            raise InputError(
+                f"detector entries '{seen[identity]}' and '{entry.display}' are the same detector with the "
+                f"same parameters, so they would compute the same cells: drop one or change a parameter"
+            )
+        seen[identity] = entry.display
+        _check_params(entry.name, spec, params)
+        resolved.append((entry, spec, params))
+    if plan.all_detectors:
+        # --all adds each available detector at its defaults, unless an entry above
+        # already runs it with exactly those parameters (under any label).
+        taken = set(labels)
+        for name, spec in sorted(registry.detectors.items()):
+            params = dict(spec.params)
+            if not spec.available or name in taken or _identity(spec, params) in seen:
+                continue
+            seen[_identity(spec, params)] = name
+            resolved.append((DetectorEntry(name), spec, params))
+    if not resolved:
+        raise InputError("no available detector to run (see `adbench list detectors`)")
 
     from iadbench.metrics.threshold import parse_rule
 
@@ -203,9 +241,17 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
     cells: list[Cell] = []
     for ds in plan.datasets:
         ds_spec = registry.dataset(ds.name)
-        categories = ds.categories or (categories_of(ds) if categories_of else [])
+        known = categories_of(ds) if categories_of else None
+        categories = ds.categories or known or []
         if not categories:
             raise InputError(f"dataset '{ds.name}' has no categories")
+        if known is not None and ds.categories:
+            missing = [c for c in ds.categories if c not in known]
+            if missing:
+                raise InputError(
+                    f"unknown category {', '.join(repr(c) for c in missing)} for dataset '{ds.name}' "
+                    f"(known: {', '.join(known)})"
+                )
         for category in categories:
             for seed in plan.seeds:
                 for entry, spec, params in resolved:
