@@ -22,6 +22,9 @@ from iadbench.runner.plan import Cell, DatasetEntry, Plan, expand
 from iadbench.runner.store import RunStore
 
 
+ALREADY_A_RUN = "run folder already holds a run: pass --resume to continue it, or choose another --run-dir"
+
+
 @dataclass
 class RunOutcome:
     run_dir: Path
@@ -87,12 +90,35 @@ def execute(
 ) -> RunOutcome:
     console = console or Console()
     store = RunStore(run_dir)
-    if store.exists and not resume:
-        raise InputError("run folder already holds a run: pass --resume to continue it, or choose another --run-dir", run_dir)
     if resume and not store.exists:
         raise InputError("nothing to resume (no run.json)", run_dir)
-
+    if store.exists and not resume:  # checked again under the lock
+        raise InputError(ALREADY_A_RUN, run_dir)
+    if not registry.metrics:
+        raise InputError(
+            "no metric is registered, so cells would record no results "
+            "(do IADBENCH_PLUGINS / IADBENCH_BLOCK_PLUGINS leave out the 'metrics' plugin?)"
+        )
+    # Every check on the plan runs before the run folder is touched.
     cells = expand(plan, registry, categories_lister(registry, plan.data_root))
+    with store.locked():
+        return _execute_locked(plan, registry, store, cells, resume, executor, workers, console, cell_timeout_s)
+
+
+def _execute_locked(
+    plan: Plan,
+    registry: Registry,
+    store: RunStore,
+    cells: list[Cell],
+    resume: bool,
+    executor: Executor | None,
+    workers: int,
+    console: Console,
+    cell_timeout_s: float | None,
+) -> RunOutcome:
+    run_dir = store.run_dir
+    if store.exists and not resume:
+        raise InputError(ALREADY_A_RUN, run_dir)
     preload = sorted({m for c in cells for m in registry.detector(c.detector).preload})
     executor = executor or LocalProcessExecutor(workers=workers, timeout_s=cell_timeout_s, preload=preload)
     threads = getattr(executor, "threads", None)
@@ -137,10 +163,10 @@ def execute(
     interrupted = False
     with progress:
         task_id = progress.add_task("cells", total=len(todo))
-        futures = {
-            executor.submit(CellTask(cell, run_dir / "cells" / cell.key)): cell for cell in todo
-        }
+        futures = {}
         try:
+            for cell in todo:
+                futures[executor.submit(CellTask(cell, run_dir / "cells" / cell.key))] = cell
             for future in as_completed(futures):
                 cell = futures[future]
                 try:
@@ -153,8 +179,11 @@ def execute(
                 progress.console.print(f"{cell.title}: {mark}", highlight=False)
                 progress.advance(task_id)
         except KeyboardInterrupt:
+            # Every started cell is killed now and no queued one starts; what was
+            # recorded stays, so the run resumes where it stopped.
             interrupted = True
             executor.shutdown(cancel=True)
+            console.print(f"[yellow]interrupted: resume with `adbench run --resume --run-dir {run_dir}`[/yellow]")
             raise
         finally:
             if not interrupted:

@@ -8,6 +8,8 @@ never reads or extends a corrupt file.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -19,6 +21,7 @@ from iadbench.errors import InputError
 
 RUN_FILE = "run.json"
 RECORDS_FILE = "records.jsonl"
+LOCK_FILE = "run.lock"
 
 
 def clean_json(value: Any) -> Any:
@@ -49,6 +52,30 @@ class RunStore:
     def exists(self) -> bool:
         return self.run_file.is_file()
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an OS lock on the run folder for as long as the block runs.
+
+        Two runners appending to one records file would write duplicate records, so a
+        second one gets a one-line error naming the holder. flock is released by the
+        kernel when its holder dies (kill -9 included), so a stale lock file is simply
+        taken over; the pid inside it is only there for the message.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by cell processes
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise InputError(f"run folder is in use by another adbench run (pid {holder})", self.run_dir) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def create(self, run_info: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.run_file, run_info)
@@ -68,7 +95,8 @@ class RunStore:
         write_json_atomic(self.run_file, info)
 
     def repair(self) -> int:
-        """Cut a torn last line (a kill mid-write); returns the bytes removed."""
+        """Cut a torn last line (a kill mid-write); returns the bytes removed. Only the
+        last line can be torn: every append is one write of a whole line, fsynced."""
         if not self.records_file.is_file():
             return 0
         with self.records_file.open("rb+") as f:
