@@ -11,9 +11,11 @@ from __future__ import annotations
 import ctypes
 import json
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,6 +71,41 @@ def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int) -
     os._exit(cell.run_cell_files(Path(spec_path), Path(result_path)))
 
 
+#: What the running forkserver was started with (preload list, environment); the
+#: forkserver is one per interpreter, so a later executor that wants other modules or
+#: sees another environment must restart it, or its cells would run with stale ones.
+_forkserver_started_with: tuple | None = None
+
+
+def _kill_forkserver() -> None:
+    """Stop the forkserver at once: its interpreter, torch loaded, takes seconds to
+    tear down on its own, holding the terminal's pipes after a Ctrl-C."""
+    global _forkserver_started_with
+    server = multiprocessing.forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        server._stop()  # reaps it and forgets it; the next cell starts a fresh one
+    _forkserver_started_with = None
+
+
+def _fresh_forkserver(preload: list[str]) -> None:
+    global _forkserver_started_with
+    wanted = (tuple(preload), tuple(sorted(os.environ.items())))
+    server = multiprocessing.forkserver._forkserver
+    if _forkserver_started_with is not None and _forkserver_started_with != wanted:
+        server._stop()  # private but stable since 3.8; the next Process.start() starts anew
+    server.set_forkserver_preload(list(preload))
+    _forkserver_started_with = wanted
+
+
+class ExecutorClosed(RuntimeError):
+    """A cell was submitted or about to start after shutdown(cancel=True)."""
+
+
 class LocalProcessExecutor:
     """Each cell in its own process, forked from a forkserver that has already
     imported torch and friends (a fresh interpreter per cell spends seconds on
@@ -87,19 +124,29 @@ class LocalProcessExecutor:
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cell")
         self._procs: set = set()
+        # Guards starting a process against shutdown: a cell either starts before the
+        # kill loop (and is killed by it) or sees _closed and never starts.
+        self._start_lock = threading.Lock()
+        self._closed = False
         self._mp = multiprocessing.get_context("forkserver")
-        self._mp.set_forkserver_preload(list(dict.fromkeys([*PRELOAD, *preload])))
         # the forkserver is a fresh process started from this environment; its forks inherit it
         os.environ.update(CELL_ENV)
+        _fresh_forkserver(list(dict.fromkeys([*PRELOAD, *preload])))
 
     def submit(self, task: CellTask) -> "Future[dict[str, Any]]":
+        if self._closed:
+            raise ExecutorClosed("executor is shut down")
         return self._pool.submit(self._run, task)
 
     def shutdown(self, cancel: bool = False) -> None:
         if cancel:
-            for proc in list(self._procs):
-                proc.kill()
+            with self._start_lock:
+                self._closed = True
+                for proc in list(self._procs):
+                    proc.kill()
         self._pool.shutdown(wait=True, cancel_futures=cancel)
+        if cancel:
+            _kill_forkserver()
 
     def _run(self, task: CellTask) -> dict[str, Any]:
         task.cell_dir.mkdir(parents=True, exist_ok=True)
@@ -114,8 +161,11 @@ class LocalProcessExecutor:
             args=(str(spec_path), str(result_path), str(log_path), self.threads),
             name=f"cell-{task.cell.key}",
         )
-        proc.start()
-        self._procs.add(proc)
+        with self._start_lock:
+            if self._closed:
+                raise ExecutorClosed("executor is shut down")
+            proc.start()
+            self._procs.add(proc)
         try:
             proc.join(self.timeout_s)
             timed_out = proc.is_alive()
