@@ -111,6 +111,7 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
         registry.plugins[name] = info
         if name in block or (allow is not None and name not in allow):
             info.status = "blocked"
+            pm.set_blocked(name)  # pluggy then refuses it, should anything register it later
             continue
         try:
             plugin = load()
@@ -136,21 +137,31 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
     return registry
 
 
+def _impls_by_plugin(pm: pluggy.PluginManager, hook_name: str) -> dict[str, pluggy.HookImpl]:
+    """The hook's implementations as pluggy sees them (so ``specname`` and blocking
+    apply), keyed by plugin name, for calling one plugin at a time."""
+    return {impl.plugin_name: impl for impl in getattr(pm.hook, hook_name).get_hookimpls()}
+
+
 def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
-    """Call each plugin's register hooks one plugin at a time, so a plugin that
-    raises while registering is marked broken alone."""
+    """Call the register hooks one plugin at a time (pluggy's hook caller would run all
+    of them in one call), so a plugin that raises while registering is marked broken
+    alone and what it staged is dropped."""
     kinds = (
         ("register_detectors", DetectorSpec, registry.detectors),
         ("register_datasets", DatasetSpec, registry.datasets),
         ("register_metrics", MetricSpec, registry.metrics),
     )
+    impls = {hook_name: _impls_by_plugin(pm, hook_name) for hook_name, _, _ in kinds}
     for plugin_name, plugin in list(pm.list_name_plugin()):
+        if plugin is None:  # a blocked name
+            continue
         info = registry.plugins.get(plugin_name)
         staged: list[tuple[dict, Any]] = []
         try:
             for hook_name, spec_type, table in kinds:
-                impl = getattr(plugin, hook_name, None)
-                if impl is None or not _is_hookimpl(pm, plugin, hook_name):
+                impl = impls[hook_name].get(plugin_name)
+                if impl is None:
                     continue
 
                 def register(spec: Any, spec_type=spec_type, table=table) -> None:
@@ -160,7 +171,7 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
                         )
                     staged.append((table, spec))
 
-                impl(register=register)
+                impl.function(register=register)
             for table, spec in staged:
                 if spec.name in table:
                     raise PluginError(
@@ -179,19 +190,21 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
                 info.provides.append(spec.name)
 
 
-def _is_hookimpl(pm: pluggy.PluginManager, plugin: object, hook_name: str) -> bool:
-    caller = getattr(pm.hook, hook_name)
-    return any(impl.plugin is plugin for impl in caller.get_hookimpls())
+#: (id of the CLI app, plugin name) pairs whose commands are on that app already:
+#: main() may run many times in one process (tests), a command must be added once.
+_COMMANDS_ADDED: set[tuple[int, str]] = set()
 
 
 def register_commands(registry: Registry, app: Any) -> None:
-    """Let plugins add CLI commands; a plugin that fails here is warned about."""
+    """Let plugins add CLI commands, each plugin once per app; a plugin that fails
+    here is warned about and marked broken."""
     assert registry.manager is not None
-    for plugin_name, plugin in list(registry.manager.list_name_plugin()):
-        if not _is_hookimpl(registry.manager, plugin, "register_commands"):
+    for plugin_name, impl in _impls_by_plugin(registry.manager, "register_commands").items():
+        if (id(app), plugin_name) in _COMMANDS_ADDED:
             continue
+        _COMMANDS_ADDED.add((id(app), plugin_name))
         try:
-            plugin.register_commands(app=app)
+            impl.function(app=app)
         except Exception as exc:
             info = registry.plugins.get(plugin_name)
             if info is not None:
