@@ -60,9 +60,6 @@ def test_running_an_anomalib_model_is_a_one_line_error(env, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the CLI prints messages and table cells as rich markup, which swallows '[anomalib]'; "
-    "needs rich.markup.escape in cli/__init__.py (errors) and cli/catalog.py (list)"))
 def test_the_hint_names_the_extra(env, tmp_path):
     listed = adbench("list", "detectors", env=env, cwd=tmp_path)
     ran = adbench("run", "-d", "anomalib.padim", "--run-dir", str(tmp_path / "run"), env=env, cwd=tmp_path)

@@ -12,6 +12,7 @@ import warnings
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from iadbench.errors import InputError
 
@@ -67,24 +68,28 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted")
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            if debug:
-                raise
-            exc.show()
-            sys.exit(2)
+    except typer.TyperException as exc:
+        # Usage errors (a bad flag value, an unknown option): typer vendors its own
+        # click, whose exceptions all derive from TyperException.
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)", highlight=False, soft_wrap=True)
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            err_console.print(f"[red]error:[/red] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))} (run with --debug for the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -6,6 +6,7 @@ from enum import Enum
 
 import typer
 from rich.table import Table
+from rich.text import Text  # plugin-supplied text is shown as is, never read as markup
 
 from iadbench.cli import app, console
 from iadbench.plugins import get_registry
@@ -18,7 +19,7 @@ def plugins() -> None:
     style = {"ok": "green", "broken": "red", "blocked": "yellow"}
     for info in sorted(get_registry().plugins.values(), key=lambda p: p.name):
         detail = info.error if info.status == "broken" else ", ".join(info.provides)
-        table.add_row(info.name, f"[{style[info.status]}]{info.status}[/]", info.version or "", detail)
+        table.add_row(info.name, f"[{style[info.status]}]{info.status}[/]", info.version or "", Text(detail or ""))
     console.print(table)
 
 
@@ -37,13 +38,13 @@ def list_(kind: Kind = typer.Argument(..., help="detectors, datasets or metrics"
         for name, spec in sorted(registry.detectors.items()):
             mark = "[green]yes[/]" if spec.available else "[red]no[/]"
             text = spec.description if spec.available else f"{spec.unavailable_reason}"
-            table.add_row(name, mark, spec.plugin, text)
+            table.add_row(name, mark, spec.plugin, Text(text or ""))
     elif kind is Kind.datasets:
         table = Table("dataset", "plugin", "sub-folder of --data-root", "description")
         for name, spec in sorted(registry.datasets.items()):
-            table.add_row(name, spec.plugin, spec.subdir or "-", spec.description)
+            table.add_row(name, spec.plugin, spec.subdir or "-", Text(spec.description))
     else:
         table = Table("metric", "level", "better", "plugin", "description")
         for name, spec in sorted(registry.metrics.items()):
-            table.add_row(name, spec.level, "higher" if spec.higher_is_better else "lower", spec.plugin, spec.description)
+            table.add_row(name, spec.level, "higher" if spec.higher_is_better else "lower", spec.plugin, Text(spec.description))
     console.print(table)
