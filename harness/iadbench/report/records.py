@@ -9,8 +9,6 @@ different runs (seeds, repeats) stays one row.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pandas as pd
 
 from iadbench.errors import InputError
 from iadbench.report.training import CAPPED_MARK, capped
+from iadbench.runner.plan import setup_id
 from iadbench.runner.store import RunStore
 
 #: What a cell is matched on across runs (``detector`` is the display name built from these).
@@ -26,16 +25,8 @@ ID_COLUMNS = ["detector", "dataset", "category", "seed"]
 
 
 def identity_hash(record: dict[str, Any]) -> str:
-    """Six hex digits of (resolved params, detector name, detector version)."""
-    blob = json.dumps(
-        {
-            "params": record.get("params") or {},
-            "detector": record.get("detector_name"),
-            "version": record.get("detector_version"),
-        },
-        sort_keys=True, separators=(",", ":"), default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:6]
+    """Six hex digits of the record's setup (resolved params, detector name, version)."""
+    return setup_id(record.get("detector_name"), record.get("detector_version"), record.get("params"))[:6]
 
 
 def shared_labels(frame: pd.DataFrame) -> list[str]:

@@ -171,8 +171,14 @@ def _check_params(name: str, spec, params: dict[str, Any]) -> None:
         raise InputError(f"detector '{name}' refuses its parameters: {exc}") from None
 
 
+def setup_id(detector: str, version: str | None, params: dict[str, Any]) -> str:
+    """What makes two plan entries (or two records) the same setup: detector name,
+    version and resolved params. Labels are display only and stay out."""
+    return _key({"detector": detector, "version": version, "params": params or {}})
+
+
 def _identity(spec, params: dict[str, Any]) -> str:
-    return _key({"detector": spec.name, "version": spec.version, "params": params})
+    return setup_id(spec.name, spec.version, params)
 
 
 def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
