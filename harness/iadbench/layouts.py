@@ -35,8 +35,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from iadbench.errors import DatasetError
 from iadbench.images import IMAGE_SUFFIXES, check_mask_size, image_size

@@ -15,8 +15,8 @@ code that needs it, never for a whole process.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _M_MMAP_THRESHOLD = -3
 SMALL = 64 * 1024

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -164,7 +165,7 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
                 if impl is None:
                     continue
 
-                def register(spec: Any, spec_type=spec_type, table=table) -> None:
+                def register(spec: Any, spec_type=spec_type, table=table, staged=staged) -> None:
                     if not isinstance(spec, spec_type):
                         raise PluginError(
                             f"registered {type(spec).__name__}, expected {spec_type.__name__}"

@@ -5,9 +5,10 @@ Dataset plugin -> Split -> images -> Detector.fit/predict -> Prediction -> metri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -106,7 +107,7 @@ class DetectorSpec:
     """
 
     name: str
-    factory: Callable[..., "Detector"]
+    factory: Callable[..., Detector]
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     version: str = "0"

@@ -34,7 +34,7 @@ ADAPTER_PARAMS = ("input_size", "batch_size", "max_epochs", "max_steps", "backbo
 class AnomalibDetector(Detector):
     """An anomalib image model behind the iadbench Detector interface."""
 
-    def __init__(self, entry: "ModelEntry", **params: Any):
+    def __init__(self, entry: ModelEntry, **params: Any):
         unknown = sorted(set(params) - set(entry.params))
         if unknown:
             raise InputError(

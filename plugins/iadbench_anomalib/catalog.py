@@ -11,10 +11,11 @@ make it runnable (a local weights file), if any.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,15 +27,15 @@ BACKBONE = "tf_efficientnet_lite0"
 Prepare = Callable[[dict[str, Any], "AnomalibDetector", Path], dict[str, Any]]
 
 
-def _same(kwargs: dict[str, Any], det: "AnomalibDetector", scratch: Path) -> dict[str, Any]:
+def _same(kwargs: dict[str, Any], det: AnomalibDetector, scratch: Path) -> dict[str, Any]:
     return kwargs
 
 
-def _no_patches(det: "AnomalibDetector") -> list[AbstractContextManager]:
+def _no_patches(det: AnomalibDetector) -> list[AbstractContextManager]:
     return []
 
 
-def _nothing(det: "AnomalibDetector") -> None:
+def _nothing(det: AnomalibDetector) -> None:
     return None
 
 
@@ -51,8 +52,8 @@ class ModelEntry:
     needs_validation: bool = False
     train_batch_size: int | None = None  # forced by the model (EfficientAD: 1)
     prepare: Prepare = _same  # adjusts the anomalib constructor kwargs
-    patches: Callable[["AnomalibDetector"], list[AbstractContextManager]] = _no_patches
-    after_load: Callable[["AnomalibDetector"], None] = _nothing
+    patches: Callable[[AnomalibDetector], list[AbstractContextManager]] = _no_patches
+    after_load: Callable[[AnomalibDetector], None] = _nothing
     #: replaces ``module.model(x)`` at predict time where anomalib squashes its score
     raw_forward: Callable[[Any, Any], Any] | None = None
     min_images: Callable[[dict[str, Any]], int] = lambda params: 2
@@ -77,7 +78,7 @@ class ModelEntry:
 # --- model-specific adjustments ---------------------------------------------------
 
 
-def _draem_prepare(kwargs: dict[str, Any], det: "AnomalibDetector", scratch: Path) -> dict[str, Any]:
+def _draem_prepare(kwargs: dict[str, Any], det: AnomalibDetector, scratch: Path) -> dict[str, Any]:
     # DRAEM downloads DTD when its texture folder is missing. With an empty folder its
     # Perlin generator falls back to noise textures, which needs no download.
     source = kwargs.pop("anomaly_source_dir", None)
@@ -85,7 +86,7 @@ def _draem_prepare(kwargs: dict[str, Any], det: "AnomalibDetector", scratch: Pat
     return kwargs
 
 
-def _fre_prepare(kwargs: dict[str, Any], det: "AnomalibDetector", scratch: Path) -> dict[str, Any]:
+def _fre_prepare(kwargs: dict[str, Any], det: AnomalibDetector, scratch: Path) -> dict[str, Any]:
     # FRE's autoencoder width is the flattened pooled feature map, which depends on
     # the backbone, layer and image size; anomalib's default fits resnet50 at 256 px.
     if kwargs.get("input_dim") in (None, "auto"):
@@ -104,7 +105,7 @@ def _fre_prepare(kwargs: dict[str, Any], det: "AnomalibDetector", scratch: Path)
     return kwargs
 
 
-def _glass_prepare(kwargs: dict[str, Any], det: "AnomalibDetector", scratch: Path) -> dict[str, Any]:
+def _glass_prepare(kwargs: dict[str, Any], det: AnomalibDetector, scratch: Path) -> dict[str, Any]:
     kwargs["input_shape"] = det.input_size
     return kwargs
 
@@ -128,11 +129,10 @@ def _dfkde_raw(model: Any, x: Any) -> Any:
     return InferenceBatch(pred_score=-log_density)
 
 
-def _efficient_ad_patches(det: "AnomalibDetector") -> list[AbstractContextManager]:
+def _efficient_ad_patches(det: AnomalibDetector) -> list[AbstractContextManager]:
     # anomalib downloads the distilled teacher into ./pre_trained; we load it from the
     # file the user gave instead.
     import torch
-
     from anomalib.models.image.efficient_ad.lightning_model import EfficientAd
 
     def load_teacher(self) -> None:
@@ -142,7 +142,7 @@ def _efficient_ad_patches(det: "AnomalibDetector") -> list[AbstractContextManage
     return [mock.patch.object(EfficientAd, "prepare_pretrained_model", load_teacher)]
 
 
-def _dsr_patches(det: "AnomalibDetector") -> list[AbstractContextManager]:
+def _dsr_patches(det: AnomalibDetector) -> list[AbstractContextManager]:
     from anomalib.models.image.dsr.lightning_model import Dsr
 
     return [mock.patch.object(Dsr, "prepare_pretrained_model", staticmethod(lambda: Path(det.params["weights"])))]

@@ -12,9 +12,9 @@ import functools
 import logging
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 from unittest import mock
 
 import torch

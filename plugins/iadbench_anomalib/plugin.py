@@ -7,7 +7,8 @@ as unavailable, with the command that installs it.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from iadbench.api import DetectorSpec, InputError, hookimpl
 from iadbench_anomalib.catalog import MODELS, ModelEntry

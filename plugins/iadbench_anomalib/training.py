@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from anomalib.data import ImageBatch
 from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
-
-from anomalib.data import ImageBatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from iadbench_anomalib.adapter import AnomalibDetector
@@ -59,7 +58,7 @@ class _GoodImages(LightningDataModule):
         return DataLoader(_Images(self.x), batch_size=self.train_batch_size, num_workers=0, collate_fn=_collate)
 
 
-def train(det: "AnomalibDetector", x: torch.Tensor, workdir: Path, seed: int) -> None:
+def train(det: AnomalibDetector, x: torch.Tensor, workdir: Path, seed: int) -> None:
     module = det.module
     args = dict(module.trainer_arguments)
     for key in ("devices", "accelerator", "callbacks", "logger", "default_root_dir"):

@@ -19,7 +19,6 @@ from iadbench.plugins import Registry
 from iadbench.runner.plan import DatasetEntry, DetectorEntry, Plan, expand
 from iadbench.runner.store import LOCK_FILE, RunStore
 from iadbench.types import DatasetSpec, DetectorSpec
-
 from testkit import adbench, plugin_env
 
 DET = "example.median_distance"

@@ -7,7 +7,6 @@ import pytest
 
 from iadbench.errors import PluginError
 from iadbench.plugins import get_registry, load_registry
-
 from testkit import adbench, make_plugin_site, plugin_env
 
 

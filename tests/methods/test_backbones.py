@@ -7,8 +7,8 @@ import torch
 
 from iadbench.backbones import (
     ARCHS,
-    _remap_efficientnet_pytorch,
     _read_torch_file,
+    _remap_efficientnet_pytorch,
     canonical_arch,
     create_feature_extractor,
     create_model,

@@ -32,9 +32,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -397,7 +398,7 @@ class FeatureExtractor(nn.Module):
         self.eval()
         self.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "FeatureExtractor":
+    def train(self, mode: bool = True) -> FeatureExtractor:
         return super().train(False)  # frozen: batch-norm statistics stay the pretrained ones
 
     @torch.inference_mode()

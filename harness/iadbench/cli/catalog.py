@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import typer
 from rich.table import Table
@@ -23,7 +23,7 @@ def plugins() -> None:
     console.print(table)
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     detectors = "detectors"
     datasets = "datasets"
     metrics = "metrics"

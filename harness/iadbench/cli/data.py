@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -98,8 +97,8 @@ def _summary(split: Split, sizes: Counter, coverage: dict[str, list[float]]) -> 
 @data_app.command("check")
 def check(
     target: str = typer.Argument(..., metavar="PATH_OR_NAME", help="A dataset folder, or a registered dataset name."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding mvtec_ad/, visa/, ksdd2/ (default $IADBENCH_DATA_ROOT)."),
-    category: Optional[str] = typer.Option(None, "--category", "-c", help="Check only this category."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding mvtec_ad/, visa/, ksdd2/ (default $IADBENCH_DATA_ROOT)."),
+    category: str | None = typer.Option(None, "--category", "-c", help="Check only this category."),
     test_fraction: float = typer.Option(0.2, help="good/defect folders: fraction of good images held out for test."),
     seed: int = typer.Option(0, help="good/defect folders: seed of the hold-out rule."),
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,7 +15,7 @@ from iadbench.report import leaderboard as leaderboard_mod
 @app.command()
 def leaderboard(
     run_dirs: list[Path] = typer.Argument(..., help="Run folders (records are merged)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Markdown file to write (default: print)."),
+    out: Path | None = typer.Option(None, "--out", help="Markdown file to write (default: print)."),
     title: str = typer.Option("Leaderboard", "--title"),
 ) -> None:
     """Render markdown leaderboards from run records."""
@@ -32,7 +31,7 @@ def leaderboard(
 def compare(
     run_a: Path = typer.Argument(..., help="Baseline run folder."),
     run_b: Path = typer.Argument(..., help="Run folder to compare with it."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as markdown."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the table as markdown."),
 ) -> None:
     """Per-cell deltas of run B against run A (metrics: B−A; cost: B/A)."""
     table = compare_mod.compare(run_a, run_b)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -34,11 +33,11 @@ def build_plan(
     categories: list[str],
     seeds: list[int],
     all_detectors: bool,
-    data_root: Optional[Path],
+    data_root: Path | None,
     dataset_paths: list[str],
     params: list[str],
-    threshold: Optional[str],
-    holdout: Optional[float],
+    threshold: str | None,
+    holdout: float | None,
 ) -> Plan:
     overrides = parse_assignments(params, "--set")
     unknown = set(overrides) - set(detectors) - (set(get_registry().detectors) if all_detectors else set())
@@ -72,16 +71,16 @@ def run(
     category: list[str] = typer.Option([], "--category", "-c", help="Category (repeatable; default: all)."),
     seed: list[int] = typer.Option([], "--seed", help="Seed (repeatable; default 0)."),
     all_: bool = typer.Option(False, "--all", help="Every available detector."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="IADBENCH_DATA_ROOT", help="Folder holding mvtec_ad/, visa/, ksdd2/ ..."),
+    data_root: Path | None = typer.Option(None, "--data-root", envvar="IADBENCH_DATA_ROOT", help="Folder holding mvtec_ad/, visa/, ksdd2/ ..."),
     dataset_path: list[str] = typer.Option([], "--dataset-path", help="Explicit dataset folder, NAME=PATH (repeatable)."),
     set_: list[str] = typer.Option([], "--set", help="Detector parameter, DETECTOR.KEY=VALUE (repeatable)."),
-    plan_file: Optional[Path] = typer.Option(None, "--plan", help="TOML plan file (instead of the grid flags)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where results go (default runs/<time>-<id>)."),
+    plan_file: Path | None = typer.Option(None, "--plan", help="TOML plan file (instead of the grid flags)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Where results go (default runs/<time>-<id>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir: skip cells done, rerun failed ones."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Cells in parallel (default: sized for this machine)."),
-    threshold: Optional[str] = typer.Option(None, "--threshold", help="Threshold rule on held-out good images, e.g. quantile:0.99 or sigma:3."),
-    holdout: Optional[float] = typer.Option(None, "--holdout", help="Fraction of good training images held out for the threshold (default 0.1)."),
-    cell_timeout: Optional[float] = typer.Option(None, "--cell-timeout", help="Seconds before a cell is killed and recorded as failed."),
+    workers: int | None = typer.Option(None, "--workers", help="Cells in parallel (default: sized for this machine)."),
+    threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on held-out good images, e.g. quantile:0.99 or sigma:3."),
+    holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out for the threshold (default 0.1)."),
+    cell_timeout: float | None = typer.Option(None, "--cell-timeout", help="Seconds before a cell is killed and recorded as failed."),
 ) -> None:
     """Run a grid; each cell in its own process, each record appended as it ends."""
     registry = get_registry()

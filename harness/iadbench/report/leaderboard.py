@@ -73,7 +73,7 @@ def cost_table(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[frame["status"] == "ok"]
     rows = []
     for det, group in ok.groupby("detector"):
-        def mean(name: str) -> float:
+        def mean(name: str, group=group) -> float:
             col = f"cost.{name}"
             if col not in group:
                 return float("nan")

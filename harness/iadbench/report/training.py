@@ -30,8 +30,7 @@ def capped(training: Any) -> bool:
 
 def _amount(values: list[float], unit: str) -> str:
     lo, hi = min(values), max(values)
-    fmt = (lambda v: f"{v:g}")
-    return f"{fmt(lo)} {unit}" if lo == hi else f"{fmt(lo)}-{fmt(hi)} {unit}"
+    return f"{lo:g} {unit}" if lo == hi else f"{lo:g}-{hi:g} {unit}"
 
 
 def describe(trainings: list[Mapping[str, Any]]) -> str:

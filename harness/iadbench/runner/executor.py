@@ -33,7 +33,7 @@ class CellTask:
 
 
 class Executor(Protocol):
-    def submit(self, task: CellTask) -> "Future[dict[str, Any]]": ...
+    def submit(self, task: CellTask) -> Future[dict[str, Any]]: ...
 
     def shutdown(self, cancel: bool = False) -> None: ...
 
@@ -133,7 +133,7 @@ class LocalProcessExecutor:
         os.environ.update(CELL_ENV)
         _fresh_forkserver(list(dict.fromkeys([*PRELOAD, *preload])))
 
-    def submit(self, task: CellTask) -> "Future[dict[str, Any]]":
+    def submit(self, task: CellTask) -> Future[dict[str, Any]]:
         if self._closed:
             raise ExecutorClosed("executor is shut down")
         return self._pool.submit(self._run, task)

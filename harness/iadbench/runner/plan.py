@@ -62,7 +62,7 @@ class Plan:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Plan":
+    def from_json(cls, data: dict[str, Any]) -> Plan:
         return cls(
             detectors=[DetectorEntry(**d) for d in data["detectors"]],
             datasets=[DatasetEntry(**d) for d in data["datasets"]],
@@ -95,7 +95,7 @@ class Cell:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Cell":
+    def from_json(cls, data: dict[str, Any]) -> Cell:
         return cls(**data)
 
     @property

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -20,7 +21,6 @@ from iadbench.runner import environment
 from iadbench.runner.executor import CellTask, Executor, LocalProcessExecutor
 from iadbench.runner.plan import Cell, DatasetEntry, Plan, expand
 from iadbench.runner.store import RunStore
-
 
 ALREADY_A_RUN = "run folder already holds a run: pass --resume to continue it, or choose another --run-dir"
 
@@ -38,7 +38,7 @@ class RunOutcome:
 
 
 def new_run_dir(base: Path = Path("runs")) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return base / f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 

@@ -14,8 +14,9 @@ import json
 import math
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from iadbench.errors import InputError
 
