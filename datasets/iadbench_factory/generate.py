@@ -20,8 +20,8 @@ defects so that they separate, as they do on real data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage as ndi

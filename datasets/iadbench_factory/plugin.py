@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 from iadbench.api import DatasetError, DatasetSpec, Split, hookimpl
 from iadbench.layouts import parse_mvtec
@@ -66,7 +65,7 @@ class FactoryDataset:
 def _factory_command(
     out: Path,
     seed: int = 0,
-    category: Optional[list[str]] = None,
+    category: list[str] | None = None,
     image_size: int = _SIZES.image_size,
     n_train: int = _SIZES.n_train,
     n_test_good: int = _SIZES.n_test_good,
@@ -108,7 +107,7 @@ def register_commands(app):
     def factory(
         out: Path = typer.Option(..., "--out", help="Folder to write (must be new or empty)."),
         seed: int = typer.Option(0, help="Generator seed; the same seed gives the same bytes."),
-        category: Optional[list[str]] = typer.Option(None, "--category", "-c", help="Only these categories."),
+        category: list[str] | None = typer.Option(None, "--category", "-c", help="Only these categories."),
         image_size: int = typer.Option(_SIZES.image_size, help="Image side in pixels."),
         n_train: int = typer.Option(_SIZES.n_train, help="Good training images per category."),
         n_test_good: int = typer.Option(_SIZES.n_test_good, help="Good test images per category."),
