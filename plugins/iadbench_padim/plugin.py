@@ -13,7 +13,7 @@ def register_detectors(register):
                 "n_features": None, "epsilon": 0.01, "sigma": 4.0,
             },
             description="PaDiM (Defard et al. 2021): per-position Gaussians, Mahalanobis distance",
-            version="1",
+            version="2",  # 2: defaults from the defaults study (blocks.2 + blocks.4, all 152 channels for lite0)
             tags=("distribution", "pretrained-backbone"),
         )
     )
