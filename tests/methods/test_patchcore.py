@@ -140,11 +140,16 @@ def test_real_bottle_quality():
     labels, masks = [s.label for s in test], load_masks(test, size)
     from iadbench_padim.detector import Padim
 
+    # Floors 0.01 under leaderboards/mvtec-bottle.md (image / pixel AUROC: PatchCore
+    # 1.000 / 0.984, PaDiM 0.999 / 0.981, defaults, full bottle at 256 px); this subset
+    # at 128 px scored PatchCore 1.000 / 0.975, PaDiM 0.997 / 0.979 when they were set.
+    floors = {"patchcore": (0.990, 0.974), "padim": (0.989, 0.971)}
     for det in (PatchCore(input_size=128), Padim(input_size=128)):
         det.fit(x, FitContext())
         pred = det.predict(y)
-        assert roc_auc_score(labels, pred.scores) > 0.97, det.name
-        assert roc_auc_score(masks.ravel(), pred.maps.ravel()) > 0.95, det.name
+        image_floor, pixel_floor = floors[det.name]
+        assert roc_auc_score(labels, pred.scores) > image_floor, det.name
+        assert roc_auc_score(masks.ravel(), pred.maps.ravel()) > pixel_floor, det.name
 
 
 def _replicated_layers(n: int, seed: int) -> dict[str, torch.Tensor]:
