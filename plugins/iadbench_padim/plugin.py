@@ -9,11 +9,12 @@ def register_detectors(register):
             name=Padim.name,
             factory=Padim,
             params={
-                "input_size": 256, "backbone": "efficientnet_lite0", "layers": None, "weights": None,
+                "input_size": 320, "backbone": "efficientnet_lite0", "layers": None, "weights": None,
                 "n_features": None, "epsilon": 0.01, "sigma": 4.0,
             },
             description="PaDiM (Defard et al. 2021): per-position Gaussians, Mahalanobis distance",
-            version="2",  # 2: defaults from the defaults study (blocks.2 + blocks.4, all 152 channels for lite0)
+            # 2: blocks.2 + blocks.4 with all channels; 3: input 320 px (leaderboards/defaults-study.md)
+            version="3",
             tags=("distribution", "pretrained-backbone"),
         )
     )
