@@ -324,3 +324,16 @@ def test_compare_matches_cells_and_shows_deltas(env, tmp_path):
     light = next(r for r in rows if "| light" in r)
     assert "ok/ok" in dark and "0.000" in dark  # the same cell, the same numbers
     assert "only in B" in light
+
+
+def test_dataset_defaults_enter_the_key_and_unknown_dataset_params_are_refused(registry):
+    registry.datasets["ds"] = DatasetSpec("ds", factory=dict, params={"n_test": 8})
+    before = expand(Plan([DetectorEntry("a")], [DatasetEntry("ds")]), registry, lambda e: ["c"])
+    assert before[0].dataset_params == {"n_test": 8}
+    registry.datasets["ds"] = DatasetSpec("ds", factory=dict, params={"n_test": 16})  # a new default
+    after = expand(Plan([DetectorEntry("a")], [DatasetEntry("ds")]), registry, lambda e: ["c"])
+    assert after[0].key != before[0].key
+    explicit = expand(Plan([DetectorEntry("a")], [DatasetEntry("ds", params={"n_test": 16})]), registry, lambda e: ["c"])
+    assert explicit[0].key == after[0].key  # the default spelt out is the same cell
+    with pytest.raises(InputError, match=r"unknown parameter\(s\) n_tset for dataset 'ds' \(known: n_test\)"):
+        expand(Plan([DetectorEntry("a")], [DatasetEntry("ds", params={"n_tset": 1})]), registry, lambda e: ["c"])

@@ -144,9 +144,10 @@ class LocalProcessExecutor:
                 self._closed = True
                 for proc in list(self._procs):
                     proc.kill()
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
-        if cancel:
+            # Before waiting on the pool: a second Ctrl-C during that wait must not
+            # leave the forkserver behind.
             _kill_forkserver()
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
 
     def _run(self, task: CellTask) -> dict[str, Any]:
         task.cell_dir.mkdir(parents=True, exist_ok=True)

@@ -247,6 +247,12 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
     cells: list[Cell] = []
     for ds in plan.datasets:
         ds_spec = registry.dataset(ds.name)
+        unknown = set(ds.params) - set(ds_spec.params)
+        if unknown:
+            known = ", ".join(sorted(ds_spec.params)) or "none"
+            raise InputError(f"unknown parameter(s) {', '.join(sorted(unknown))} for dataset '{ds.name}' (known: {known})")
+        # Defaults resolved into the key, as for detectors: a changed default is a new cell.
+        ds_params = {**ds_spec.params, **ds.params}
         known = categories_of(ds) if categories_of else None
         categories = ds.categories or known or []
         if not categories:
@@ -268,7 +274,7 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
                         "dataset": ds.name,
                         "dataset_version": ds_spec.version,
                         "dataset_path": ds.path,
-                        "dataset_params": ds.params,
+                        "dataset_params": ds_params,
                         "data_root": plan.data_root if ds.path is None else None,
                         "category": category,
                         "seed": seed,
