@@ -27,7 +27,8 @@ by Cholesky in float64, anomalib by float32 linalg.inv.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

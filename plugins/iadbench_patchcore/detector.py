@@ -47,7 +47,8 @@ given the same projected features and start. Deliberate differences:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,6 @@ import torch.nn.functional as F
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.backbones import ARCHS, canonical_arch
 from iadbench.features import BackboneMixin, patch_maps_to_pixels
-
 from iadbench_patchcore.core import greedy_coreset, nearest, random_projection, reweighted_score
 
 # Mid-level stages: stride 8 and 16 (the paper's layer2 + layer3 for ResNets).

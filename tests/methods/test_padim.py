@@ -40,7 +40,8 @@ def test_fit_gives_per_position_mean_and_regularised_inverse_covariance():
 def test_channel_subset_is_seeded():
     x = synthetic_objects(3, 64)
     a, b, c = (Padim(input_size=64, n_features=30) for _ in range(3))
-    a.fit(x, FitContext(seed=1)); b.fit(x, FitContext(seed=1)); c.fit(x, FitContext(seed=2))
+    for detector, seed in ((a, 1), (b, 1), (c, 2)):
+        detector.fit(x, FitContext(seed=seed))
     assert torch.equal(a.channel_idx, b.channel_idx) and not torch.equal(a.channel_idx, c.channel_idx)
     assert a.channel_idx.numel() == 30 and a.channel_idx.unique().numel() == 30
 

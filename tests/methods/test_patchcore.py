@@ -122,9 +122,10 @@ def test_bad_params_are_input_errors():
 @pytest.mark.real_data
 def test_real_bottle_quality():
     """PatchCore and PaDiM on a subset of MVTec AD bottle (128 px, 60 train images)."""
-    from .conftest import mvtec_root
     from iadbench.api import Sample
     from iadbench.images import load_images, load_masks
+
+    from .conftest import mvtec_root
 
     root = mvtec_root() / "bottle"
     if not root.is_dir():
