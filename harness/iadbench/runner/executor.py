@@ -77,9 +77,10 @@ def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int) -
 _forkserver_started_with: tuple | None = None
 
 
-def _kill_forkserver() -> None:
-    """Stop the forkserver at once: its interpreter, torch loaded, takes seconds to
-    tear down on its own, holding the terminal's pipes after a Ctrl-C."""
+def _stop_forkserver() -> None:
+    """Stop the forkserver at once (the next cell starts a fresh one): left to exit on
+    its own, its interpreter, torch loaded, takes seconds to tear down, holding the
+    terminal's pipes after a Ctrl-C."""
     global _forkserver_started_with
     server = multiprocessing.forkserver._forkserver
     pid = getattr(server, "_forkserver_pid", None)
@@ -88,17 +89,16 @@ def _kill_forkserver() -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        server._stop()  # reaps it and forgets it; the next cell starts a fresh one
+        server._stop()  # private but stable since 3.8: reaps it and forgets it
     _forkserver_started_with = None
 
 
 def _fresh_forkserver(preload: list[str]) -> None:
     global _forkserver_started_with
     wanted = (tuple(preload), tuple(sorted(os.environ.items())))
-    server = multiprocessing.forkserver._forkserver
-    if _forkserver_started_with is not None and _forkserver_started_with != wanted:
-        server._stop()  # private but stable since 3.8; the next Process.start() starts anew
-    server.set_forkserver_preload(list(preload))
+    if _forkserver_started_with not in (None, wanted):
+        _stop_forkserver()
+    multiprocessing.forkserver._forkserver.set_forkserver_preload(list(preload))
     _forkserver_started_with = wanted
 
 
@@ -146,7 +146,7 @@ class LocalProcessExecutor:
                     proc.kill()
             # Before waiting on the pool: a second Ctrl-C during that wait must not
             # leave the forkserver behind.
-            _kill_forkserver()
+            _stop_forkserver()
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
     def _run(self, task: CellTask) -> dict[str, Any]:
