@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: these builds lie on this machine's disk (a loose pin downloads GBs)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	# every extra (make run runs the anomalib models too)
-	$(BIN)/python -m pip install -q -e '.[test,anomalib]'
+	# every extra (make run runs the anomalib models too; the tests cover deploy and ray)
+	$(BIN)/python -m pip install -q -e '.[test,anomalib,deploy,ray]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
