@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,19 +73,99 @@ def _predict_batched(detector, images: np.ndarray, batch: int):
     return Prediction(np.concatenate(scores), np.concatenate(maps))
 
 
+@dataclass
+class FitResult:
+    """A detector fitted the way every cell fits one, with what the holdout fixed."""
+
+    detector: Any
+    size: tuple[int, int]
+    fit_idx: np.ndarray
+    hold_idx: np.ndarray
+    holdout_scores: np.ndarray
+    threshold: float
+    threshold_note: str | None
+    pixel_threshold: float | None
+    display_range: tuple[float, float]
+    fit_s: float
+    fit_cache_hits: int
+
+
+def fit_on_split(spec, params: dict[str, Any], split, *, seed: int, holdout_fraction: float,
+                 threshold_rule: str, threads: int, workdir: Path, predict_batch: int) -> FitResult:
+    """Fit on the good training images minus a seeded holdout, then score the holdout:
+    it fixes the image threshold, the pixel threshold (the rule over each held-out map's
+    maximum) and the display range of heatmaps. Global RNGs must already be seeded.
+    Shared by a grid cell and ``adbench fit`` so both give the same model."""
+    from iadbench.detector import FitContext
+    from iadbench.errors import InputError
+    from iadbench.features import STATS as FEATURE_CACHE_STATS
+    from iadbench.images import load_images
+    from iadbench.metrics.threshold import fit_threshold
+    from iadbench.model import display_range_from_maps
+
+    if not split.train:
+        raise InputError(f"{split.dataset}:{split.category} has no good training images")
+    detector = spec.factory(**params)
+    if not detector.name:
+        detector.name = spec.name
+    size = tuple(detector.input_size)
+    fit_idx, hold_idx = split_holdout(len(split.train), holdout_fraction, seed)
+    train_images = load_images([split.train[i] for i in fit_idx], size)
+    holdout_images = load_images([split.train[i] for i in hold_idx], size)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = FitContext(seed=seed, workdir=workdir, threads=threads)
+    hits_before = FEATURE_CACHE_STATS["hits"]
+    with stopwatch() as fit_time:
+        detector.fit(train_images, ctx)
+    fit_cache_hits = FEATURE_CACHE_STATS["hits"] - hits_before
+
+    # The holdout goes first and warms the model up (the caller times what follows).
+    held = _predict_batched(detector, holdout_images, predict_batch)
+    threshold, threshold_note = float("nan"), None
+    try:
+        threshold = fit_threshold(held.scores, threshold_rule)
+    except Exception as exc:  # noqa: BLE001 - recorded, threshold metrics become NaN
+        threshold_note = str(exc)
+    pixel_threshold = None
+    try:
+        if len(held.maps):
+            pixel_threshold = fit_threshold(held.maps.reshape(len(held.maps), -1).max(axis=1), threshold_rule)
+    except Exception:  # noqa: BLE001 - no outline on overlays then
+        pixel_threshold = None
+    # Too few good images for a holdout: the display range falls back to the fit
+    # images' maps (a range only; no threshold is ever fixed on fitted images).
+    display_maps = held.maps if len(held.maps) else _predict_batched(detector, train_images, predict_batch).maps
+    return FitResult(
+        detector=detector, size=size, fit_idx=fit_idx, hold_idx=hold_idx, holdout_scores=held.scores,
+        threshold=threshold, threshold_note=threshold_note, pixel_threshold=pixel_threshold,
+        display_range=display_range_from_maps(display_maps), fit_s=fit_time[0], fit_cache_hits=fit_cache_hits,
+    )
+
+
+def save_fitted(fitted: FitResult, directory: Path, threshold_rule: str, info: dict[str, Any]) -> Path:
+    """The model folder (iadbench.model format) of a fitted detector."""
+    from iadbench.model import write_model
+
+    return write_model(
+        directory, fitted.detector, threshold=fitted.threshold, threshold_rule=threshold_rule,
+        display_range=fitted.display_range, pixel_threshold=fitted.pixel_threshold,
+        info={**info, "holdout_images": int(len(fitted.hold_idx)), "train_images": int(len(fitted.fit_idx)),
+              "threshold_note": fitted.threshold_note},
+    )
+
+
 def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     """Do the cell's work in this process and return the record's payload."""
     import torch
 
     from iadbench.datasets import resolve_dataset
-    from iadbench.detector import FitContext
-    from iadbench.errors import InputError
-    from iadbench.features import STATS as FEATURE_CACHE_STATS
     from iadbench.features import cache_disabled
     from iadbench.images import load_images, load_masks
     from iadbench.metrics import compute_metrics
-    from iadbench.metrics.threshold import fit_threshold
     from iadbench.plugins import get_registry
+    from iadbench.report.gallery import write_gallery
+    from iadbench.report.intervals import cell_intervals
     from iadbench.types import EvalData
 
     torch.set_num_threads(threads)
@@ -101,39 +182,21 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         **cell.dataset_params,
     )
     split = dataset.split(cell.category)
-    if not split.train:
-        raise InputError(f"{cell.dataset}:{cell.category} has no good training images")
-
-    detector = spec.factory(**cell.params)
-    if not detector.name:
-        detector.name = spec.name
-    size = tuple(detector.input_size)
-    fit_idx, hold_idx = split_holdout(len(split.train), s["holdout_fraction"], cell.seed)
-    train_images = load_images([split.train[i] for i in fit_idx], size)
-    holdout_images = load_images([split.train[i] for i in hold_idx], size)
+    fitted = fit_on_split(
+        spec, cell.params, split, seed=cell.seed, holdout_fraction=s["holdout_fraction"],
+        threshold_rule=s["threshold_rule"], threads=threads, workdir=cell_dir / "work",
+        predict_batch=s["predict_batch"],
+    )
+    detector, size, threshold, threshold_note = fitted.detector, fitted.size, fitted.threshold, fitted.threshold_note
+    fit_idx, hold_idx = fitted.fit_idx, fitted.hold_idx
     test_images = load_images(split.test, size)
     masks = load_masks(split.test, size) if split.has_masks else None
     labels = np.array([t.label for t in split.test], dtype=np.int64)
 
-    workdir = cell_dir / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
-    ctx = FitContext(seed=cell.seed, workdir=workdir, threads=threads)
-    hits_before = FEATURE_CACHE_STATS["hits"]
-    with stopwatch() as fit_time:
-        detector.fit(train_images, ctx)
-    fit_cache_hits = FEATURE_CACHE_STATS["hits"] - hits_before
-
-    # The holdout goes first and warms the model up; the test set is then scored with
-    # the feature cache off, so this pass measures throughput honestly as well.
-    holdout_scores = _predict_batched(detector, holdout_images, s["predict_batch"]).scores
+    # The test set is scored with the feature cache off, so this pass measures
+    # throughput honestly as well (fit_on_split already warmed the model up).
     with cache_disabled(), stopwatch() as predict_time:
         prediction = _predict_batched(detector, test_images, s["predict_batch"])
-
-    threshold, threshold_note = float("nan"), None
-    try:
-        threshold = fit_threshold(holdout_scores, s["threshold_rule"])
-    except Exception as exc:  # noqa: BLE001 - recorded, threshold metrics become NaN
-        threshold_note = str(exc)
 
     data = EvalData(
         labels=labels,
@@ -148,6 +211,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         for name in ("precision", "recall", "f1", "accuracy"):
             if name in reasons:
                 reasons[name] = f"no threshold: {threshold_note}"
+    intervals = cell_intervals(labels, prediction.scores, prediction.maps, masks)
 
     # Cost, with the feature cache off so that no number benefits from earlier cells.
     with cache_disabled():
@@ -156,16 +220,23 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         if detector.has_backbone:
             backbone = per_image_latency_ms(detector.backbone_forward, test_images, s["warmup"], s["latency_images"])
 
-    artifact = detector.save(cell_dir / "model")
+    artifact = save_fitted(fitted, cell_dir / "model", s["threshold_rule"], {
+        "detector": spec.name, "params": cell.params, "dataset": cell.dataset, "category": cell.category,
+        "seed": cell.seed, "cell_key": cell.key, "settings": s,
+    })
     _write_scores(cell_dir / "scores.csv", split.test, prediction.scores)
+    write_gallery(cell_dir, split.test, test_images, prediction.maps, masks, prediction.scores)
 
     return {
         "metrics": metrics,
         "metric_notes": reasons,
+        "intervals": intervals,
         "threshold": {
             "rule": s["threshold_rule"],
             "value": threshold,
             "holdout_images": int(len(hold_idx)),
+            "pixel_value": fitted.pixel_threshold,
+            "display_range": list(fitted.display_range),
         },
         "counts": {
             "train": int(len(fit_idx)),
@@ -175,10 +246,10 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
             "test_masks": bool(masks is not None),
         },
         "cost": {
-            "fit_s": fit_time[0],
+            "fit_s": fitted.fit_s,
             # Images whose backbone features fit() read from the shared cache (an
             # earlier cell computed them): fit_s then excludes that forward pass.
-            "fit_feature_cache_hits": fit_cache_hits,
+            "fit_feature_cache_hits": fitted.fit_cache_hits,
             "predict_s": predict_time[0],
             "latency_ms_p50": percentile(latencies, 50),
             "latency_ms_p95": percentile(latencies, 95),
