@@ -42,9 +42,10 @@ def test_differences_point_to_the_detectors_section():
     assert f"backbone {PER_DETECTOR}" in line and f"input size ({PER_DETECTOR})" in line
 
 
-def test_detectors_without_a_backbone_are_counted_not_mixed_in():
-    line = protocol_line([rec("padim", OURS, [256, 256]), rec("pixel_gaussian", {"input_size": 256}, [256, 256])])
-    assert "backbone tf_efficientnet_lite0 with" in line and "(1 detector(s) name none)" in line
+def test_detectors_without_a_backbone_are_named_not_mixed_in():
+    line = protocol_line([rec("padim", OURS, [256, 256]), rec("pixel_gaussian", {"input_size": 256}, [256, 256]),
+                          rec("conv", {"input_size": 256}, [256, 256])])
+    assert "backbone tf_efficientnet_lite0 with" in line and "(conv, pixel_gaussian: no pretrained backbone)" in line
     assert protocol_line([rec("pixel_gaussian", {"input_size": 128}, None)]).startswith(
         "Protocol: no pretrained backbone; whole images resized to 128x128 px")
 

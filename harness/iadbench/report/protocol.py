@@ -85,8 +85,10 @@ def protocol_line(rows: Iterable[Mapping[str, Any]]) -> str:
     if backbone is None:
         parts.append("no pretrained backbone")
     else:
-        without = sum(v is None for v in backbones.values())
-        parts.append(f"backbone {backbone}" + (f" ({without} detector(s) name none)" if without and backbone != PER_DETECTOR else ""))
+        # Name the detectors that train from pixels alone: a count says nothing a reader can check.
+        without = sorted(d for d, v in backbones.items() if v is None)
+        note = f" ({', '.join(without)}: no pretrained backbone)" if without and backbone != PER_DETECTOR else ""
+        parts.append(f"backbone {backbone}{note}")
     size = _one_or_per_detector(sizes)
     if size == PER_DETECTOR:
         parts.append(f"whole images resized to each detector's input size ({PER_DETECTOR}), no centre crop")
