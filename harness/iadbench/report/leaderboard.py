@@ -31,13 +31,31 @@ def _fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _interval(group: pd.DataFrame, metric: str) -> tuple[float, float] | None:
+    """The cells' 95% bootstrap interval of ``metric`` (ends averaged over seeds)."""
+    column = f"ci.{metric}"
+    if column not in group:
+        return None
+    ends = [v for v in group[column] if isinstance(v, (list, tuple)) and len(v) == 2 and None not in v]
+    if not ends:
+        return None
+    arr = np.asarray(ends, dtype=float)
+    return float(arr[:, 0].mean()), float(arr[:, 1].mean())
+
+
 def metric_table(frame: pd.DataFrame, metric: str, higher_is_better: bool = True) -> pd.DataFrame:
-    """Detector x column table of ``metric`` as formatted strings."""
+    """Detector x column table of ``metric`` as formatted strings.
+
+    Over seeds a cell shows mean ± std; where the cells recorded a bootstrap interval
+    it follows in brackets (95%, test images resampled). Bold: the best value, and
+    where intervals exist every detector whose interval overlaps the best one's (a
+    difference inside that overlap is not shown to be real)."""
     column = f"metrics.{metric}"
     detectors = sorted(frame["detector"].unique())
     columns = sorted(frame["column"].unique())
     values = pd.DataFrame(index=detectors, columns=columns, dtype=float)
     notes = pd.DataFrame(MISSING, index=detectors, columns=columns, dtype=object)
+    intervals: dict[tuple[str, str], tuple[float, float]] = {}
     for (det, col), group in frame.groupby(["detector", "column"]):
         ok = group[group["status"] == "ok"]
         if ok.empty:
@@ -49,6 +67,10 @@ def metric_table(frame: pd.DataFrame, metric: str, higher_is_better: bool = True
             continue
         values.loc[det, col] = vals.mean()
         notes.loc[det, col] = f"{_fmt(vals.mean())} ± {_fmt(vals.std(ddof=1))}" if len(vals) > 1 else _fmt(vals.mean())
+        interval = _interval(ok, metric)
+        if interval is not None:
+            intervals[(det, col)] = interval
+            notes.loc[det, col] += f" [{_fmt(interval[0], 2)}, {_fmt(interval[1], 2)}]"
 
     complete = values.notna().all(axis=1)
     values["mean"] = values.mean(axis=1).where(complete)
@@ -59,7 +81,14 @@ def metric_table(frame: pd.DataFrame, metric: str, higher_is_better: bool = True
         if series.empty:
             continue
         best = series.max() if higher_is_better else series.min()
-        for det in series.index[np.isclose(series, best, rtol=0, atol=5e-4)]:
+        leaders = series.index[np.isclose(series, best, rtol=0, atol=5e-4)]
+        bold = set(leaders)
+        best_iv = [intervals[(d, col)] for d in leaders if (d, col) in intervals]
+        if best_iv:
+            lo, hi = min(iv[0] for iv in best_iv), max(iv[1] for iv in best_iv)
+            bold |= {d for d in series.index if (d, col) in intervals
+                     and intervals[(d, col)][0] <= hi and intervals[(d, col)][1] >= lo}
+        for det in bold:
             notes.loc[det, col] = f"**{notes.loc[det, col]}**"
     notes.index.name = "detector"
     return notes
@@ -126,7 +155,26 @@ def _environment_footer(infos: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, title: str = "Leaderboard") -> str:
+def defect_sections(frame: pd.DataFrame) -> list[str]:
+    """Per dataset, a folded table of AUROC / recall per defect type (from scores.csv)."""
+    from iadbench.report.breakdown import dataset_breakdown
+
+    parts = []
+    for dataset in sorted(frame["dataset"].unique()):
+        table = dataset_breakdown(frame, dataset)
+        if table.empty:
+            continue
+        parts += ["", f"<details><summary>{dataset}: per defect type</summary>", "", table.to_markdown(index=False), "",
+                  "</details>"]
+    if parts:
+        parts = ["", "## Per defect type", "",
+                 "_Image AUROC of each defect type against the good test images / recall at the held-out "
+                 "threshold, mean over seeds._", *parts]
+    return parts
+
+
+def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, title: str = "Leaderboard",
+           report_link: str | None = None) -> str:
     frame, infos = load_runs(run_dirs)
     specs = metrics or {}
     headline = [n for n, s in specs.items() if s.headline] or DEFAULT_HEADLINE
@@ -135,8 +183,12 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
     parts.append(
         f"{frame['key'].nunique()} cells from {len(infos)} run(s); {n_failed} failed. "
         f"Cells marked `{MISSING}` were not run, `{FAILED}` failed, `{UNDEFINED}` had an undefined metric; "
-        "a detector's mean is left blank unless every column has a value. Best per column in bold."
+        "a detector's mean is left blank unless every column has a value. Best per column in bold; where cells "
+        "recorded a 95% bootstrap interval (in brackets: test images resampled, stratified by label, 1,000 times) "
+        "every detector whose interval overlaps the best one's is bold too."
     )
+    if report_link:
+        parts += ["", f"Visual report (curves, heatmaps, worst cases): [{report_link}]({report_link})"]
     rows = frame.to_dict("records")
     parts += ["", protocol_line(rows)]
     capped_note = footnote(rows)
@@ -157,6 +209,7 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
             parts += [f"_{spec.description}_", ""]
         table = metric_table(frame, name, spec.higher_is_better if spec else True)
         parts.append(table.to_markdown())
+    parts += defect_sections(frame)
     parts += ["", "## Cost", "", "_Measured in each cell's own process: batch-1 latency after warm-up, "
               "throughput at batch 16, peak resident memory of the whole cell; latency and throughput with "
               "the feature cache off. `fit cache: warm` means fit read backbone features an earlier cell of "
@@ -179,8 +232,17 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
     return "\n".join(parts)
 
 
-def write(run_dirs: list[Path], out: Path, metrics: dict[str, MetricSpec] | None = None, title: str = "Leaderboard") -> Path:
-    text = render(run_dirs, metrics, title)
+def write(run_dirs: list[Path], out: Path, metrics: dict[str, MetricSpec] | None = None, title: str = "Leaderboard",
+          report: Path | None = None) -> Path:
+    """Write the leaderboard to ``out``; it links to ``report`` (an HTML report) when
+    given, else to a run's own ``report.html`` when exactly one run has one."""
+    import os
+
+    if report is None:
+        found = [Path(d) / "report.html" for d in run_dirs if (Path(d) / "report.html").is_file()]
+        report = found[0] if len(found) == 1 else None
+    link = Path(os.path.relpath(report, out.parent)).as_posix() if report is not None else None
+    text = render(run_dirs, metrics, title, link)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)

@@ -52,7 +52,7 @@ def display_names(frame: pd.DataFrame) -> pd.Series:
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Latest record per cell key over all runs (an ok record wins over failures),
     flattened to columns ``metrics.X`` and ``cost.X``; plus each run's run.json."""
-    infos, rows, run_settings = [], {}, {}
+    infos, rows, run_settings, cell_dirs = [], {}, {}, {}
     for run_dir in run_dirs:
         store = RunStore(Path(run_dir))
         info = store.run_info()
@@ -63,6 +63,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]
                 continue
             rows[key] = rec
             run_settings[key] = settings
+            cell_dirs[key] = str(Path(run_dir) / "cells" / key)
     if not rows:
         raise InputError("no records in " + ", ".join(str(p) for p in run_dirs))
     flat = []
@@ -80,6 +81,14 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]
         # records written before settings were copied into them: their run's plan
         row["settings"] = rec.get("settings") or run_settings[key]
         row["training"] = rec.get("training")
+        # what the visual report and per-defect tables read: scores.csv, gallery, model
+        row["cell_dir"] = cell_dirs[key]
+        row["threshold"] = (rec.get("threshold") or {}).get("value")
+        row["display_range"] = (rec.get("threshold") or {}).get("display_range")
+        row["pixel_threshold"] = (rec.get("threshold") or {}).get("pixel_value")
+        for name, interval in ((rec.get("intervals") or {}).items()):
+            if isinstance(interval, list) and len(interval) == 2:
+                row[f"ci.{name}"] = interval
         flat.append(row)
     frame = pd.DataFrame(flat)
     frame["detector"] = display_names(frame)
