@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from iadbench.cli import app, console
+from iadbench.errors import InputError
 from iadbench.plugins import get_registry
 from iadbench.report import compare as compare_mod
 from iadbench.report import leaderboard as leaderboard_mod
@@ -39,3 +40,18 @@ def compare(
     console.print(text, markup=False, highlight=False)
     if out is not None:
         out.write_text(text + "\n")
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders (records are merged)."),
+    out: Path = typer.Option(..., "--out", help="Folder for index.html and its pictures (index_files/)."),
+    title: str = typer.Option("Run report", "--title"),
+) -> None:
+    """A static HTML report: leaderboards, curves, heatmaps of the worst cases, cost chart."""
+    from iadbench.report.html import write_report
+
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file; --out takes a folder", out)
+    page = write_report(run_dirs, out / "index.html", get_registry().metrics, title)
+    console.print(f"report written to {page}")

@@ -1,5 +1,10 @@
 """The report's matplotlib figures (Agg backend, PNG bytes): a cell's ROC, PR and
-score histograms in one figure, and the cost chart (latency vs image AUROC)."""
+score histograms in one figure, and the cost chart (latency vs image AUROC).
+
+A default grid has ~80 cells, so figures are built for speed: object-oriented Figure
+on an Agg canvas (no pyplot state), one figure per cell, a fixed layout instead of
+tight_layout (which draws twice) and histograms as two step artists, not 60 bars.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,18 @@ import numpy as np
 DPI = 72
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    _pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -32,10 +36,11 @@ def cell_figure(labels: np.ndarray, scores: np.ndarray, threshold: float | None)
     scores with the held-out threshold drawn, side by side."""
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
-    plt = _pyplot()
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=float)
-    fig, (roc_ax, pr_ax, hist_ax) = plt.subplots(1, 3, figsize=(11, 3.2))
+    fig = _figure(11, 3.2)
+    roc_ax, pr_ax, hist_ax = fig.subplots(1, 3)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.16, top=0.9, wspace=0.28)
     defined = 0 < labels.sum() < len(labels) and np.isfinite(scores).all()
     if defined:
         fpr, tpr, _ = roc_curve(labels, scores)
@@ -58,20 +63,21 @@ def cell_figure(labels: np.ndarray, scores: np.ndarray, threshold: float | None)
         for label, name, colour in ((0, "good", "C2"), (1, "defective", "C3")):
             values = scores[(labels == label) & np.isfinite(scores)]
             if values.size:
-                hist_ax.hist(values, bins=bins, alpha=0.6, color=colour, label=f"{name} ({values.size})")
+                counts, edges = np.histogram(values, bins=bins)
+                hist_ax.stairs(counts, edges, fill=True, alpha=0.55, color=colour, label=f"{name} ({values.size})")
     if threshold is not None and math.isfinite(threshold):
         hist_ax.axvline(threshold, color="k", ls="--", lw=1, label="held-out threshold")
     hist_ax.set_title("test image scores", fontsize=10)
     hist_ax.set_xlabel("raw score")
     hist_ax.legend(fontsize=7)
-    fig.tight_layout()
     return _png(fig)
 
 
 def cost_chart(points: list[tuple[str, float, float]]) -> bytes:
     """One point per detector: (name, latency ms/image p50, mean image AUROC)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = _figure(7, 4.2)
+    ax = fig.subplots()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.92)
     shown = [(n, x, y) for n, x, y in points if x and y is not None and math.isfinite(x) and math.isfinite(y) and x > 0]
     for i, (name, latency, quality) in enumerate(shown):
         ax.scatter([latency], [quality], color=f"C{i % 10}")
@@ -84,5 +90,4 @@ def cost_chart(points: list[tuple[str, float, float]]) -> bytes:
     ax.set_ylabel("image AUROC (mean over cells)")
     ax.set_title("speed vs quality (up and left is better)", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     return _png(fig)

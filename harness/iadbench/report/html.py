@@ -1,0 +1,193 @@
+"""The visual report of one or more runs: one static HTML page plus its PNGs.
+
+No server, no CDN, no script: the page opens from disk. It shows the leaderboard
+tables, the cost chart (latency vs image AUROC, one point per detector) and, per cell,
+the image-level ROC and PR curves, the score histograms with the held-out threshold,
+the per-defect-type table and a gallery of the worst and a few best test images
+(image | ground-truth outline | heatmap), drawn from what each cell kept
+(``scores.csv``, ``gallery.safetensors``).
+
+``write_report(runs, page)`` writes ``page`` and its pictures into ``<page stem>_files/``
+beside it; the page is replaced atomically once every picture exists.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from iadbench.report import plots
+from iadbench.report.breakdown import defect_breakdown, read_scores
+from iadbench.report.gallery import read_gallery
+from iadbench.report.leaderboard import DEFAULT_HEADLINE, cost_table, metric_table
+from iadbench.report.records import load_runs
+from iadbench.types import MetricSpec
+
+GT_RGB = (255, 0, 0)
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1300px}
+table{border-collapse:collapse;margin:.5em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
+th:first-child,td:first-child{text-align:left}
+details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
+figure{display:inline-block;margin:4px;font-size:11px;vertical-align:top}
+figcaption{max-width:400px;word-break:break-all}
+.note{color:#555;font-size:13px}
+"""
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def frame_html(table: pd.DataFrame, index: bool = True) -> str:
+    """A table of strings as HTML; markdown ``**bold**`` becomes <b>."""
+    head = ([table.index.name or ""] if index else []) + [str(c) for c in table.columns]
+    rows = ["<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>"]
+    for idx, row in table.iterrows():
+        cells = ([idx] if index else []) + list(row)
+        rows.append("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        value = "–" if math.isnan(value) else f"{value:.3f}"
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", _esc(value))
+
+
+def _gallery_picture(image: np.ndarray, amap: np.ndarray, mask: np.ndarray, display_range, pixel_threshold) -> np.ndarray:
+    """image | image with the ground-truth outline | heatmap overlay, side by side."""
+    from iadbench.visual import outline_mask, overlay
+
+    with_gt = image.copy()
+    with_gt[outline_mask(mask.astype(bool))] = GT_RGB
+    heat = overlay(image, amap.astype(np.float32), display_range, pixel_threshold)
+    gap = np.full((image.shape[0], 3, 3), 255, np.uint8)
+    return np.concatenate([image, gap, with_gt, gap, heat], axis=1)
+
+
+def _write_png(folder: Path, name: str, data: bytes) -> str:
+    (folder / name).write_bytes(data)
+    return f"{folder.name}/{name}"
+
+
+def _cell_section(row: pd.Series, files: Path) -> str:
+    from iadbench.visual import png_bytes
+
+    key = row["key"]
+    title = f"{row['detector']} · {row['column']} · seed {row['seed']}"
+    if row["status"] != "ok":
+        return f"<details><summary>{_esc(title)}: failed</summary><p>{_esc(row.get('error'))}</p></details>"
+    parts = []
+    threshold = row.get("threshold")
+    threshold = float(threshold) if threshold is not None and not pd.isna(threshold) else None
+    scores = read_scores(row["cell_dir"])
+    if scores is not None and len(scores):
+        src = _write_png(files, f"{key}_curves.png",
+                         plots.cell_figure(scores["label"].to_numpy(), scores["score"].to_numpy(), threshold))
+        parts.append(f'<img src="{_esc(src)}" alt="ROC, PR and score histograms of {_esc(title)}" width="792">')
+        table = defect_breakdown(scores, threshold)
+        if not table.empty:
+            parts.append("<p class='note'>Per defect type: AUROC against the good test images, recall at the "
+                         "held-out threshold.</p>" + frame_html(table, index=False))
+    else:
+        parts.append("<p class='note'>no per-image scores kept for this cell</p>")
+    gallery = read_gallery(Path(row["cell_dir"]))
+    if gallery is not None:
+        index, arrays = gallery
+        display = row.get("display_range")
+        display = tuple(display) if isinstance(display, (list, tuple)) and len(display) == 2 else (
+            float(np.percentile(arrays["maps"], 50)), float(arrays["maps"].max()))
+        pixel_threshold = row.get("pixel_threshold")
+        pixel_threshold = None if pixel_threshold is None or pd.isna(pixel_threshold) else float(pixel_threshold)
+        figures = []
+        for i, item in enumerate(index):
+            picture = _gallery_picture(arrays["images"][i], arrays["maps"][i], arrays["masks"][i], display, pixel_threshold)
+            src = _write_png(files, f"{key}_g{i}.png", png_bytes(picture))
+            caption = f"{item['kind']}: {item['defect_type']}, score {item['score']:.4g} — {Path(item['path']).name}"
+            figures.append(f'<figure><img src="{_esc(src)}" alt="{_esc(caption)}" loading="lazy">'
+                           f"<figcaption>{_esc(caption)}</figcaption></figure>")
+        parts.append("<p class='note'>Worst and best test images: image | ground truth (red) | heatmap on the "
+                     "model's fixed display scale, region above the pixel threshold outlined in white.</p>"
+                     + "".join(figures))
+    return f"<details><summary>{_esc(title)}</summary>{''.join(parts)}</details>"
+
+
+#: Cells per worker process before the report draws in parallel (matplotlib is the
+#: bulk of the time: ~0.15 s a cell figure on an idle core).
+PARALLEL_FROM = 8
+
+
+def _cell_sections(rows: list[pd.Series], files: Path) -> list[str]:
+    """Each cell's HTML (writing its pictures), in order; across processes for a grid."""
+    workers = min(os.cpu_count() or 1, 4, max(1, len(rows) // PARALLEL_FROM))
+    if workers <= 1:
+        return [_cell_section(row, files) for row in rows]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the workers inherit the imported modules; they only run numpy,
+    # matplotlib and PIL (no torch), so forking the parent is safe.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_cell_section, rows, [files] * len(rows), chunksize=4))
+
+
+def render_html(run_dirs: list[Path], files: Path, metrics: dict[str, MetricSpec] | None = None,
+                title: str = "Run report") -> str:
+    """The page's HTML; pictures are written into ``files`` as it goes."""
+    frame, infos = load_runs(run_dirs)
+    specs = metrics or {}
+    headline = [n for n, s in specs.items() if s.headline] or DEFAULT_HEADLINE
+    body = [f"<h1>{_esc(title)}</h1>",
+            f"<p class='note'>{frame['key'].nunique()} cells from {len(infos)} run(s): "
+            f"{_esc(', '.join(str(i.get('run_id')) for i in infos))}. Missing cells are shown as such; bold marks the "
+            "best value and every detector whose 95% bootstrap interval overlaps the best one's.</p>",
+            "<h2>Leaderboard</h2>"]
+    for name in headline:
+        spec = specs.get(name)
+        body.append(f"<h3>{_esc(name)}</h3>")
+        if spec is not None and spec.description:
+            body.append(f"<p class='note'>{_esc(spec.description)}</p>")
+        body.append(frame_html(metric_table(frame, name, spec.higher_is_better if spec else True)))
+    costs = cost_table(frame)
+    body.append("<h2>Cost</h2>")
+    body.append(frame_html(costs) if not costs.empty else "<p>no successful cell</p>")
+    ok = frame[frame["status"] == "ok"]
+    points = []
+    for det, group in ok.groupby("detector"):
+        latency = pd.to_numeric(group.get("cost.latency_ms_p50"), errors="coerce").mean()
+        quality = pd.to_numeric(group.get("metrics.image_auroc"), errors="coerce").mean()
+        points.append((str(det), float(latency), float(quality)))
+    src = _write_png(files, "cost.png", plots.cost_chart(points))
+    body.append(f'<img src="{_esc(src)}" alt="latency per image vs image AUROC, one point per detector">')
+    body.append("<h2>Cells</h2>")
+    ordered = frame.sort_values(["column", "detector", "seed"])
+    sections = _cell_sections([row for _, row in ordered.iterrows()], files)
+    for column, section in zip(ordered["column"], sections):
+        if f"<h3>{_esc(column)}</h3>" not in body:
+            body.append(f"<h3>{_esc(column)}</h3>")
+        body.append(section)
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+
+
+def write_report(run_dirs: list[Path], page: Path, metrics: dict[str, MetricSpec] | None = None,
+                 title: str = "Run report") -> Path:
+    """Write the page and its pictures (``<stem>_files/``); returns the page's path."""
+    page = Path(page)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    files = page.parent / f"{page.stem}_files"
+    files.mkdir(exist_ok=True)
+    text = render_html(run_dirs, files, metrics, title)
+    tmp = page.with_name(page.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, page)
+    return page
