@@ -12,7 +12,16 @@ from iadbench.plugins import get_registry
 from iadbench.report import leaderboard as leaderboard_mod
 from iadbench.report.summary import summary as _summary
 from iadbench.runner.executor import default_workers
-from iadbench.runner.plan import DEFAULT_DATASET, DatasetEntry, DetectorEntry, Plan, Settings, load_plan_file, parse_assignments
+from iadbench.runner.plan import (
+    DEFAULT_DATASET,
+    DatasetEntry,
+    DetectorEntry,
+    Plan,
+    Settings,
+    check_executor,
+    load_plan_file,
+    parse_assignments,
+)
 from iadbench.runner.runner import execute, new_run_dir
 from iadbench.runner.store import RunStore
 
@@ -81,6 +90,8 @@ def run(
     threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on held-out good images, e.g. quantile:0.99 or sigma:3."),
     holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out for the threshold (default 0.1)."),
     cell_timeout: float | None = typer.Option(None, "--cell-timeout", help="Seconds before a cell is killed and recorded as failed."),
+    executor: str | None = typer.Option(None, "--executor", help="Where cells run: local (default) or ray."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto or HOST:PORT); without it --executor ray starts a local instance."),
 ) -> None:
     """Run a grid; each cell in its own process, each record appended as it ends."""
     registry = get_registry()
@@ -100,14 +111,31 @@ def run(
     else:
         plan = build_plan(detector, dataset, category, seed, all_, data_root, dataset_path, set_, threshold, holdout)
 
+    # Where cells run never changes a result, so these may also change on --resume.
+    if executor is not None:
+        plan.executor, plan.address = executor, None
+    if address is not None:
+        plan.address = address
+    if address is not None and plan.executor == "local" and executor is None:
+        plan.executor = "ray"  # --address alone means ray
+    check_executor(plan.executor, plan.address)
     run_dir = run_dir or new_run_dir()
     outcome = execute(
         plan, registry, run_dir, resume=resume,
         workers=workers or default_workers(), console=console, cell_timeout_s=cell_timeout,
     )
     _summary(outcome)
-    board = leaderboard_mod.write([outcome.run_dir], outcome.run_dir / "leaderboard.md", registry.metrics)
+    from iadbench.report.html import write_report
+
+    try:  # the pictures are extra: a failure there must not cost the leaderboard
+        page = write_report([outcome.run_dir], outcome.run_dir / "report.html", registry.metrics)
+    except Exception as exc:  # noqa: BLE001
+        page = None
+        console.print(f"[yellow]warning:[/yellow] HTML report not written: {type(exc).__name__}: {exc}")
+    board = leaderboard_mod.write([outcome.run_dir], outcome.run_dir / "leaderboard.md", registry.metrics, report=page)
     console.print(f"results: {outcome.run_dir}/records.jsonl")
     console.print(f"leaderboard: {board}")
+    if page is not None:
+        console.print(f"report: {page}")
     if outcome.failed:
         raise typer.Exit(1)

@@ -57,6 +57,9 @@ class Plan:
     settings: Settings = field(default_factory=Settings)
     data_root: str | None = None
     all_detectors: bool = False
+    # Where cells compute, not what they compute: neither enters a cell key.
+    executor: str = "local"  # "local" | "ray"
+    address: str | None = None  # ray: None starts a local instance, "auto" or HOST:PORT joins a cluster
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +73,8 @@ class Plan:
             settings=Settings(**data.get("settings", {})),
             data_root=data.get("data_root"),
             all_detectors=bool(data.get("all_detectors", False)),
+            executor=data.get("executor", "local"),
+            address=data.get("address"),
         )
 
 
@@ -142,17 +147,30 @@ def load_plan_file(path: Path) -> Plan:
             settings=settings,
             data_root=run.pop("data_root", None),
             all_detectors=bool(run.pop("all", False)),
+            executor=run.pop("executor", "local"),
+            address=run.pop("address", None),
         )
         if run:
             raise TypeError(f"unknown [run] keys: {', '.join(sorted(run))}")
     except TypeError as exc:
         raise InputError(f"invalid plan: {exc}", path) from exc
+    check_executor(plan.executor, plan.address, path)
     if plan.data_root and not os.path.isabs(plan.data_root):
         plan.data_root = str((path.parent / plan.data_root).resolve())
     for d in plan.datasets:
         if d.path and not os.path.isabs(d.path):
             d.path = str((path.parent / d.path).resolve())
     return plan
+
+
+EXECUTORS = ("local", "ray")
+
+
+def check_executor(executor: str, address: str | None, where: Path | None = None) -> None:
+    if executor not in EXECUTORS:
+        raise InputError(f"unknown executor '{executor}' (known: {', '.join(EXECUTORS)})", where)
+    if address is not None and executor != "ray":
+        raise InputError(f"an address ('{address}') needs executor 'ray', not '{executor}'", where)
 
 
 def _key(payload: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from iadbench.errors import InputError
 from iadbench.plugins import Registry
 from iadbench.runner import environment
 from iadbench.runner.executor import CellTask, Executor, LocalProcessExecutor
-from iadbench.runner.plan import Cell, DatasetEntry, Plan, expand
+from iadbench.runner.plan import Cell, DatasetEntry, Plan, check_executor, expand
 from iadbench.runner.store import RunStore
 
 ALREADY_A_RUN = "run folder already holds a run: pass --resume to continue it, or choose another --run-dir"
@@ -77,6 +77,16 @@ def _record(cell: Cell, result: dict[str, Any], run_id: str) -> dict[str, Any]:
     }
 
 
+def _make_executor(plan: Plan, registry: Registry, workers: int, timeout_s: float | None, preload: list[str]) -> Executor:
+    if plan.executor == "ray":
+        from iadbench.runner.ray_executor import RayExecutor
+
+        # A spec may state its cells' memory (MB) for Ray's scheduler; none of ours does yet.
+        return RayExecutor(address=plan.address, workers=workers, timeout_s=timeout_s, preload=preload,
+                           memory_mb=lambda cell: getattr(registry.detector(cell.detector), "memory_mb", None))
+    return LocalProcessExecutor(workers=workers, timeout_s=timeout_s, preload=preload)
+
+
 def execute(
     plan: Plan,
     registry: Registry,
@@ -101,6 +111,11 @@ def execute(
         )
     # Every check on the plan runs before the run folder is touched.
     cells = expand(plan, registry, categories_lister(registry, plan.data_root))
+    check_executor(plan.executor, plan.address)
+    if plan.executor == "ray" and executor is None:
+        from iadbench.runner.ray_executor import require_ray
+
+        require_ray()  # not installed: one line saying how, before the folder exists
     with store.locked():
         return _execute_locked(plan, registry, store, cells, resume, executor, workers, console, cell_timeout_s)
 
@@ -120,7 +135,7 @@ def _execute_locked(
     if store.exists and not resume:
         raise InputError(ALREADY_A_RUN, run_dir)
     preload = sorted({m for c in cells for m in registry.detector(c.detector).preload})
-    executor = executor or LocalProcessExecutor(workers=workers, timeout_s=cell_timeout_s, preload=preload)
+    executor = executor or _make_executor(plan, registry, workers, cell_timeout_s, preload)
     threads = getattr(executor, "threads", None)
 
     if resume:
