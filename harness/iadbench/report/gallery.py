@@ -59,9 +59,8 @@ def _thumb_size(h: int, w: int) -> tuple[int, int]:
 def write_gallery(cell_dir: Path, samples, images: np.ndarray, maps: np.ndarray,
                   masks: np.ndarray | None, scores: np.ndarray) -> Path | None:
     """Write the gallery of a scored test set into ``cell_dir``; None if it is empty."""
-    import torch
     from PIL import Image
-    from safetensors.torch import save_file
+    from safetensors.numpy import save_file
 
     from iadbench.visual.overlay import resize_map
 
@@ -81,7 +80,7 @@ def write_gallery(cell_dir: Path, samples, images: np.ndarray, maps: np.ndarray,
         small_masks = np.zeros((len(chosen), th, tw), np.uint8)
     path = Path(cell_dir) / GALLERY_FILE
     save_file(
-        {"images": torch.from_numpy(thumbs), "maps": torch.from_numpy(small_maps), "masks": torch.from_numpy(small_masks)},
+        {"images": np.ascontiguousarray(thumbs), "maps": small_maps, "masks": small_masks},
         path,
     )
     index = [
