@@ -73,6 +73,16 @@ class Detector(ABC):
     def has_backbone(self) -> bool:
         return type(self).backbone_forward is not Detector.backbone_forward
 
+    def export_module(self) -> torch.nn.Module:
+        """Optional: the fitted inference as one traceable module, uint8 (N, H, W, 3) at
+        ``input_size`` -> (score (N,), map (N, H, W)), for ONNX export (iadbench.deploy).
+        Detectors that cannot export leave this as is; the reason is shown to the user."""
+        raise NotImplementedError(f"detector '{self.name}' has no export graph (it runs in eager PyTorch only)")
+
+    @property
+    def exportable(self) -> bool:
+        return type(self).export_module is not Detector.export_module
+
     # --- artifacts -----------------------------------------------------------------
 
     @abstractmethod

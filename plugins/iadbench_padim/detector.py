@@ -173,6 +173,11 @@ class Padim(BackboneMixin, Detector):
         self.channel_idx = tensors["channel_idx"].long()
         self.mean, self.inv_cov = tensors["mean"].float(), tensors["inv_cov"].float()
 
+    def export_module(self) -> torch.nn.Module:
+        from iadbench_padim.export import PadimGraph
+
+        return PadimGraph(self).eval()
+
     def extra_config(self) -> dict[str, Any]:
         return {"grid": list(self.grid) if self.grid else None}
 

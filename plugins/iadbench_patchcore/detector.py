@@ -43,6 +43,12 @@ given the same projected features and start. Deliberate differences:
   unprojected 16.3; mean nearest-memory distance within 0.6% of each other.
 * Coreset size round(ratio * n) where anomalib takes int(ratio * n): at most one more.
 * A one-row bank scores the plain distance; anomalib's softmax over one row gives 0.
+
+``search`` (search.py): ``exact`` (default, the chunked GEMM above) or ``hnsw`` (faiss
+HNSW, ``hnsw_ef`` = efSearch, with an exact re-check of each image's top patches that
+makes image scores exact; maps approximate elsewhere). Measured against exact on
+MVTec AD bottle and magnetic tile: see bench/deploy.py and its output in the deploy
+notes. A search-time choice: a fitted bank serves either (``use_search``).
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ import torch.nn.functional as F
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.backbones import ARCHS, canonical_arch
 from iadbench.features import BackboneMixin, patch_maps_to_pixels
-from iadbench_patchcore.core import greedy_coreset, nearest, random_projection, reweighted_score
+from iadbench_patchcore.core import greedy_coreset, random_projection, reweighted_score
+from iadbench_patchcore.search import BankSearch, check_search
 
 # Mid-level stages: stride 8 and 16 (the paper's layer2 + layer3 for ResNets).
 DEFAULT_LAYERS = {"efficientnet": ["blocks.2", "blocks.4"], "resnet": ["layer2", "layer3"]}
@@ -86,6 +93,8 @@ class PatchCore(BackboneMixin, Detector):
         num_neighbors: int = 9,
         sigma: float = 4.0,
         layer_dim: int | None = None,
+        search: str = "exact",
+        hnsw_ef: int = 64,
     ):
         arch = canonical_arch(backbone)
         layers = list(layers) if layers else list(DEFAULT_LAYERS[ARCHS[arch].family])
@@ -97,10 +106,14 @@ class PatchCore(BackboneMixin, Detector):
             raise InputError(f"patchcore: input_size must be >= 32, got {input_size}")
         if layer_dim is not None and (isinstance(layer_dim, bool) or not isinstance(layer_dim, int) or layer_dim < 1):
             raise InputError(f"patchcore: layer_dim must be a positive integer or None, got {layer_dim!r}")
+        search = check_search(search)
+        if isinstance(hnsw_ef, bool) or not isinstance(hnsw_ef, int) or hnsw_ef < 1:
+            raise InputError(f"patchcore: hnsw_ef must be a positive integer, got {hnsw_ef!r}")
         super().__init__(
             input_size=int(input_size), backbone=backbone, layers=layers, weights=weights,
             coreset_ratio=float(coreset_ratio), projection_dim=int(projection_dim),
             num_neighbors=int(num_neighbors), sigma=float(sigma), layer_dim=layer_dim,
+            search=search, hnsw_ef=int(hnsw_ef),
         )
         self.input_size = (int(input_size), int(input_size))
         self.backbone, self.layers, self.weights = arch, layers, weights
@@ -109,6 +122,8 @@ class PatchCore(BackboneMixin, Detector):
         self.layer_dim = layer_dim
         self.memory_bank: torch.Tensor | None = None
         self._bank_sq: torch.Tensor | None = None
+        self.search, self.hnsw_ef = search, int(hnsw_ef)
+        self._searcher: BankSearch | None = None
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """(N, C, h, w) locally aware patch features at the finest requested grid."""
@@ -136,7 +151,7 @@ class PatchCore(BackboneMixin, Detector):
             self.memory_bank = patches[idx].clone()
         else:
             self.memory_bank = patches
-        self._bank_sq = None
+        self._bank_sq = self._searcher = None
 
     def _bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.memory_bank is None:
@@ -145,15 +160,27 @@ class PatchCore(BackboneMixin, Detector):
             self._bank_sq = (self.memory_bank * self.memory_bank).sum(1)
         return self.memory_bank, self._bank_sq
 
+    def searcher(self) -> BankSearch:
+        if self._searcher is None:
+            bank, _ = self._bank()
+            self._searcher = BankSearch(bank, self.search, ef=self.hnsw_ef)
+        return self._searcher
+
+    def use_search(self, search: str, hnsw_ef: int | None = None) -> None:
+        """Switch the nearest-neighbour search of a fitted model (the bank is unchanged)."""
+        self.search = check_search(search)
+        self.hnsw_ef = int(hnsw_ef) if hnsw_ef is not None else self.hnsw_ef
+        self.params.update(search=self.search, hnsw_ef=self.hnsw_ef)
+        self._searcher = None
+
     def predict(self, images: np.ndarray) -> Prediction:
         bank, bank_sq = self._bank()
         scores, patch_maps = [], []
         for s in range(0, len(images), self.batch_size):
             emb = self.embed(images[s : s + self.batch_size])
             n, c, h, w = emb.shape
-            q = emb.permute(0, 2, 3, 1).reshape(-1, c)
-            dist, index = nearest(q, bank, bank_sq)
-            dist, index, q = dist.view(n, h * w), index.view(n, h * w), q.view(n, h * w, c)
+            q = emb.permute(0, 2, 3, 1).reshape(n, h * w, c)
+            dist, index = self.searcher()(q)
             for i in range(n):
                 p = int(torch.argmax(dist[i]))
                 scores.append(float(reweighted_score(q[i, p], int(index[i, p]), bank, bank_sq, self.num_neighbors)))
@@ -168,7 +195,12 @@ class PatchCore(BackboneMixin, Detector):
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if "memory_bank" not in tensors:
             raise InputError("patchcore: saved state lacks memory_bank")
-        self.memory_bank, self._bank_sq = tensors["memory_bank"].float(), None
+        self.memory_bank, self._bank_sq, self._searcher = tensors["memory_bank"].float(), None, None
+
+    def export_module(self) -> torch.nn.Module:
+        from iadbench_patchcore.export import PatchCoreGraph
+
+        return PatchCoreGraph(self).eval()
 
     def extra_config(self) -> dict[str, Any]:
         return {"bank_size": int(self.memory_bank.shape[0]) if self.memory_bank is not None else 0}

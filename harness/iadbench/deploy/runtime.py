@@ -1,0 +1,157 @@
+"""Inference runtimes: where a fitted model is used, the same call runs either the
+detector's eager PyTorch ``predict`` or its exported graph in onnxruntime.
+
+``open_runtime(detector, "auto" | "eager" | "onnx")``: ``auto`` is onnx where the
+detector exports (and onnxruntime is installed), else eager. The onnx runtime of a
+model folder exports the graph in memory (checked against eager, as ``adbench
+export`` does) rather than writing beside the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iadbench.detector import Detector
+from iadbench.errors import InputError
+from iadbench.types import Prediction
+
+RUNTIMES = ("auto", "eager", "onnx")
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class EagerRuntime:
+    name = "eager"
+
+    def __init__(self, detector: Detector):
+        self.detector = detector
+        self.input_size = tuple(detector.input_size)
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        return self.detector.predict(images)
+
+
+class OnnxRuntime:
+    """An onnxruntime session over an exported graph (a path or the serialised bytes).
+
+    ``threads`` sets intra-op threads (default 2, one inter-op thread): the latency
+    figures of the benchmark are taken that way."""
+
+    name = "onnx"
+
+    def __init__(self, model: str | Path | bytes, threads: int = 2):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise InputError("the onnx runtime needs onnxruntime (pip install 'iadbench[deploy]')") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        source = model if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes) and not Path(model).is_file():
+            raise InputError("ONNX file not found", model)
+        try:
+            self.session = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise InputError(f"not a loadable ONNX graph ({type(exc).__name__}: {str(exc)[:200]})",
+                             "<memory>" if isinstance(model, bytes) else model) from None
+        inp = self.session.get_inputs()[0]
+        outs = [o.name for o in self.session.get_outputs()]
+        if inp.type != "tensor(uint8)" or len(inp.shape) != 4 or outs[:2] != ["score", "map"]:
+            raise InputError("not an iadbench graph (want uint8 images (N, H, W, 3) -> score, map)",
+                             "<memory>" if isinstance(model, bytes) else model)
+        self.input_name = inp.name
+        self.input_size = (int(inp.shape[1]), int(inp.shape[2]))
+        self.threads = int(threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata: dict[str, Any] = {
+            k.removeprefix("iadbench."): json.loads(v) for k, v in meta.items() if k.startswith("iadbench.")
+        }
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
+                or tuple(images.shape[1:]) != (*self.input_size, 3):
+            raise InputError(f"images must be uint8 (N, {self.input_size[0]}, {self.input_size[1]}, 3); "
+                             f"got {getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
+        score, maps = self.session.run(["score", "map"], {self.input_name: np.ascontiguousarray(images)})
+        return Prediction(scores=score.astype(np.float64), maps=maps)
+
+
+def check_runtime(runtime: str) -> str:
+    runtime = str(runtime).strip().lower()
+    if runtime not in RUNTIMES:
+        raise InputError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
+
+
+def resolve_runtime(detector: Detector, runtime: str = "auto") -> str:
+    """``auto`` -> onnx where the detector exports and onnxruntime is installed, else eager;
+    an explicit ``onnx`` for a detector that cannot export is an error naming why."""
+    runtime = check_runtime(runtime)
+    if runtime == "auto":
+        return "onnx" if detector.exportable and onnxruntime_available() else "eager"
+    if runtime == "onnx" and not detector.exportable:
+        raise InputError(f"--runtime onnx: detector '{detector.name}' cannot be exported (no export graph); use eager")
+    return runtime
+
+
+def open_runtime(detector: Detector, runtime: str = "auto", threads: int = 2, rtol: float = 1e-3):
+    """An EagerRuntime or an OnnxRuntime (graph exported in memory and checked) for ``detector``."""
+    chosen = resolve_runtime(detector, runtime)
+    if chosen == "eager":
+        return EagerRuntime(detector)
+    from iadbench.deploy.export import check_images, compare, graph_bytes
+
+    t = time.perf_counter()
+    model = graph_bytes(detector)
+    check = compare(detector, model, check_images(detector.input_size, n=2), threads)
+    if not check.max_score_rel_diff <= rtol:
+        raise InputError(f"onnx runtime refused: graph scores differ from eager by {check.max_score_rel_diff:.2e} relative")
+    rt = OnnxRuntime(model, threads=threads)
+    rt.export_s = time.perf_counter() - t
+    return rt
+
+
+class _RuntimePredictor:
+    """Stands in for a model's detector where only ``predict`` is used (model.predict_images)."""
+
+    def __init__(self, runtime, detector: Detector):
+        self.runtime, self.name, self.input_size = runtime, detector.name, tuple(detector.input_size)
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        return self.runtime.predict(images)
+
+
+class ModelRunner:
+    """A model folder (iadbench.model.FittedModel) scored through a chosen runtime:
+    images of any size in, ``ImageResult``s out, exactly as ``predict_images`` does."""
+
+    def __init__(self, model, runtime="auto", threads: int = 2):
+        """``runtime``: a name (RUNTIMES) or an already open EagerRuntime / OnnxRuntime."""
+        import dataclasses
+
+        self.model = model
+        self.runtime = open_runtime(model.detector, runtime, threads) if isinstance(runtime, str) else runtime
+        self._bound = dataclasses.replace(model, detector=_RuntimePredictor(self.runtime, model.detector))
+
+    @property
+    def runtime_name(self) -> str:
+        return self.runtime.name
+
+    def predict(self, images: list[np.ndarray], batch: int = 16):
+        from iadbench.model import predict_images
+
+        return predict_images(self._bound, images, batch=batch)

@@ -1,0 +1,63 @@
+"""PatchCore as one traceable graph (for ONNX export): the same operations as
+``PatchCore.predict`` with exact search, batched over images, the memory bank a constant.
+
+The search in the graph is the exact one (||q||^2 + ||m||^2 - 2 q.m and a min over the
+bank) whatever the model's ``search``: an ONNX graph has no faiss. Image scores equal
+eager ones under either search (hnsw re-checks each image's top patches exactly);
+maps equal the exact search's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iadbench.deploy.graph import PixelMaps, TrunkFeatures
+from iadbench_patchcore.detector import pool_channels
+
+
+class PatchCoreGraph(nn.Module):
+    """uint8 (N, H, W, 3) -> (score (N,), map (N, H, W))."""
+
+    def __init__(self, det):
+        super().__init__()
+        bank, bank_sq = det._bank()
+        self.trunk = TrunkFeatures(det.extractor, det.layers)
+        self.layers, self.layer_dim = list(det.layers), det.layer_dim
+        self.register_buffer("bank", bank.float().clone())
+        self.register_buffer("bank_t", bank.float().T.contiguous())
+        self.register_buffer("bank_sq", bank_sq.float().clone())
+        self.b = max(1, min(int(det.num_neighbors), bank.shape[0]))
+        self.maps = PixelMaps(det.input_size, det.sigma)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.trunk(images)
+        maps = [F.avg_pool2d(feats[name], 3, stride=1, padding=1) for name in self.layers]
+        if self.layer_dim is not None:
+            maps = [pool_channels(m, self.layer_dim) for m in maps]
+        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+        maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+        emb = torch.cat(maps, 1)
+        n, c, h, w = emb.shape
+        q = emb.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        d2 = torch.matmul(q, self.bank_t).mul(-2.0).add(self.bank_sq).add((q * q).sum(-1, keepdim=True))
+        m2, index = d2.min(-1)
+        dist = m2.clamp_min(0).sqrt()  # (N, P)
+        score = self._score(q, dist, index)
+        return score, self.maps(dist.view(n, h, w))
+
+    def _score(self, q: torch.Tensor, dist: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Eq. 7 per image (see core.reweighted_score), as batched gathers."""
+        p = dist.argmax(1, keepdim=True)  # (N, 1) the most anomalous patch
+        nn_index = index.gather(1, p)[:, 0]  # (N,) its nearest bank row m*
+        patch = q.gather(1, p.unsqueeze(-1).expand(-1, 1, q.shape[-1]))[:, 0]  # (N, C)
+        m_star = self.bank[nn_index]  # (N, C)
+        if self.b == 1:
+            return (m_star - patch).norm(dim=1)
+        d2 = self.bank_sq - 2.0 * m_star @ self.bank_t + self.bank_sq[nn_index].unsqueeze(1)  # (N, M)
+        d2 = d2.clamp_min(0).scatter(1, nn_index.unsqueeze(1), -1.0)  # m* itself first
+        support = torch.topk(d2, self.b, dim=1, largest=False).indices  # (N, b)
+        dist_b = (self.bank[support] - patch.unsqueeze(1)).norm(dim=2)  # (N, b)
+        weight = 1.0 - torch.softmax(dist_b, 1)[:, 0]
+        return weight * dist_b[:, 0]

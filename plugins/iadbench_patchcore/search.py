@@ -1,0 +1,98 @@
+"""Nearest-neighbour search of test patches in PatchCore's memory bank.
+
+Two ways, chosen by the detector's ``search`` parameter:
+
+* ``exact``: ||q||^2 + ||b||^2 - 2 q.b as chunked GEMMs over the whole bank
+  (``core.nearest``). Cost grows linearly with the bank.
+* ``hnsw``: a faiss HNSW graph (M = 32, efConstruction 80, efSearch ``ef``) gives
+  approximate distances; they can only overestimate the true nearest distance (a
+  graph search returns some bank row, never one closer than the nearest). Then, per
+  image, the ``recheck`` patches with the largest approximate distances are searched
+  exactly. Any patch outside them has true distance <= its approximate distance <= the
+  smallest approximate distance rechecked, so once the largest exact distance among
+  the rechecked patches reaches that bound, the image's most anomalous patch and its
+  true nearest neighbour are known exactly: the image score (eq. 7) is exact. If the
+  bound is not met the recheck set doubles until it is. Only the anomaly map keeps
+  approximate distances outside the rechecked patches.
+
+The graph is built on first use from the bank (not saved: a model folder holds the
+bank only, so the choice can change at load time without refitting). Building with
+several threads is not deterministic in faiss; the image scores do not depend on it
+(they are exact), map values outside the rechecked patches may differ in the last
+digits between builds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from iadbench.api import InputError
+from iadbench_patchcore.core import nearest
+
+SEARCHES = ("exact", "hnsw")
+
+
+def check_search(search: str) -> str:
+    search = str(search).strip().lower()
+    if search not in SEARCHES:
+        raise InputError(f"patchcore: search must be one of {', '.join(SEARCHES)}, got {search!r}")
+    if search == "hnsw":
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            raise InputError("patchcore: search='hnsw' needs faiss-cpu (pip install 'iadbench[deploy]')") from None
+    return search
+
+
+class BankSearch:
+    """Nearest bank row of every query patch, image by image (see the module doc)."""
+
+    def __init__(self, bank: torch.Tensor, search: str = "exact", ef: int = 64, recheck: int = 8, hnsw_m: int = 32):
+        self.bank = bank.float().contiguous()
+        self.bank_sq = (self.bank * self.bank).sum(1)
+        self.search, self.ef, self.recheck, self.hnsw_m = check_search(search), int(ef), int(recheck), int(hnsw_m)
+        self._index = None
+
+    def _hnsw(self):
+        if self._index is None:
+            import faiss
+
+            faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
+            index = faiss.IndexHNSWFlat(self.bank.shape[1], self.hnsw_m)
+            index.hnsw.efConstruction = 80
+            index.add(self.bank.numpy())
+            self._index = index
+        self._index.hnsw.efSearch = self.ef
+        return self._index
+
+    def __call__(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries (N, P, C) -> (distances (N, P), bank indices (N, P)); per image, the
+        largest distance and its index are exact."""
+        n, p, c = queries.shape
+        if self.search == "exact":
+            d, i = nearest(queries.reshape(-1, c), self.bank, self.bank_sq)
+            return d.view(n, p), i.view(n, p)
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
+        flat = queries.reshape(-1, c).contiguous().numpy()
+        d2, idx = self._hnsw().search(flat, 1)
+        dist = torch.from_numpy(np.sqrt(np.maximum(d2[:, 0], 0))).view(n, p).clone()
+        index = torch.from_numpy(idx[:, 0].astype(np.int64)).view(n, p).clone()
+        for k in range(n):
+            self._recheck(queries[k], dist[k], index[k])
+        return dist, index
+
+    def _recheck(self, q: torch.Tensor, dist: torch.Tensor, index: torch.Tensor) -> None:
+        """Exact search of one image's top patches, in place, until its maximum is certified:
+        the largest exact distance found is >= every approximate (upper-bound) distance left."""
+        order = torch.argsort(dist, descending=True)
+        done, r = 0, min(self.recheck, dist.shape[0])
+        while True:
+            todo = order[done:r]
+            dist[todo], index[todo] = nearest(q[todo], self.bank, self.bank_sq)
+            done = r
+            if done == dist.shape[0] or float(dist[order[:done]].max()) >= float(dist[order[done]]):
+                return
+            r = min(2 * r, dist.shape[0])

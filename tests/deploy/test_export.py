@@ -1,0 +1,76 @@
+"""ONNX export parity, its refusal, and runtime selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from iadbench.api import FitContext, InputError
+from iadbench.types import Prediction
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'iadbench[deploy]')")
+
+from iadbench.deploy.export import export_onnx  # noqa: E402
+from iadbench.deploy.runtime import EagerRuntime, OnnxRuntime, open_runtime, resolve_runtime  # noqa: E402
+from iadbench.plugins import get_registry  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["padim", "patchcore"])
+def test_export_matches_eager_with_dynamic_batch(name, fitted, images, tmp_path, reuse_graphs):
+    det = fitted[name]
+    out = tmp_path / f"{name}.onnx"
+    check = export_onnx(det, out, images=images[4:6])
+    assert out.is_file() and check.max_score_rel_diff <= 1e-3
+    rt = OnnxRuntime(out, threads=1)
+    assert rt.metadata["detector"] == name and rt.input_size == (64, 64)
+    test = images[4:]
+    eager = det.predict(test)
+    batched = rt.predict(test)  # batch 4, traced at batch 2
+    single = [rt.predict(test[i : i + 1]) for i in range(len(test))]
+    assert batched.scores.shape == (4,) and batched.maps.shape == (4, 64, 64)
+    np.testing.assert_allclose(batched.scores, eager.scores, rtol=1e-3)
+    np.testing.assert_allclose(batched.maps, eager.maps, rtol=1e-3, atol=1e-3 * np.abs(eager.maps).max())
+    np.testing.assert_allclose(np.concatenate([s.scores for s in single]), batched.scores, rtol=1e-5)
+
+
+def test_export_refuses_a_graph_that_disagrees_and_keeps_the_old_file(padim, images, tmp_path, monkeypatch, reuse_graphs):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous export")
+    real = padim.predict
+
+    def off_by_one_percent(x):
+        p = real(x)
+        return Prediction(scores=p.scores * 1.01, maps=p.maps)
+
+    monkeypatch.setattr(padim, "predict", off_by_one_percent)
+    with pytest.raises(InputError, match="export refused"):
+        export_onnx(padim, out, images=images[4:6])
+    assert out.read_bytes() == b"previous export"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary left behind
+
+
+def test_runtime_selection(padim, images):
+    baseline = get_registry().detector("pixel_gaussian").factory(input_size=64)
+    baseline.fit(images[:4], FitContext(seed=0))
+    assert not baseline.exportable and padim.exportable
+    assert resolve_runtime(padim, "auto") == "onnx"
+    assert resolve_runtime(baseline, "auto") == "eager"
+    assert resolve_runtime(padim, "eager") == "eager"
+    with pytest.raises(InputError, match="cannot be exported"):
+        resolve_runtime(baseline, "onnx")
+    with pytest.raises(InputError, match="runtime must be one of"):
+        resolve_runtime(padim, "tensorrt")
+    with pytest.raises(InputError, match="no export graph"):
+        export_onnx(baseline, "unused.onnx")
+    assert isinstance(open_runtime(baseline, "auto"), EagerRuntime)
+
+
+def test_onnx_runtime_refuses_bad_files_and_inputs(tmp_path, graphs, images):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(InputError, match="not a loadable ONNX graph"):
+        OnnxRuntime(bad)
+    with pytest.raises(InputError, match="not found"):
+        OnnxRuntime(tmp_path / "missing.onnx")
+    with pytest.raises(InputError, match="uint8"):
+        OnnxRuntime(graphs["padim"]).predict(images[:1, :32, :32])

@@ -1,0 +1,47 @@
+"""PatchCore's HNSW search: the image maximum and its nearest row are exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import cdist
+
+pytest.importorskip("faiss", reason="faiss-cpu not installed (pip install 'iadbench[deploy]')")
+
+from iadbench.api import InputError  # noqa: E402
+from iadbench_patchcore.search import BankSearch  # noqa: E402
+
+
+def test_hnsw_recheck_makes_each_image_maximum_exact():
+    rng = np.random.default_rng(0)
+    bank = torch.from_numpy(rng.normal(size=(3000, 24)).astype(np.float32))
+    q = torch.from_numpy(rng.normal(size=(3, 200, 24)).astype(np.float32) * 1.3)
+    # efSearch 1 makes the graph search poor on purpose: the recheck must still find the truth
+    dist, index = BankSearch(bank, "hnsw", ef=1, recheck=2)(q)
+    for k in range(3):
+        true = cdist(q[k].numpy().astype(np.float64), bank.numpy().astype(np.float64))
+        true_min = true.min(1)
+        assert np.all(dist[k].numpy() >= true_min - 1e-4)  # approximate distances only overestimate
+        p = int(dist[k].argmax())
+        assert p == int(true_min.argmax())
+        np.testing.assert_allclose(float(dist[k, p]), true_min.max(), rtol=1e-5)
+        assert int(index[k, p]) == int(true[p].argmin())
+    exact, exact_index = BankSearch(bank, "exact")(q)
+    np.testing.assert_allclose(exact.numpy(), cdist(q.reshape(-1, 24), bank).min(1).reshape(3, 200), rtol=1e-4)
+
+
+def test_patchcore_hnsw_scores_equal_exact(patchcore, images):
+    exact = patchcore.predict(images[4:])
+    try:
+        patchcore.use_search("hnsw", 4)
+        approx = patchcore.predict(images[4:])
+    finally:
+        patchcore.use_search("exact")
+    np.testing.assert_allclose(approx.scores, exact.scores, rtol=1e-5)
+    assert np.abs(approx.maps - exact.maps).max() <= 0.05 * np.abs(exact.maps).max()
+
+
+def test_search_parameter_is_checked():
+    with pytest.raises(InputError, match="search must be one of"):
+        BankSearch(torch.zeros(3, 2), "annoy")
