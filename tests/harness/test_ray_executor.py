@@ -1,10 +1,11 @@
-"""The Ray executor through the real CLI: the same records as the local executor, a
-killed worker retried once then recorded, --resume completing the run, Ctrl-C, and a
-one-line hint where Ray is not installed.
+"""The Ray executor: the same records as the local executor, a killed worker retried
+once then recorded, --resume completing the run, Ctrl-C, and a one-line hint where
+Ray is not installed.
 
 One local Ray instance (2 CPUs) serves the whole module: starting one costs ~10 s here.
 It is started by the executor's own ``LocalRay.start`` (what ``--executor ray`` without
-``--address`` does) and the CLI runs join it with ``--address``.
+``--address`` does); this process drives it for the in-process runs, and CLI runs join
+it with ``--address``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
+from rich.console import Console
 
 from iadbench.runner.plan import DatasetEntry, DetectorEntry, Plan, expand, load_plan_file
-from testkit import adbench, make_plugin_site, plugin_env
+from iadbench.runner.runner import execute
+from testkit import make_plugin_site, plugin_env
 
 # A detector that SIGKILLs the Ray worker running it, on its first ``kills`` attempts
 # (counted in a marker file), as an out-of-memory killer or a lost node would.
@@ -79,20 +84,31 @@ FACTORY_PLAN = (
 )
 
 
+PLUGINS = "padim,baselines,factory,metrics,example,raykill"
+
+
 def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+
+
+@dataclass
+class Cluster:
+    address: str
+    env: dict[str, str]  # for a CLI subprocess that joins it
+    sites: tuple[Path, ...]
+    cache: Path
 
 
 @pytest.fixture(scope="module")
 def cluster(example_site, tmp_path_factory):
     """A local Ray instance with 2 CPUs whose workers see the example and victim
-    plugins and a private cache; yields (address, environment for the CLI)."""
+    plugins and a private cache. This process is its first driver."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'iadbench[ray]')")
     from iadbench.runner.ray_executor import LocalRay
 
     root = tmp_path_factory.mktemp("ray")
     victim_site = make_plugin_site(root, "raykill", VICTIM)
-    env = plugin_env(example_site, victim_site, IADBENCH_CACHE=str(root / "cache"))
+    env = plugin_env(example_site, victim_site, allow=PLUGINS, IADBENCH_CACHE=str(root / "cache"))
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)  # the raylet, and so every worker, starts from this environment
@@ -107,30 +123,44 @@ def cluster(example_site, tmp_path_factory):
         os.environ.update(saved)
     raylet = [p for p in psutil.Process().children(recursive=True) if "raylet" in p.name()]
     try:
-        yield local.address, env
+        yield Cluster(local.address, env, (example_site, victim_site), root / "cache")
     finally:
         local.stop()
     _, alive = psutil.wait_procs(raylet, timeout=10)
     assert not alive, f"the local Ray instance outlived stop(): {alive}"
 
 
-def test_ray_records_match_the_local_executor(cluster, tmp_path):
-    address, env = cluster
-    env = {**env, "IADBENCH_PLUGINS": "padim,baselines,factory,metrics"}
+@pytest.fixture
+def registry(cluster, use_sites, monkeypatch):
+    """This process's registry with the same plugins and cache as the workers, for
+    runs driven in-process (cheaper than a CLI subprocess each)."""
+    from iadbench.plugins import get_registry
+
+    use_sites(*cluster.sites)
+    monkeypatch.setenv("IADBENCH_PLUGINS", PLUGINS)
+    monkeypatch.setenv("IADBENCH_CACHE", str(cluster.cache))
+    return get_registry()
+
+
+QUIET = Console(file=open(os.devnull, "w"))
+
+
+def test_ray_records_match_the_local_executor(registry, tmp_path):
+    """The same factory grid through both executors: same keys, same metrics, and the
+    cell folders back in the run folder."""
     plan = tmp_path / "plan.toml"
     plan.write_text(FACTORY_PLAN)
     local, remote = tmp_path / "local", tmp_path / "ray"
-    out = adbench("run", "--plan", str(plan), "--run-dir", str(local), env=env, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
-    out = adbench("run", "--plan", str(plan), "--executor", "ray", "--address", address, "--run-dir", str(remote),
-                  env=env, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
+    execute(load_plan_file(plan), registry, local, console=QUIET)
+    on_ray = load_plan_file(plan)
+    on_ray.executor = "ray"  # this process already drives the module's Ray instance
+    execute(on_ray, registry, remote, console=QUIET)
 
     by_local = {r["key"]: r for r in records(local)}
     by_ray = {r["key"]: r for r in records(remote)}
     assert set(by_local) == set(by_ray) and len(by_ray) == 2
     for key, rec in by_ray.items():
-        assert rec["status"] == by_local[key]["status"] == "ok"
+        assert rec["status"] == by_local[key]["status"] == "ok", rec["error"]
         assert rec["cost"]["threads"] == by_local[key]["cost"]["threads"] == 2
         assert set(rec["metrics"]) == set(by_local[key]["metrics"])
         for name, value in by_local[key]["metrics"].items():
@@ -142,25 +172,24 @@ def test_ray_records_match_the_local_executor(cluster, tmp_path):
         assert (cell_dir / "model" / "model.safetensors").is_file() and (cell_dir / "cell.log").is_file()
         ours = [line.split(",")[-1] for line in (cell_dir / "scores.csv").read_text().splitlines()[1:]]
         theirs = [line.split(",")[-1] for line in (local / "cells" / key / "scores.csv").read_text().splitlines()[1:]]
-        assert [float(x) for x in ours] == pytest.approx([float(x) for x in theirs], rel=1e-6)
+        assert len(ours) == len(theirs) > 0 and [float(x) for x in ours] == pytest.approx([float(x) for x in theirs], rel=1e-6)
         assert "retried" not in rec
     assert json.loads((remote / "run.json").read_text())["plan"]["executor"] == "ray"
 
 
-def test_a_killed_worker_is_retried_once_then_recorded_and_resume_completes(cluster, tmp_path):
-    address, env = cluster
-    env = {**env, "IADBENCH_PLUGINS": "example,raykill,metrics"}
+def test_a_killed_worker_is_retried_once_then_recorded_and_resume_completes(registry, tmp_path):
+    """Two cells kill their Ray worker (once, twice), a third is fine."""
     plan = tmp_path / "plan.toml"
     plan.write_text(
-        f'[run]\nexecutor = "ray"\naddress = "{address}"\n'
+        '[run]\nexecutor = "ray"\n'
         f'[[detector]]\nname = "raykill.victim"\nlabel = "once"\nparams = {{ kills = 1, marker = "{tmp_path / "once"}" }}\n'
         f'[[detector]]\nname = "raykill.victim"\nlabel = "twice"\nparams = {{ kills = 2, marker = "{tmp_path / "twice"}" }}\n'
         '[[detector]]\nname = "example.median_distance"\nlabel = "fine"\n'
         f'[[dataset]]\nname = "example.blobs"\npath = "{tmp_path / "blobs"}"\ncategories = ["dark"]\n'
     )
     run_dir = tmp_path / "run"
-    out = adbench("run", "--plan", str(plan), "--run-dir", str(run_dir), env=env, cwd=tmp_path)
-    assert out.returncode == 1, out.stdout + out.stderr
+    # Two workers: a cell per CPU, so the killed workers restart side by side.
+    execute(load_plan_file(plan), registry, run_dir, workers=2, console=QUIET)
     by_label = {r["detector"]: r for r in records(run_dir)}
     assert len(records(run_dir)) == 3  # one record per cell: no duplicate for the retried ones
     assert by_label["fine"]["status"] == "ok" and "retried" not in by_label["fine"]
@@ -172,8 +201,9 @@ def test_a_killed_worker_is_retried_once_then_recorded_and_resume_completes(clus
     assert twice["error"].startswith("Ray worker died 2 times")
     assert len((tmp_path / "twice").read_text().splitlines()) == 2  # retried once, not more
 
-    out = adbench("run", "--resume", "--run-dir", str(run_dir), env=env, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
+    # --resume (the plan, executor included, comes from the run folder)
+    execute(Plan.from_json(json.loads((run_dir / "run.json").read_text())["plan"]), registry, run_dir,
+            resume=True, workers=2, console=QUIET)
     recs = records(run_dir)
     assert len(recs) == 4 and recs[-1]["detector"] == "twice" and recs[-1]["status"] == "ok"
     cells = json.loads((run_dir / "run.json").read_text())["cells"]
@@ -194,13 +224,12 @@ def _ray_cell_workers() -> list[psutil.Process]:
 
 
 def test_ctrl_c_cancels_outstanding_tasks_and_leaves_a_resumable_run(cluster, tmp_path):
-    address, env = cluster
-    env = {**env, "IADBENCH_PLUGINS": "example,metrics"}
+    env = {**cluster.env, "IADBENCH_PLUGINS": "example,metrics"}
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "iadbench", "run", "-d", "example.median_distance", "--dataset", "example.blobs",
          "--dataset-path", f"example.blobs={tmp_path / 'blobs'}", "--set", "example.median_distance.fit_sleep=60",
-         "--executor", "ray", "--address", address, "--run-dir", str(run_dir)],
+         "--executor", "ray", "--address", cluster.address, "--run-dir", str(run_dir)],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     deadline = time.time() + 60
@@ -219,17 +248,19 @@ def test_ctrl_c_cancels_outstanding_tasks_and_leaves_a_resumable_run(cluster, tm
     assert json.loads((run_dir / "run.json").read_text())["plan"]["executor"] == "ray"
 
 
-def test_without_ray_the_ray_executor_is_a_one_line_install_hint(example_site, tmp_path):
-    hide = tmp_path / "hide_ray"
-    (hide / "ray").mkdir(parents=True)
-    (hide / "ray" / "__init__.py").write_text("raise ImportError('ray hidden by the test')\n")
-    env = plugin_env(hide, example_site, allow="example,metrics", IADBENCH_CACHE=str(tmp_path / "cache"))
-    out = adbench("run", "-d", "example.median_distance", "--dataset", "example.blobs",
-                  "--dataset-path", f"example.blobs={tmp_path / 'blobs'}", "--executor", "ray",
-                  "--run-dir", str(tmp_path / "run"), env=env, cwd=tmp_path)
-    assert out.returncode == 2, out.stdout + out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "pip install 'iadbench[ray]'" in lines[0], out.stderr
+def test_without_ray_the_ray_executor_is_a_one_line_install_hint(monkeypatch, tmp_path):
+    from iadbench.errors import InputError
+    from iadbench.plugins import Registry
+    from iadbench.types import DatasetSpec, DetectorSpec, MetricSpec
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    registry = Registry(detectors={"a": DetectorSpec("a", factory=dict)},
+                        datasets={"ds": DatasetSpec("ds", factory=lambda path: SimpleNamespace(categories=lambda: ["c"]))},
+                        metrics={"m": MetricSpec("m", fn=len)})
+    plan = Plan([DetectorEntry("a")], [DatasetEntry("ds", ["c"])], executor="ray")
+    with pytest.raises(InputError) as err:
+        execute(plan, registry, tmp_path / "run", console=QUIET)
+    assert str(err.value) == "the ray executor needs Ray, which is not installed: pip install 'iadbench[ray]'"
     assert not (tmp_path / "run").exists()  # refused before the run folder was touched
 
 
