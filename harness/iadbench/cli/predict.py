@@ -52,15 +52,19 @@ def predict(
     target: Path = typer.Argument(..., help="An image, or a folder scored recursively."),
     out: Path | None = typer.Option(None, "--out", help="Write <name>_overlay.png and <name>_map.png (16-bit raw map) per image."),
     fmt: str = typer.Option("table", "--format", help="table, json (one line per image) or csv."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx where the detector exports), eager or onnx."),
 ) -> None:
     """Score images with a fitted model; verdicts use the model's stored threshold."""
     from iadbench.images import decode_image
-    from iadbench.model import load_model, predict_images
+    from iadbench.model import load_model
     from iadbench.visual import overlay, png_bytes, write_map_png
 
     if fmt not in FORMATS:
         raise InputError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
     model = load_model(model_dir)
+    from iadbench.deploy.runtime import ModelRunner, check_runtime
+
+    runner = ModelRunner(model, check_runtime(runtime))
     paths = find_images(target)
     if not paths:
         raise InputError("no image files found", target)
@@ -72,7 +76,7 @@ def predict(
         try:
             image = decode_image(path)
             start = time.perf_counter()
-            (result,) = predict_images(model, [image])
+            (result,) = runner.predict([image])
             ms = (time.perf_counter() - start) * 1000.0
             row = {"file": str(path), "score": result.score,
                    "verdict": "defective" if result.anomalous else "good", "ms": ms}
