@@ -111,7 +111,7 @@ def _cell_section(row: pd.Series, files: Path) -> str:
         figures = []
         for i, item in enumerate(index):
             picture = _gallery_picture(arrays["images"][i], arrays["maps"][i], arrays["masks"][i], display, pixel_threshold)
-            src = _write_png(files, f"{key}_g{i}.png", png_bytes(picture))
+            src = _write_png(files, f"{key}_g{i}.png", png_bytes(picture, compress_level=1))
             caption = f"{item['kind']}: {item['defect_type']}, score {item['score']:.4g} — {Path(item['path']).name}"
             figures.append(f'<figure><img src="{_esc(src)}" alt="{_esc(caption)}" loading="lazy">'
                            f"<figcaption>{_esc(caption)}</figcaption></figure>")

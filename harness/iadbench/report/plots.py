@@ -27,50 +27,97 @@ def _figure(width: float, height: float):
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
+
+
+class _CellFigure:
+    """One figure reused for every cell a process draws: its axes, lines, step
+    histograms and legend are built once and only their data change, which skips
+    most of matplotlib's per-figure work (artist creation, text layout)."""
+
+    def __init__(self):
+        from matplotlib.ticker import MaxNLocator
+
+        fig = _figure(11, 3.2)
+        self.fig = fig
+        self.roc_ax, self.pr_ax, self.hist_ax = fig.subplots(1, 3)
+        fig.subplots_adjust(left=0.05, right=0.99, bottom=0.16, top=0.9, wspace=0.28)
+        for ax, xlabel, ylabel in ((self.roc_ax, "false positive rate", "true positive rate"),
+                                   (self.pr_ax, "recall", "precision")):
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xticks([0, 0.5, 1])
+            ax.set_yticks([0, 0.5, 1])
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+        self.roc_ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+        (self.roc,) = self.roc_ax.plot([], [], color="C0")
+        (self.pr,) = self.pr_ax.plot([], [], color="C1")
+        self.pr_ax.set_title("precision-recall (image)", fontsize=10)
+        self.undefined = [ax.text(0.5, 0.5, "undefined: needs good and defective images", ha="center",
+                                  va="center", fontsize=8) for ax in (self.roc_ax, self.pr_ax)]
+        edges = np.linspace(0, 1, 31)
+        self.good = self.hist_ax.stairs(np.zeros(30), edges, fill=True, alpha=0.55, color="C2", label="good")
+        self.bad = self.hist_ax.stairs(np.zeros(30), edges, fill=True, alpha=0.55, color="C3", label="defective")
+        self.threshold = self.hist_ax.axvline(0, color="k", ls="--", lw=1, label="held-out threshold")
+        self.hist_ax.legend(fontsize=7, loc="upper center")
+        self.hist_ax.set_xlabel("raw score")
+        self.hist_ax.xaxis.set_major_locator(MaxNLocator(4))
+        self.hist_ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))
+
+    def draw(self, labels: np.ndarray, scores: np.ndarray, threshold: float | None) -> bytes:
+        from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+        labels = np.asarray(labels).astype(int)
+        scores = np.asarray(scores, dtype=float)
+        defined = bool(0 < labels.sum() < len(labels) and np.isfinite(scores).all())
+        for text in self.undefined:
+            text.set_visible(not defined)
+        if defined:
+            fpr, tpr, _ = roc_curve(labels, scores)
+            self.roc.set_data(fpr, tpr)
+            self.roc_ax.set_title(f"ROC (AUROC {auc(fpr, tpr):.3f})", fontsize=10)
+            precision, recall, _ = precision_recall_curve(labels, scores)
+            self.pr.set_data(recall, precision)
+        else:
+            self.roc.set_data([], [])
+            self.pr.set_data([], [])
+            self.roc_ax.set_title("ROC", fontsize=10)
+        finite = np.isfinite(scores)
+        values = scores[finite]
+        low = float(values.min()) if values.size else 0.0
+        high = float(values.max()) if values.size else 1.0
+        high = high if high > low else low + 1.0
+        has_threshold = threshold is not None and math.isfinite(threshold)
+        if has_threshold:
+            low, high = min(low, threshold), max(high, threshold)
+        edges = np.linspace(low, high, 31)
+        top = 1
+        for artist, label in ((self.good, 0), (self.bad, 1)):
+            counts, _ = np.histogram(scores[finite & (labels == label)], bins=edges)
+            artist.set_data(values=counts, edges=edges)
+            top = max(top, int(counts.max()))
+        self.threshold.set_visible(has_threshold)
+        if has_threshold:
+            self.threshold.set_xdata([threshold, threshold])
+        pad = (high - low) * 0.03
+        self.hist_ax.set_xlim(low - pad, high + pad)
+        self.hist_ax.set_ylim(0, top * 1.15)
+        n_good, n_bad = int((labels == 0).sum()), int((labels == 1).sum())
+        self.hist_ax.set_title(f"test image scores ({n_good} good, {n_bad} defective)", fontsize=10)
+        return _png(self.fig)
+
+
+_CELL_FIGURE: list[_CellFigure] = []
 
 
 def cell_figure(labels: np.ndarray, scores: np.ndarray, threshold: float | None) -> bytes:
     """ROC and PR curves (image level) and histograms of good vs defective test
     scores with the held-out threshold drawn, side by side."""
-    from sklearn.metrics import auc, precision_recall_curve, roc_curve
-
-    labels = np.asarray(labels).astype(int)
-    scores = np.asarray(scores, dtype=float)
-    fig = _figure(11, 3.2)
-    roc_ax, pr_ax, hist_ax = fig.subplots(1, 3)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.16, top=0.9, wspace=0.28)
-    defined = 0 < labels.sum() < len(labels) and np.isfinite(scores).all()
-    if defined:
-        fpr, tpr, _ = roc_curve(labels, scores)
-        roc_ax.plot(fpr, tpr, color="C0")
-        roc_ax.set_title(f"ROC (AUROC {auc(fpr, tpr):.3f})", fontsize=10)
-        precision, recall, _ = precision_recall_curve(labels, scores)
-        pr_ax.plot(recall, precision, color="C1")
-        pr_ax.set_title("precision-recall (image)", fontsize=10)
-    else:
-        for ax in (roc_ax, pr_ax):
-            ax.text(0.5, 0.5, "undefined: needs good and defective images", ha="center", va="center", fontsize=8)
-    roc_ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-    roc_ax.set_xlabel("false positive rate")
-    roc_ax.set_ylabel("true positive rate")
-    pr_ax.set_xlabel("recall")
-    pr_ax.set_ylabel("precision")
-    finite = scores[np.isfinite(scores)]
-    if finite.size:
-        bins = np.linspace(finite.min(), finite.max() if finite.max() > finite.min() else finite.min() + 1, 31)
-        for label, name, colour in ((0, "good", "C2"), (1, "defective", "C3")):
-            values = scores[(labels == label) & np.isfinite(scores)]
-            if values.size:
-                counts, edges = np.histogram(values, bins=bins)
-                hist_ax.stairs(counts, edges, fill=True, alpha=0.55, color=colour, label=f"{name} ({values.size})")
-    if threshold is not None and math.isfinite(threshold):
-        hist_ax.axvline(threshold, color="k", ls="--", lw=1, label="held-out threshold")
-    hist_ax.set_title("test image scores", fontsize=10)
-    hist_ax.set_xlabel("raw score")
-    hist_ax.legend(fontsize=7)
-    return _png(fig)
+    if not _CELL_FIGURE:
+        _CELL_FIGURE.append(_CellFigure())
+    return _CELL_FIGURE[0].draw(labels, scores, threshold)
 
 
 def cost_chart(points: list[tuple[str, float, float]]) -> bytes:
