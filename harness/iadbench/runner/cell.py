@@ -211,7 +211,10 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         for name in ("precision", "recall", "f1", "accuracy"):
             if name in reasons:
                 reasons[name] = f"no threshold: {threshold_note}"
-    intervals = cell_intervals(labels, prediction.scores, prediction.maps, masks)
+    try:  # uncertainty is extra: a failure here must not cost the cell its metrics
+        intervals = cell_intervals(labels, prediction.scores, prediction.maps, masks)
+    except Exception as exc:  # noqa: BLE001
+        intervals = {"error": f"{type(exc).__name__}: {exc}"}
 
     # Cost, with the feature cache off so that no number benefits from earlier cells.
     with cache_disabled():
@@ -225,12 +228,17 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         "seed": cell.seed, "cell_key": cell.key, "settings": s,
     })
     _write_scores(cell_dir / "scores.csv", split.test, prediction.scores)
-    write_gallery(cell_dir, split.test, test_images, prediction.maps, masks, prediction.scores)
+    gallery_error = None
+    try:  # the report's pictures are extra, like the intervals
+        write_gallery(cell_dir, split.test, test_images, prediction.maps, masks, prediction.scores)
+    except Exception as exc:  # noqa: BLE001
+        gallery_error = f"{type(exc).__name__}: {exc}"
 
     return {
         "metrics": metrics,
         "metric_notes": reasons,
         "intervals": intervals,
+        **({"gallery_error": gallery_error} if gallery_error else {}),
         "threshold": {
             "rule": s["threshold_rule"],
             "value": threshold,
