@@ -42,3 +42,10 @@ def test_markdown_has_folded_defect_table_and_report_link(two_detector_run, tmp_
     (two_detector_run / "report.html").write_text("<html></html>")
     out = write([two_detector_run], tmp_path / "boards" / "lb.md")
     assert "[../run/report.html](../run/report.html)" in out.read_text()
+
+
+def test_compare_gives_a_paired_p_value_per_shared_cell(two_detector_run):
+    from iadbench.report.compare import compare
+
+    table = compare(two_detector_run, two_detector_run).set_index("detector")
+    assert (table["p image AUROC"] == 1.0).all()  # every cell against itself
