@@ -1,22 +1,33 @@
-"""Deployment benchmarks: PatchCore's search against exact search, and runtimes side by side.
+"""Deployment benchmarks: PatchCore's search against exact search, runtimes side by
+side, and a load test of the web service.
 
     python -m bench.deploy search MODEL_DIR --dataset mvtec --path ../shared/data/mvtec_ad --category bottle
-    python -m bench.deploy latency [--category bottle] [--repeats 20]
+    python -m bench.deploy latency MODEL_DIR... [--category bottle] [--repeats 20]
+    python -m bench.deploy load MODEL_DIR [--requests 500] [--concurrency 50]
 
 ``search``: predicts the test split of the model's dataset with exact search and with
 each approximate one, and prints image and pixel AUROC (sklearn, all test pixels at the
 model's input size), the largest image-score difference and the per-image latency of
 the search variants, measured round-robin in one process.
 
-``latency``: on MVTec bottle at 256 px, batch 1, 2 threads, in one process and
-interleaved: the backbone alone in onnxruntime, then PaDiM and PatchCore end to end in
-eager and in onnxruntime, with the largest relative score difference between them.
+``latency``: model folders (``adbench fit``) scored on their category's test images,
+batch 1, 2 threads, in one process and interleaved: each model's backbone alone in
+onnxruntime, and each model end to end in eager and in onnxruntime; then the largest
+relative score difference and image/pixel AUROC of both runtimes over the test set.
+
+``load``: starts ``adbench serve MODEL_DIR`` on a free loopback port and sends
+``--requests`` requests, ``--concurrency`` at a time: good test images and, every
+tenth request, a bad upload (empty, text, truncated PNG, 40000x40000 bomb header, 30
+MB body). Checks: no 5xx, each bad upload its 4xx, each good image the score of
+``predict_images`` (eager, in this process) within 1e-3; prints p50/p95 latency,
+requests/s and the server's resident memory before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +79,195 @@ def search_check(args: argparse.Namespace) -> None:
         )
 
 
+def _mvtec_test(category: str, size: tuple[int, int], limit: int | None = None):
+    split = _test_split("mvtec", str(_mvtec_root()), category)
+    test = split.test[:limit] if limit else split.test
+    labels = np.array([t.label for t in test])
+    return test, load_images(test, size), load_masks(test, size), labels
+
+
+def _mvtec_root() -> Path:
+    from bench.quality import mvtec_root
+
+    return mvtec_root()
+
+
+def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median ms of each callable, round-robin so load drifts hit all alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t) * 1000)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def backbone_graph(det, threads: int):
+    """The model's backbone trunk alone, exported to onnxruntime (uint8 in, deepest layer out)."""
+    import io
+
+    from iadbench.deploy.graph import TrunkFeatures, example_batch
+
+    trunk = TrunkFeatures(det.extractor, det.layers).eval()
+
+    class Last(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = trunk
+
+        def forward(self, x):
+            return tuple(self.trunk(x).values())
+
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(Last(), (example_batch(det.input_size, 1),), buf, input_names=["images"],
+                          dynamic_axes={"images": {0: "batch"}}, opset_version=17, dynamo=False)
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run(None, {"images": x})
+
+
+def latency(args: argparse.Namespace) -> None:
+    import os
+
+    from iadbench.deploy.export import graph_bytes
+    from iadbench.deploy.runtime import OnnxRuntime
+    from iadbench.features import cache_disabled
+    from iadbench.model import load_model
+
+    torch.set_num_threads(args.threads)
+    os.environ["IADBENCH_FEATURE_CACHE"] = "0"
+    print(f"batch 1, {args.threads} threads, medians of {args.repeats} interleaved rounds; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start")
+    prepared, fns = [], {}
+    for directory in args.models:  # everything built first, then timed side by side
+        det = load_model(directory).detector
+        test, x, masks, labels = _mvtec_test(args.category, det.input_size)
+        rt = OnnxRuntime(graph_bytes(det), threads=args.threads)
+        bank = f", bank {det.memory_bank.shape[0]}" if hasattr(det, "memory_bank") else ""
+        name = f"{det.name} {det.input_size[0]} px{bank}"
+        prepared.append((name, directory, det, rt, x, masks, labels))
+        one = x[:1]
+        fns[(name, "backbone onnx")] = partial(backbone_graph(det, args.threads), one)
+        fns[(name, "eager")] = partial(det.predict, one)
+        fns[(name, "onnx")] = partial(rt.predict, one)
+    with cache_disabled():
+        ms = _interleaved(fns, args.repeats)
+    for name, directory, det, rt, x, masks, labels in prepared:
+        with cache_disabled():
+            eager, onnx = det.predict(x), rt.predict(x)
+        rel = np.abs(onnx.scores - eager.scores) / np.abs(eager.scores)
+        ie, pe = _aurocs(eager.scores, eager.maps, labels, masks)
+        io_, po = _aurocs(onnx.scores, onnx.maps, labels, masks)
+        print(f"{name} ({directory}): backbone onnx {ms[(name, 'backbone onnx')]:.1f} ms | end to end eager "
+              f"{ms[(name, 'eager')]:.1f} ms, onnx {ms[(name, 'onnx')]:.1f} ms | scores max rel diff {rel.max():.1e} "
+              f"over {len(x)} test images | image AUROC eager {ie:.4f} onnx {io_:.4f}, pixel AUROC eager {pe:.4f} onnx {po:.4f}")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def load(args: argparse.Namespace) -> None:
+    import asyncio
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+    import psutil
+
+    from iadbench.deploy.uploads import bad_uploads, png_of
+    from iadbench.model import load_model, predict_images
+
+    model = load_model(args.model)
+    test, _, _, _ = _mvtec_test(args.category, model.input_size, limit=args.images)
+    from iadbench.images import decode_image
+
+    natives = [decode_image(t.path) for t in test]
+    expected = [r.score for r in predict_images(model, natives)]
+    goods = [png_of(im) for im in natives]
+    bads = bad_uploads(goods[0])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "iadbench", "serve", str(args.model), "--port", str(port), "--runtime", args.runtime,
+           "--threads", str(args.threads)]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise SystemExit("server did not start: " + server.stderr.read().decode()[-2000:])
+        info = httpx.get(base + "/model").json()
+        proc = psutil.Process(server.pid)
+        # warm-up: one burst at the test's concurrency, so batches of every size have run
+        # (onnxruntime's memory arena keeps what the largest batch needed)
+        async def warm():
+            async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+                await asyncio.gather(*(client.post("/predict", files={"image": ("w.png", g, "image/png")})
+                                       for g in (goods * args.concurrency)[: args.concurrency]))
+
+        asyncio.run(warm())
+        rss_before = proc.memory_info().rss / 2**20
+        plan = []
+        bad_names = list(bads)
+        for k in range(args.requests):
+            if k % 10 == 9:
+                name = bad_names[(k // 10) % len(bad_names)]
+                plan.append(("bad", name, bads[name][0], bads[name][1]))
+            else:
+                i = k % len(goods)
+                plan.append(("good", i, goods[i], {200}))
+
+        async def run_all():
+            sem = asyncio.Semaphore(args.concurrency)
+            limits = httpx.Limits(max_connections=args.concurrency)
+            async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
+                async def one(item):
+                    kind, key, body, codes = item
+                    async with sem:
+                        t = time.perf_counter()
+                        try:
+                            r = await client.post("/predict", files={"image": ("u.png", body, "image/png")})
+                            status, payload = r.status_code, (r.json() if r.headers.get("content-type", "").startswith("application/json") else {})
+                        except httpx.HTTPError as exc:  # a server that closes on a 413 mid-upload
+                            status, payload = -1, {"detail": f"{type(exc).__name__}"}
+                        return kind, key, codes, status, payload, (time.perf_counter() - t) * 1000
+
+                t0 = time.perf_counter()
+                results = await asyncio.gather(*(one(item) for item in plan))
+                return results, time.perf_counter() - t0
+
+        results, wall = asyncio.run(run_all())
+        rss_after = proc.memory_info().rss / 2**20
+    finally:
+        server.terminate()
+        server.wait(30)
+    five = [r for r in results if r[3] >= 500]
+    wrong_bad = [(r[1], r[3], r[4].get("detail")) for r in results if r[0] == "bad" and r[3] not in r[2]]
+    wrong_good = [(r[1], r[3]) for r in results if r[0] == "good" and (r[3] != 200 or abs(r[4]["score"] - expected[r[1]]) > 1e-3 * abs(expected[r[1]]))]
+    good_ms = np.array([r[5] for r in results if r[0] == "good"])
+    print(f"load test: {args.requests} requests, {args.concurrency} concurrent, {len(goods)} distinct bottle test images, "
+          f"runtime {info['runtime']}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"  5xx: {len(five)} | bad uploads without their 4xx: {len(wrong_bad)} {wrong_bad[:5]} | "
+          f"good images with a wrong status or score: {len(wrong_good)} {wrong_good[:5]}")
+    print(f"  good requests: p50 {np.percentile(good_ms, 50):.0f} ms, p95 {np.percentile(good_ms, 95):.0f} ms; "
+          f"{len(results) / wall:.1f} requests/s over {wall:.1f} s")
+    print(f"  server RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after ({rss_after - rss_before:+.0f} MB)")
+    if five or wrong_bad or wrong_good or rss_after - rss_before > 200:
+        raise SystemExit(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -78,7 +278,24 @@ def main() -> None:
     s.add_argument("--category", required=True)
     s.add_argument("--ef", type=int, action="append", default=None)
     s.add_argument("--threads", type=int, default=2)
+    lat = sub.add_parser("latency")
+    lat.add_argument("models", nargs="+")
+    lat.add_argument("--category", default="bottle")
+    lat.add_argument("--repeats", type=int, default=20)
+    lat.add_argument("--threads", type=int, default=2)
+    ld = sub.add_parser("load")
+    ld.add_argument("model")
+    ld.add_argument("--category", default="bottle")
+    ld.add_argument("--requests", type=int, default=500)
+    ld.add_argument("--concurrency", type=int, default=50)
+    ld.add_argument("--images", type=int, default=20)
+    ld.add_argument("--runtime", default="auto")
+    ld.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.cmd == "latency":
+        return latency(args)
+    if args.cmd == "load":
+        return load(args)
     if args.cmd == "search":
         args.ef = args.ef or [16, 64]
         search_check(args)
