@@ -40,6 +40,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.methods
 	$(BIN)/python -m bench.quality
+	# deploy: bottle model folders fitted once, then eager vs onnxruntime and the service load test
+	for m in padim patchcore "patchcore-c0.4 --set patchcore.coreset_ratio=0.4"; do set -- $$m; \
+	  test -d runs/bench-models/$$1 || $(BIN)/adbench fit $${1%%-*} --dataset mvtec --data-root $${IADBENCH_DATA_ROOT:-../shared/data} \
+	    -c bottle --out runs/bench-models/$$1 $$2 $$3 || exit 1; done
+	$(BIN)/python -m bench.deploy latency runs/bench-models/padim runs/bench-models/patchcore runs/bench-models/patchcore-c0.4
+	$(BIN)/python -m bench.deploy load runs/bench-models/patchcore
 
 clean-venv:
 	rm -rf $(VENV)
