@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from iadbench.errors import InputError
-from iadbench.runner.executor import CellTask
+from iadbench.runner.executor import CellTask, default_workers
 from iadbench.runner.plan import Cell
 
 INSTALL_HINT = "the ray executor needs Ray, which is not installed: pip install 'iadbench[ray]'"
@@ -199,7 +199,7 @@ class RayExecutor:
     def __init__(
         self,
         address: str | None = None,
-        workers: int = 1,
+        workers: int | None = None,
         threads_per_cell: int | None = None,
         timeout_s: float | None = None,
         preload: list[str] | tuple[str, ...] = (),
@@ -217,8 +217,11 @@ class RayExecutor:
         else:
             connect(address)
         self.address = self._local.address if self._local else ray.get_runtime_context().gcs_address
-        self.workers = max(1, workers)
-        self.threads = threads_per_cell or max(1, smallest_node_cpus() // self.workers)
+        # Cells per node and threads per cell as the local executor sizes them, on the
+        # smallest node so that every cell's request fits anywhere.
+        node_cpus = smallest_node_cpus()
+        self.workers = max(1, workers) if workers else default_workers(node_cpus)
+        self.threads = threads_per_cell or max(1, node_cpus // self.workers)
         self.timeout_s = timeout_s
         self.preload = list(preload)
         self.retries = retries

@@ -77,14 +77,14 @@ def _record(cell: Cell, result: dict[str, Any], run_id: str) -> dict[str, Any]:
     }
 
 
-def _make_executor(plan: Plan, registry: Registry, workers: int, timeout_s: float | None, preload: list[str]) -> Executor:
+def _make_executor(plan: Plan, registry: Registry, workers: int | None, timeout_s: float | None, preload: list[str]) -> Executor:
     if plan.executor == "ray":
         from iadbench.runner.ray_executor import RayExecutor
 
         # A spec may state its cells' memory (MB) for Ray's scheduler; none of ours does yet.
         return RayExecutor(address=plan.address, workers=workers, timeout_s=timeout_s, preload=preload,
                            memory_mb=lambda cell: getattr(registry.detector(cell.detector), "memory_mb", None))
-    return LocalProcessExecutor(workers=workers, timeout_s=timeout_s, preload=preload)
+    return LocalProcessExecutor(workers=workers or 1, timeout_s=timeout_s, preload=preload)
 
 
 def execute(
@@ -94,7 +94,7 @@ def execute(
     *,
     resume: bool = False,
     executor: Executor | None = None,
-    workers: int = 1,
+    workers: int | None = 1,  # None: the executor sizes it (ray: per node)
     console: Console | None = None,
     cell_timeout_s: float | None = None,
 ) -> RunOutcome:
@@ -127,7 +127,7 @@ def _execute_locked(
     cells: list[Cell],
     resume: bool,
     executor: Executor | None,
-    workers: int,
+    workers: int | None,
     console: Console,
     cell_timeout_s: float | None,
 ) -> RunOutcome:
