@@ -1,0 +1,1 @@
+"""A convolutional autoencoder trained from scratch on pixels, for iadbench."""

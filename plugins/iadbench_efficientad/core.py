@@ -1,0 +1,42 @@
+"""The loss and normalisation rules of EfficientAD, as small functions that can be
+tested against numpy."""
+
+from __future__ import annotations
+
+import torch
+
+
+def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-quantile of all elements with linear interpolation (numpy's default).
+    Exact for any size (torch.quantile refuses more than 2**24 elements)."""
+    flat = values.reshape(-1)
+    n = flat.numel()
+    pos = q * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    v_lo = torch.kthvalue(flat, lo + 1).values
+    v_hi = torch.kthvalue(flat, hi + 1).values if hi != lo else v_lo
+    return v_lo + (pos - lo) * (v_hi - v_lo)
+
+
+def hard_feature_loss(distance: torch.Tensor, q: float = 0.999) -> torch.Tensor:
+    """Mean of the squared errors at or above their q-quantile (the paper's hard-feature
+    mining: with q = 0.999 only the hardest 0.1% of (channel, position) errors train
+    the student). The threshold is a constant; gradients flow through kept errors."""
+    with torch.no_grad():
+        d_hard = quantile(distance.detach(), q)
+    return distance[distance >= d_hard].mean()
+
+
+def map_quantiles(maps: torch.Tensor, qa: float = 0.9, qb: float = 0.995) -> tuple[float, float]:
+    """(q_a, q_b) of every value of a stack of maps (held-out good images)."""
+    return float(quantile(maps.float(), qa)), float(quantile(maps.float(), qb))
+
+
+def normalise_map(maps: torch.Tensor, q_a: float, q_b: float) -> torch.Tensor:
+    """The paper's linear map normalisation: q_a -> 0 and q_b -> 0.1, so that the
+    student-teacher and autoencoder maps weigh equally when averaged."""
+    span = q_b - q_a
+    if span <= 0:
+        span = 1e-12  # constant maps on the held-out images: keep the map finite
+    return 0.1 * (maps - q_a) / span

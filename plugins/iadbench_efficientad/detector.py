@@ -1,0 +1,340 @@
+"""EfficientAD (Batzner et al., "EfficientAD: Accurate Visual Anomaly Detection at
+Millisecond-Level Latencies", WACV 2024), trained in-house.
+
+Fit: a frozen teacher (see ``teacher.py``: by default EfficientNet-Lite0 features with a
+fixed projection, or a user's PDN via ``teacher_weights``), its outputs standardised per
+channel over the training images. A PDN student with twice the teacher's channels is
+trained with Adam (lr 1e-4, weight decay 1e-5, lr x0.1 after 95% of the steps), one
+training image per step, on the sum of
+  * the hard-feature loss: the mean of the student-teacher squared errors at or above
+    their 0.999 quantile (first half of the student's channels);
+  * the penalty: the mean square of the student's first half on a natural image from
+    ``penalty_dir`` (the paper uses ImageNet; without a folder the term is off and
+    ``extra`` records it);
+  * the autoencoder loss: MSE of the autoencoder against the teacher, and the student's
+    second half against the autoencoder, both on a colour-jittered copy (brightness,
+    contrast or saturation by a factor in [0.8, 1.2]).
+Map normalisation: on held-out good training images (``val_fraction``, never trained on),
+the 0.9 and 0.995 quantiles of the student-teacher and the student-autoencoder maps
+map each to [0, 0.1]; the anomaly map is their average, upsampled bilinearly to the
+input (zero-padded by 4 first with an unpadded PDN teacher, as the reference code);
+the image score is its maximum.
+
+Deviations, all for the CPU budget or offline use: the default teacher is not the
+distilled WideResNet-101 PDN (``teacher.py``); the default training length is
+``DEFAULT_STEPS`` instead of the paper's 70,000 steps (``steps=70000`` is the paper
+setting); the student and teacher squared errors are computed in one batch of two (the
+training image and its jittered copy) instead of two forward passes, which gives the
+same gradients.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from iadbench.api import Detector, FitContext, InputError, Prediction
+from iadbench.backbones import canonical_arch
+from iadbench.features import BackboneMixin
+from iadbench_efficientad.core import hard_feature_loss, map_quantiles, normalise_map
+from iadbench_efficientad.networks import PDNS, AutoEncoder
+from iadbench_efficientad.teacher import (
+    TEACHER_CHANNELS,
+    orthonormal_projection,
+    project_backbone,
+    read_teacher_state,
+)
+
+# CPU budget: on the 2-core reference machine a PDN-S step (student on two 256 px
+# images, autoencoder, teacher on the jittered copy, backward) takes ~6 s idle, so
+# this many steps keep a bottle fit under 10 minutes (README, "Detectors").
+DEFAULT_STEPS = 80
+PAPER_STEPS = 70_000
+DEFAULT_TEACHER_LAYERS = ["blocks.1", "blocks.2"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def colour_jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One of brightness, contrast or saturation, by a factor drawn from U(0.8, 1.2)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    factor = 0.8 + 0.4 * float(torch.rand((), generator=gen))
+    kind = int(torch.randint(0, 3, (), generator=gen))
+    fn = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)[kind]
+    return fn(x, factor)
+
+
+def training_progress(total: int, what: str):
+    """A rich progress bar on a terminal, nothing otherwise (cells, CI logs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        disable=not sys.stderr.isatty(), transient=True,
+    )
+    return progress, progress.add_task(what, total=total)
+
+
+def load_penalty_images(folder: str, size: tuple[int, int], limit: int = 2000) -> np.ndarray:
+    """Natural images for the penalty term, resized (bilinear) to the input size."""
+    from iadbench.images import load_image
+
+    paths = sorted(p for p in Path(folder).expanduser().rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not paths:
+        raise InputError(f"efficientad: penalty_dir {folder} holds no images")
+    return np.stack([load_image(p, size) for p in paths])
+
+
+class EfficientAD(BackboneMixin, Detector):
+    name = "efficientad"
+
+    def __init__(
+        self,
+        input_size: int = 256,
+        variant: str = "small",
+        steps: int = DEFAULT_STEPS,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-5,
+        teacher_weights: str | None = None,
+        penalty_dir: str | None = None,
+        backbone: str = "efficientnet_lite0",
+        teacher_layers: Sequence[str] | None = None,
+        val_fraction: float = 0.1,
+        mining_quantile: float = 0.999,
+    ):
+        if variant not in PDNS:
+            raise InputError(f"efficientad: unknown variant {variant!r} (choose from {sorted(PDNS)})")
+        if int(steps) < 1:
+            raise InputError(f"efficientad: steps must be >= 1, got {steps}")
+        if int(input_size) < 64 or int(input_size) % 32:
+            raise InputError(f"efficientad: input_size must be a multiple of 32, >= 64; got {input_size}")
+        if not 0 <= float(val_fraction) < 1:
+            raise InputError(f"efficientad: val_fraction must be in [0, 1), got {val_fraction}")
+        if not 0 < float(mining_quantile) < 1:
+            raise InputError(f"efficientad: mining_quantile must be in (0, 1), got {mining_quantile}")
+        if penalty_dir and not Path(penalty_dir).expanduser().is_dir():
+            raise InputError(f"efficientad: penalty_dir is not a folder: {penalty_dir}")
+        arch = canonical_arch(backbone)
+        layers = list(teacher_layers) if teacher_layers else list(DEFAULT_TEACHER_LAYERS)
+        # Read (and check) a user's teacher now, so a bad file is a plan-time error.
+        self.teacher_state = read_teacher_state(teacher_weights, variant) if teacher_weights else None
+        super().__init__(
+            input_size=int(input_size), variant=variant, steps=int(steps), lr=float(lr),
+            weight_decay=float(weight_decay), teacher_weights=teacher_weights, penalty_dir=penalty_dir,
+            backbone=backbone, teacher_layers=layers, val_fraction=float(val_fraction),
+            mining_quantile=float(mining_quantile),
+        )
+        self.input_size = (int(input_size), int(input_size))
+        self.variant, self.steps = variant, int(steps)
+        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.penalty_dir, self.val_fraction = penalty_dir, float(val_fraction)
+        self.mining_quantile = float(mining_quantile)
+        self.backbone, self.layers, self.weights = arch, layers, None
+        # A PDN teacher keeps the paper's unpadded networks (maps padded by 4 after);
+        # the backbone teacher's grid is input/4, which the padded PDN matches.
+        self.padding = self.teacher_state is None
+        pdn = PDNS[variant]
+        self.student = pdn(2 * TEACHER_CHANNELS, padding=self.padding)
+        self.ae = AutoEncoder(TEACHER_CHANNELS, padding=self.padding, input_size=self.input_size[0])
+        self.pdn_teacher = None
+        if self.teacher_state is not None:
+            self.pdn_teacher = pdn(TEACHER_CHANNELS, padding=False)
+            self.pdn_teacher.load_state_dict(self.teacher_state)
+            self.pdn_teacher.eval().requires_grad_(False)
+        self.projection: torch.Tensor | None = None
+        self.teacher_mean: torch.Tensor | None = None
+        self.teacher_std: torch.Tensor | None = None
+        self.quantiles: torch.Tensor | None = None  # q_a st, q_b st, q_a ae, q_b ae
+        self.training_done: dict[str, Any] | None = None
+        self.info: dict[str, Any] = {}
+
+    # --- teacher -----------------------------------------------------------------
+
+    def _raw_teacher(self, images: np.ndarray | None, x: torch.Tensor | None = None, cached: bool = True) -> torch.Tensor:
+        """Teacher outputs before standardisation. ``cached``: through the shared
+        feature cache (real images only; jittered copies would only fill it)."""
+        if self.pdn_teacher is not None:
+            with torch.no_grad():
+                return self.pdn_teacher(to_float(images) if x is None else x)
+        assert self.projection is not None
+        if cached and images is not None:
+            feats = self.features(images)
+        else:
+            feats = self.extractor(x if x is not None else to_float(images))
+            feats = {k: v.clone() for k, v in feats.items()}  # leave inference mode
+        return project_backbone(feats, self.layers, self.projection)
+
+    def _teacher(self, images: np.ndarray | None, x: torch.Tensor | None = None, cached: bool = True) -> torch.Tensor:
+        assert self.teacher_mean is not None and self.teacher_std is not None
+        return (self._raw_teacher(images, x, cached) - self.teacher_mean) / self.teacher_std
+
+    # --- fit -----------------------------------------------------------------------
+
+    def fit(self, images: np.ndarray, ctx: FitContext) -> None:
+        self._check_images(images)
+        if len(images) < 2:
+            raise InputError("efficientad: needs at least 2 training images")
+        if self.pdn_teacher is None:
+            # Built before seeding: building a backbone (and converting its weights the
+            # first time) draws from the global RNG, which would shift dropout's draws.
+            c = sum(self.extractor(images[:1])[name].shape[1] for name in self.layers)
+            self.projection = orthonormal_projection(c, TEACHER_CHANNELS, seed=int(ctx.seed))
+        torch.manual_seed(int(ctx.seed))  # initialisation and dropout
+        gen = torch.Generator().manual_seed(int(ctx.seed))
+        pdn = PDNS[self.variant]
+        self.student = pdn(2 * TEACHER_CHANNELS, padding=self.padding)
+        self.ae = AutoEncoder(TEACHER_CHANNELS, padding=self.padding, input_size=self.input_size[0])
+
+        n_val = int(round(len(images) * self.val_fraction)) if len(images) >= 5 else 0
+        order = torch.randperm(len(images), generator=gen).numpy()
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        train = images[train_idx]
+
+        # Teacher outputs of the training images, once; per-channel mean and std.
+        raw = torch.cat([self._raw_teacher(train[i : i + 8]) for i in range(0, len(train), 8)])
+        self.teacher_mean = raw.mean(dim=(0, 2, 3), keepdim=True)[:1]
+        self.teacher_std = raw.std(dim=(0, 2, 3), keepdim=True)[:1].clamp_min(1e-6)
+        targets = (raw - self.teacher_mean) / self.teacher_std
+        del raw
+        penalty = load_penalty_images(self.penalty_dir, self.input_size) if self.penalty_dir else None
+        self.info = {
+            "penalty": penalty is not None,
+            "penalty_images": 0 if penalty is None else len(penalty),
+            "teacher": "pdn:teacher_weights" if self.pdn_teacher is not None else f"backbone:{self.backbone}:{'+'.join(self.layers)}",
+            "val_images": int(n_val),
+        }
+
+        params = list(self.student.parameters()) + list(self.ae.parameters())
+        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, int(0.95 * self.steps)), gamma=0.1)
+        self.student.train()
+        self.ae.train()
+        xs = to_float(train)
+        perm = torch.randperm(len(train), generator=gen)
+        progress, task = training_progress(self.steps, "efficientad")
+        with progress:
+            for step in range(self.steps):
+                k = step % len(train)
+                if k == 0 and step:
+                    perm = torch.randperm(len(train), generator=gen)
+                i = int(perm[k])
+                x = xs[i : i + 1]
+                aug = colour_jitter(x, gen)
+                with torch.no_grad():
+                    t_aug = self._teacher(None, aug, cached=False)
+                s = self.student(torch.cat([x, aug]))
+                loss = hard_feature_loss((targets[i : i + 1] - s[:1, :TEACHER_CHANNELS]) ** 2, self.mining_quantile)
+                if penalty is not None:
+                    j = int(torch.randint(0, len(penalty), (), generator=gen))
+                    loss = loss + self.student(to_float(penalty[j : j + 1]))[:, :TEACHER_CHANNELS].pow(2).mean()
+                ae_out = self.ae(aug)
+                loss = loss + (t_aug - ae_out).pow(2).mean() + (ae_out - s[1:, TEACHER_CHANNELS:]).pow(2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                progress.advance(task)
+        self.student.eval()
+        self.ae.eval()
+        self.training_done = {"steps": self.steps}
+
+        # Quantiles of the two maps on held-out good images (else the training ones).
+        ref = images[val_idx] if n_val else train
+        st, ae = zip(*(self._grid_maps(ref[i : i + 8]) for i in range(0, len(ref), 8)))
+        self.quantiles = torch.tensor([*map_quantiles(torch.cat(st)), *map_quantiles(torch.cat(ae))])
+
+    # --- predict ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _grid_maps(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(student-teacher, student-autoencoder) maps on the PDN grid, (N, h, w)."""
+        x = to_float(images)
+        t = self._teacher(images, x)
+        s = self.student(x)
+        if t.shape[-2:] != s.shape[-2:]:  # a backbone grid not a multiple of the PDN's
+            t = F.interpolate(t, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        map_st = (t - s[:, :TEACHER_CHANNELS]).pow(2).mean(1)
+        map_ae = (self.ae(x) - s[:, TEACHER_CHANNELS:]).pow(2).mean(1)
+        return map_st, map_ae
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        if self.quantiles is None:
+            raise RuntimeError("efficientad: predict() before fit()")
+        self._check_images(images)
+        q = [float(v) for v in self.quantiles]
+        out = []
+        for s in range(0, len(images), self.batch_size):
+            st, ae = self._grid_maps(images[s : s + self.batch_size])
+            combined = 0.5 * normalise_map(st, q[0], q[1]) + 0.5 * normalise_map(ae, q[2], q[3])
+            if not self.padding:
+                combined = F.pad(combined, (4, 4, 4, 4))
+            out.append(F.interpolate(combined.unsqueeze(1), size=self.input_size, mode="bilinear", align_corners=False)[:, 0])
+        maps = torch.cat(out)
+        return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
+
+    def backbone_forward(self, images: np.ndarray) -> None:
+        """The frozen teacher alone (backbone, or the user's PDN), for the cost table."""
+        self._check_images(images)
+        if self.pdn_teacher is not None:
+            with torch.no_grad():
+                self.pdn_teacher(to_float(images))
+        else:
+            self.extractor(images)
+
+    # --- artifacts -------------------------------------------------------------------
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.quantiles is None or self.teacher_mean is None or self.teacher_std is None:
+            raise RuntimeError("efficientad: nothing fitted to save")
+        out = {f"student.{k}": v for k, v in self.student.state_dict().items()}
+        out.update({f"ae.{k}": v for k, v in self.ae.state_dict().items()})
+        out.update(teacher_mean=self.teacher_mean, teacher_std=self.teacher_std, quantiles=self.quantiles)
+        if self.projection is not None:
+            out["projection"] = self.projection
+        if self.pdn_teacher is not None:  # the model folder is self-contained
+            out.update({f"teacher.{k}": v for k, v in self.pdn_teacher.state_dict().items()})
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        missing = {"teacher_mean", "teacher_std", "quantiles"} - set(tensors)
+        if missing:
+            raise InputError(f"efficientad: saved state lacks {sorted(missing)}")
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        teacher = part("teacher.")
+        if teacher and self.pdn_teacher is None:
+            self.padding = False
+            self.pdn_teacher = PDNS[self.variant](TEACHER_CHANNELS, padding=False).eval().requires_grad_(False)
+            self.student = PDNS[self.variant](2 * TEACHER_CHANNELS, padding=False)
+            self.ae = AutoEncoder(TEACHER_CHANNELS, padding=False, input_size=self.input_size[0])
+        try:
+            self.student.load_state_dict(part("student."))
+            self.ae.load_state_dict(part("ae."))
+            if teacher:
+                self.pdn_teacher.load_state_dict(teacher)
+        except RuntimeError as exc:
+            raise InputError(f"efficientad: saved networks do not fit: {str(exc).splitlines()[0][:200]}") from None
+        self.student.eval()
+        self.ae.eval()
+        self.teacher_mean, self.teacher_std = tensors["teacher_mean"], tensors["teacher_std"]
+        self.quantiles = tensors["quantiles"]
+        self.projection = tensors.get("projection")
+
+    def extra_config(self) -> dict[str, Any]:
+        return {"info": self.info, "training_done": self.training_done}
+
+    def load_extra_config(self, config: dict[str, Any]) -> None:
+        self.info = dict(config.get("info") or {})
+        self.training_done = config.get("training_done")

@@ -1,0 +1,129 @@
+"""The networks of EfficientAD (Batzner et al., "EfficientAD: Accurate Visual Anomaly
+Detection at Millisecond-Level Latencies", WACV 2024): the patch description networks
+(PDN, small and medium; Table 6/7 of the paper) and the autoencoder (Table 8).
+
+Attribute names (``conv1`` .. ``conv6``; ``encoder.enconv*``, ``decoder.deconv*``) are
+the reference implementation's, so a published PDN teacher state dict loads as is.
+Inputs are float images in [0, 1], (N, 3, H, W); each network applies the ImageNet
+normalisation itself, as the reference code does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class SmallPDN(nn.Module):
+    """PDN-S: four convolutions, two 2x2 average pools; a 33x33 receptive field.
+    Without padding a 256 px input gives a 56x56 grid; with padding (3 on the 4x4
+    convolutions, 1 on the pools and the 3x3) the grid is input/4 (64x64)."""
+
+    def __init__(self, out_channels: int = 384, padding: bool = False):
+        super().__init__()
+        p = 1 if padding else 0
+        self.conv1 = nn.Conv2d(3, 128, 4, padding=3 * p)
+        self.conv2 = nn.Conv2d(128, 256, 4, padding=3 * p)
+        self.conv3 = nn.Conv2d(256, 256, 3, padding=p)
+        self.conv4 = nn.Conv2d(256, out_channels, 4)
+        self.pool1 = nn.AvgPool2d(2, 2, padding=p)
+        self.pool2 = nn.AvgPool2d(2, 2, padding=p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(F.relu(self.conv1(imagenet_normalise(x))))
+        x = self.pool2(F.relu(self.conv2(x)))
+        return self.conv4(F.relu(self.conv3(x)))
+
+
+class MediumPDN(nn.Module):
+    """PDN-M: six convolutions (wider, two 1x1), the same 33x33 receptive field."""
+
+    def __init__(self, out_channels: int = 384, padding: bool = False):
+        super().__init__()
+        p = 1 if padding else 0
+        self.conv1 = nn.Conv2d(3, 256, 4, padding=3 * p)
+        self.conv2 = nn.Conv2d(256, 512, 4, padding=3 * p)
+        self.conv3 = nn.Conv2d(512, 512, 1)
+        self.conv4 = nn.Conv2d(512, 512, 3, padding=p)
+        self.conv5 = nn.Conv2d(512, out_channels, 4)
+        self.conv6 = nn.Conv2d(out_channels, out_channels, 1)
+        self.pool1 = nn.AvgPool2d(2, 2, padding=p)
+        self.pool2 = nn.AvgPool2d(2, 2, padding=p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(F.relu(self.conv1(imagenet_normalise(x))))
+        x = self.pool2(F.relu(self.conv2(x)))
+        x = F.relu(self.conv3(x))
+        x = F.relu(self.conv4(x))
+        return self.conv6(F.relu(self.conv5(x)))
+
+
+PDNS = {"small": SmallPDN, "medium": MediumPDN}
+
+
+class _Encoder(nn.Module):
+    def __init__(self, input_size: int = 256) -> None:
+        super().__init__()
+        self.enconv1 = nn.Conv2d(3, 32, 4, stride=2, padding=1)
+        self.enconv2 = nn.Conv2d(32, 32, 4, stride=2, padding=1)
+        self.enconv3 = nn.Conv2d(32, 64, 4, stride=2, padding=1)
+        self.enconv4 = nn.Conv2d(64, 64, 4, stride=2, padding=1)
+        self.enconv5 = nn.Conv2d(64, 64, 4, stride=2, padding=1)
+        # The paper's 8x8 kernel at 256 px; input/32 elsewhere, so that any input size
+        # (tests use 64 px) still ends in a 1x1 bottleneck of 64 values.
+        self.enconv6 = nn.Conv2d(64, 64, max(1, input_size // 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in (self.enconv1, self.enconv2, self.enconv3, self.enconv4, self.enconv5):
+            x = F.relu(conv(x))
+        return self.enconv6(x)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, out_channels: int, padding: bool):
+        super().__init__()
+        self.padding = padding
+        for i in range(1, 7):
+            setattr(self, f"deconv{i}", nn.Conv2d(64, 64, 4, padding=2))
+        self.deconv7 = nn.Conv2d(64, 64, 3, padding=1)
+        self.deconv8 = nn.Conv2d(64, out_channels, 3, padding=1)
+        self.dropout = nn.Dropout(0.2)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        h, w = size
+        # Bilinear upsampling between convolutions; the sizes are the paper's (for
+        # 256 px: 3, 8, 15, 32, 63, 127, then the PDN's grid), scaled with the input.
+        sizes = [(h // 64 - 1, w // 64 - 1), (h // 32, w // 32), (h // 16 - 1, w // 16 - 1),
+                 (h // 8, w // 8), (h // 4 - 1, w // 4 - 1), (h // 2 - 1, w // 2 - 1)]
+        sizes = [(max(1, a), max(1, b)) for a, b in sizes]  # below 128 px the first is 0
+        for i, s in enumerate(sizes, start=1):
+            x = F.interpolate(x, size=s, mode="bilinear")
+            x = self.dropout(F.relu(getattr(self, f"deconv{i}")(x)))
+        last = (math.ceil(h / 4), math.ceil(w / 4)) if self.padding else (math.ceil(h / 4) - 8, math.ceil(w / 4) - 8)
+        x = F.interpolate(x, size=last, mode="bilinear")
+        return self.deconv8(F.relu(self.deconv7(x)))
+
+
+class AutoEncoder(nn.Module):
+    """Image -> 64-value bottleneck -> teacher-like features on the PDN's grid; it sees
+    the whole image, so it models the logical (global) constraints the PDN cannot."""
+
+    def __init__(self, out_channels: int = 384, padding: bool = False, input_size: int = 256):
+        super().__init__()
+        self.encoder = _Encoder(input_size)
+        self.decoder = _Decoder(out_channels, padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(imagenet_normalise(x)), tuple(x.shape[-2:]))

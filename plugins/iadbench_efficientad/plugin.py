@@ -1,0 +1,30 @@
+from iadbench.api import DetectorSpec, hookimpl
+from iadbench_efficientad.detector import DEFAULT_STEPS, PAPER_STEPS, EfficientAD
+
+
+@hookimpl
+def register_detectors(register):
+    register(
+        DetectorSpec(
+            name=EfficientAD.name,
+            factory=EfficientAD,
+            params={
+                "input_size": 256, "variant": "small", "steps": DEFAULT_STEPS, "lr": 1e-4,
+                "weight_decay": 1e-5, "teacher_weights": None, "penalty_dir": None,
+                "backbone": "efficientnet_lite0", "teacher_layers": None, "val_fraction": 0.1,
+                "mining_quantile": 0.999,
+            },
+            description=(
+                "EfficientAD (Batzner et al. 2024): PDN student + autoencoder; default teacher is "
+                "EfficientNet-Lite0 stride 4+8 features with a fixed projection to 384 channels, "
+                "not the paper's distilled WideResNet-101 PDN (teacher_weights=PATH for that)"
+            ),
+            version="1",
+            tags=("student-teacher", "pretrained-backbone", "trained"),
+            preload=("torchvision.transforms.v2.functional",),
+            published_training={
+                "param": "steps", "value": PAPER_STEPS, "unit": "steps",
+                "source": "Batzner et al., WACV 2024, Sec. 4 (70,000 iterations, batch 1)",
+            },
+        )
+    )

@@ -1,0 +1,74 @@
+"""EfficientAD's frozen teacher: either the default, built offline from pretrained
+EfficientNet-Lite features, or a user's PDN teacher state dict.
+
+Deviation from the paper (which distils a PDN from WideResNet-101 layer 2 + 3 features
+on ImageNet, weights we cannot download here): the default teacher is the frozen
+EfficientNet-Lite0 backbone cut at its stride 4 and 8 stages (``blocks.1``, 24 channels,
+and ``blocks.2``, 40 channels, upsampled bilinearly to the stride 4 grid), followed by a
+fixed random projection with orthonormal columns (seeded, saved with the model) to the
+PDN's 384 channels. It plays the same role: a pretrained, frozen map of local
+descriptors on a stride 4 grid. It differs in receptive field (larger than the PDN's 33
+px for ``blocks.2``) and in depth of the pretrained knowledge (ImageNet classification
+features, not distilled WideResNet ones). The student is then a padded PDN so that its
+grid equals the backbone's (input/4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from iadbench.api import InputError
+from iadbench_efficientad.networks import PDNS
+
+TEACHER_CHANNELS = 384
+
+
+def read_teacher_state(path: str | Path, variant: str) -> dict[str, torch.Tensor]:
+    """A PDN teacher state dict from ``path`` (safetensors, or a torch file read with
+    ``weights_only=True``: never a general unpickle), checked against the variant."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"efficientad: teacher_weights is not a readable file: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(p)
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"efficientad: teacher_weights {p} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError(f"efficientad: teacher_weights {p} holds no state dict of tensors")
+    sd = {k.removeprefix("module.").removeprefix("teacher."): v for k, v in sd.items()}
+    net = PDNS[variant](TEACHER_CHANNELS, padding=False)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"efficientad: teacher_weights {p} do not fit the {variant} PDN: {str(exc).splitlines()[0][:200]}") from None
+    return sd
+
+
+def orthonormal_projection(in_channels: int, out_channels: int, seed: int) -> torch.Tensor:
+    """(out, in) matrix with orthonormal columns: distances between projected features
+    equal distances between the backbone features."""
+    g = torch.Generator().manual_seed(int(seed))
+    a = torch.randn(out_channels, in_channels, generator=g, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)  # unique sign: reproducible
+    return q.float().contiguous()
+
+
+def project_backbone(feats: dict[str, torch.Tensor], layers: list[str], projection: torch.Tensor) -> torch.Tensor:
+    """Backbone stages -> (N, 384, h, w) at the finest stage's grid."""
+    maps = [feats[name] for name in layers]
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    parts = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+    x = torch.cat(parts, 1)
+    return torch.einsum("oc,nchw->nohw", projection, x)

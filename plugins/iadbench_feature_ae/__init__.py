@@ -1,0 +1,1 @@
+"""A feature autoencoder on pretrained CNN features for iadbench."""

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from iadbench.api import FitContext, InputError
+from iadbench.artifacts import load_detector
+from iadbench.plugins import load_registry
+from iadbench_efficientad.core import hard_feature_loss, map_quantiles, normalise_map, quantile
+from iadbench_efficientad.detector import EfficientAD
+from iadbench_efficientad.networks import AutoEncoder, MediumPDN, SmallPDN
+from testkit import adbench, plugin_env
+
+from .conftest import synthetic_objects
+
+
+def test_quantile_and_map_normalisation_match_numpy():
+    rng = np.random.default_rng(0)
+    maps = rng.gamma(2.0, size=(3, 17, 19)).astype(np.float32)
+    for q in (0.0, 0.5, 0.9, 0.995, 1.0):
+        np.testing.assert_allclose(float(quantile(torch.from_numpy(maps), q)), np.quantile(maps, q), rtol=1e-6)
+    q_a, q_b = map_quantiles(torch.from_numpy(maps))
+    np.testing.assert_allclose([q_a, q_b], np.quantile(maps, [0.9, 0.995]), rtol=1e-6)
+    got = normalise_map(torch.from_numpy(maps), q_a, q_b).numpy()
+    ref = 0.1 * (maps - np.quantile(maps, 0.9)) / (np.quantile(maps, 0.995) - np.quantile(maps, 0.9))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+    assert np.mean(got <= 0) == pytest.approx(0.9, abs=1e-3) and np.mean(got <= 0.1) == pytest.approx(0.995, abs=1e-3)
+
+
+def test_hard_feature_loss_keeps_exactly_the_top_tenth_of_a_percent():
+    g = torch.Generator().manual_seed(1)
+    d = torch.rand(2, 50, 10, 20, generator=g, requires_grad=True)  # 20,000 distinct errors
+    loss = hard_feature_loss(d, 0.999)
+    top = np.sort(d.detach().numpy().ravel())[-20:]  # 0.1% of 20,000
+    np.testing.assert_allclose(loss.item(), top.mean(), rtol=1e-6)
+    loss.backward()
+    assert int((d.grad != 0).sum()) == 20
+
+
+@pytest.mark.parametrize("padding", [False, True])
+def test_networks_match_anomalib_with_the_same_weights(padding):
+    ref = pytest.importorskip("anomalib.models.image.efficient_ad.torch_model")
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64)
+    for ours, theirs in ((SmallPDN(384, padding), ref.SmallPatchDescriptionNetwork(384, padding)),
+                         (MediumPDN(384, padding), ref.MediumPatchDescriptionNetwork(384, padding))):
+        theirs.load_state_dict(ours.state_dict(), strict=True)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    ae, their_ae = AutoEncoder(384, padding).eval(), ref.AutoEncoder(384, padding).eval()
+    their_ae.load_state_dict(ae.state_dict(), strict=True)
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(ae(x), their_ae(x, x.shape[-2:]), rtol=1e-5, atol=1e-5)
+
+
+def test_fit_save_reload_and_seeding(tmp_path):
+    x = synthetic_objects(6, 64)
+    a, b = EfficientAD(input_size=64, steps=3), EfficientAD(input_size=64, steps=3)
+    a.fit(x, FitContext(seed=0))
+    b.fit(x, FitContext(seed=0))
+    pa, pb = a.predict(x[:3]), b.predict(x[:3])
+    assert pa.maps.shape == (3, 64, 64)
+    np.testing.assert_array_equal(pa.scores, pb.scores)
+    assert a.info == {"penalty": False, "penalty_images": 0, "teacher": "backbone:tf_efficientnet_lite0:blocks.1+blocks.2", "val_images": 1}
+    a.save(tmp_path / "m")
+    back = load_detector(tmp_path / "m", load_registry())
+    pc = back.predict(x[:3])
+    np.testing.assert_allclose(pc.scores, pa.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pc.maps, pa.maps, rtol=1e-5, atol=1e-6)
+
+
+def test_pdn_teacher_weights_and_penalty_folder(tmp_path):
+    from PIL import Image
+
+    torch.manual_seed(3)
+    torch.save({"teacher." + k: v for k, v in SmallPDN(384).state_dict().items()}, tmp_path / "teacher.pth")
+    (tmp_path / "nat").mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "nat" / f"{i}.png")
+    det = EfficientAD(input_size=64, steps=2, teacher_weights=str(tmp_path / "teacher.pth"), penalty_dir=str(tmp_path / "nat"))
+    x = synthetic_objects(4, 64)
+    det.fit(x, FitContext(seed=0))
+    assert det.info["penalty"] and det.info["penalty_images"] == 2 and det.info["teacher"] == "pdn:teacher_weights"
+    before = det.predict(x[:2])
+    det.save(tmp_path / "m")  # the teacher travels inside the model folder
+    after = load_detector(tmp_path / "m", load_registry()).predict(x[:2])
+    np.testing.assert_allclose(after.maps, before.maps, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_parameters_are_one_line_plan_errors(tmp_path):
+    with pytest.raises(InputError, match="steps"):
+        EfficientAD(steps=-5)
+    with pytest.raises(InputError, match="variant"):
+        EfficientAD(variant="large")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="teacher_weights"):
+        EfficientAD(teacher_weights=str(tmp_path / "junk.pth"))
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(InputError, match="do not fit"):
+        EfficientAD(teacher_weights=str(tmp_path / "wrong.pth"))
+    env = plugin_env(allow="efficientad,factory,metrics", IADBENCH_CACHE=str(tmp_path / "cache"))
+    out = adbench("run", "-d", "efficientad", "--set", f"efficientad.teacher_weights={tmp_path / 'missing.pth'}",
+                  "--run-dir", str(tmp_path / "run"), env=env, cwd=tmp_path)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert len(out.stderr.strip().splitlines()) == 1 and "teacher_weights" in out.stderr
+    assert not (tmp_path / "run" / "records.jsonl").exists()
