@@ -7,7 +7,7 @@ from skimage.metrics import structural_similarity
 
 from iadbench.api import FitContext, InputError
 from iadbench.artifacts import load_detector
-from iadbench.plugins import load_registry
+from iadbench.plugins import get_registry
 from iadbench_conv_ae.detector import ConvAE, residual_map
 from iadbench_conv_ae.ssim import RADIUS, ssim_map
 
@@ -52,7 +52,7 @@ def test_fit_save_reload_and_seeding(tmp_path):
     assert pa.maps.shape == (3, 64, 64)
     np.testing.assert_array_equal(pa.scores, pb.scores)
     a.save(tmp_path / "m")
-    back = load_detector(tmp_path / "m", load_registry()).predict(x[:3])
+    back = load_detector(tmp_path / "m", get_registry()).predict(x[:3])
     np.testing.assert_allclose(back.scores, pa.scores, rtol=1e-5)
     np.testing.assert_allclose(back.maps, pa.maps, rtol=1e-5, atol=1e-7)
 

@@ -6,7 +6,7 @@ import torch
 
 from iadbench.api import FitContext, InputError
 from iadbench.artifacts import load_detector
-from iadbench.plugins import load_registry
+from iadbench.plugins import get_registry
 from iadbench_efficientad.core import hard_feature_loss, map_quantiles, normalise_map, quantile
 from iadbench_efficientad.detector import EfficientAD
 from iadbench_efficientad.networks import AutoEncoder, MediumPDN, SmallPDN
@@ -64,7 +64,7 @@ def test_fit_save_reload_and_seeding(tmp_path):
     np.testing.assert_array_equal(pa.scores, pb.scores)
     assert a.info == {"penalty": False, "penalty_images": 0, "teacher": "backbone:tf_efficientnet_lite0:blocks.1+blocks.2", "val_images": 1}
     a.save(tmp_path / "m")
-    back = load_detector(tmp_path / "m", load_registry())
+    back = load_detector(tmp_path / "m", get_registry())
     pc = back.predict(x[:3])
     np.testing.assert_allclose(pc.scores, pa.scores, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pc.maps, pa.maps, rtol=1e-5, atol=1e-6)
@@ -84,7 +84,7 @@ def test_pdn_teacher_weights_and_penalty_folder(tmp_path):
     assert det.info["penalty"] and det.info["penalty_images"] == 2 and det.info["teacher"] == "pdn:teacher_weights"
     before = det.predict(x[:2])
     det.save(tmp_path / "m")  # the teacher travels inside the model folder
-    after = load_detector(tmp_path / "m", load_registry()).predict(x[:2])
+    after = load_detector(tmp_path / "m", get_registry()).predict(x[:2])
     np.testing.assert_allclose(after.maps, before.maps, rtol=1e-5, atol=1e-6)
 
 
@@ -105,3 +105,14 @@ def test_bad_parameters_are_one_line_plan_errors(tmp_path):
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert len(out.stderr.strip().splitlines()) == 1 and "teacher_weights" in out.stderr
     assert not (tmp_path / "run" / "records.jsonl").exists()
+
+
+def test_trained_in_house_detectors_are_opt_in_for_the_default_grid():
+    from iadbench.runner.plan import DatasetEntry, DetectorEntry, Plan, expand
+
+    registry = get_registry()
+    cells = expand(Plan(detectors=[], all_detectors=True, datasets=[DatasetEntry("factory")]), registry, lambda d: ["fabric"])
+    names = {c.detector for c in cells}
+    assert "padim" in names and not names & {"efficientad", "feature_ae", "conv_ae"}
+    named = expand(Plan(detectors=[DetectorEntry("efficientad")], datasets=[DatasetEntry("factory")]), registry, lambda d: ["fabric"])
+    assert [c.detector for c in named] == ["efficientad"]

@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from iadbench.api import FitContext, InputError
 from iadbench.artifacts import load_detector
-from iadbench.plugins import load_registry
+from iadbench.plugins import get_registry
 from iadbench_feature_ae.detector import FeatureAE
 
 from .conftest import synthetic_objects
@@ -25,7 +25,7 @@ def test_fit_save_reload_seeding_and_detection(tmp_path):
     np.testing.assert_allclose(pa.scores, pa.maps.reshape(8, -1).max(1), rtol=1e-6)
     assert roc_auc_score([0] * 4 + [1] * 4, pa.scores) == 1.0
     a.save(tmp_path / "m")
-    back = load_detector(tmp_path / "m", load_registry()).predict(test)
+    back = load_detector(tmp_path / "m", get_registry()).predict(test)
     np.testing.assert_allclose(back.scores, pa.scores, rtol=1e-5)
     np.testing.assert_allclose(back.maps, pa.maps, rtol=1e-5, atol=1e-7)
 
