@@ -51,15 +51,11 @@ def decode_upload(data: bytes, name: str = "upload") -> np.ndarray:
     ``iadbench.images.decode_image`` decodes a file (so scores equal ``adbench predict``'s)."""
     from PIL import Image, UnidentifiedImageError
 
-    from iadbench.errors import ImageError
     from iadbench.images import _to_rgb, max_pixels
 
     if not data:
         raise UploadError(422, f"{name}: empty upload (0 bytes)")
-    try:
-        limit = max_pixels()
-    except ImageError as exc:
-        raise UploadError(500, str(exc)) from None
+    limit = max_pixels()  # create_app checked it parses
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -218,8 +214,10 @@ def create_app(
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+    from iadbench.images import max_pixels
     from iadbench.visual import overlay, png_bytes
 
+    max_pixels()  # a malformed IADBENCH_MAX_PIXELS fails here, at start, not per request
     model = runner.model
     batcher = MicroBatcher(runner, batch_size, batch_wait_ms)
 
