@@ -44,8 +44,8 @@ def test_residual_map_combines_squared_error_and_ssim():
 
 
 def test_fit_save_reload_and_seeding(tmp_path):
-    x = synthetic_objects(6, 64)
-    a, b = ConvAE(input_size=64, epochs=2), ConvAE(input_size=64, epochs=2)
+    x = synthetic_objects(4, 64)
+    a, b = ConvAE(input_size=64, epochs=1, batch=4), ConvAE(input_size=64, epochs=1, batch=4)
     a.fit(x, FitContext(seed=0))
     b.fit(x, FitContext(seed=0))
     pa, pb = a.predict(x[:3]), b.predict(x[:3])

@@ -16,7 +16,7 @@ from .conftest import synthetic_objects
 def test_fit_save_reload_seeding_and_detection(tmp_path):
     good = synthetic_objects(8, 64, seed=0)
     test = np.concatenate([synthetic_objects(4, 64, seed=1), synthetic_objects(4, 64, seed=2, defect=True)])
-    a, b = FeatureAE(input_size=64, epochs=15), FeatureAE(input_size=64, epochs=15)
+    a, b = FeatureAE(input_size=64, epochs=10), FeatureAE(input_size=64, epochs=10)
     a.fit(good, FitContext(seed=0))
     b.fit(good, FitContext(seed=0))
     pa, pb = a.predict(test), b.predict(test)
