@@ -123,7 +123,7 @@ def backbone_graph(det, threads: int):
 
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(Last(), (example_batch(det.input_size, 1),), buf, input_names=["images"],
+        torch.onnx.export(Last().eval(), (example_batch(det.input_size, 1),), buf, input_names=["images"],
                           dynamic_axes={"images": {0: "batch"}}, opset_version=17, dynamo=False)
     import onnxruntime as ort
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from iadbench.api import FitContext, InputError
 from iadbench.types import Prediction
@@ -74,3 +75,13 @@ def test_onnx_runtime_refuses_bad_files_and_inputs(tmp_path, graphs, images):
         OnnxRuntime(tmp_path / "missing.onnx")
     with pytest.raises(InputError, match="uint8"):
         OnnxRuntime(graphs["padim"]).predict(images[:1, :32, :32])
+
+
+def test_export_graphs_never_touch_the_live_detector(padim, images):
+    # a graph shares no module with the detector: switching the graph to training
+    # mode (as tracing does and undoes) leaves the detector's batch norms in eval
+    before = padim.predict(images[4:6]).scores
+    wrapper = torch.nn.Sequential(padim.export_module())
+    wrapper.train(True)
+    assert not any(m.training for m in padim.extractor.modules())
+    np.testing.assert_array_equal(padim.predict(images[4:6]).scores, before)

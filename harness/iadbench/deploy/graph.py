@@ -10,6 +10,7 @@ trunk with its normalisation, and the map post-processing.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -28,10 +29,15 @@ class TrunkFeatures(nn.Module):
         self.layers = [str(x) for x in layers]
         last = max(extractor.step_names.index(x) for x in self.layers)
         self.names = extractor.step_names[: last + 1]
-        self.steps = nn.ModuleList(list(extractor.steps)[: last + 1])
+        # A copy: tracing switches train/eval on the graph's modules and restores the
+        # mode it found, which must never reach the live detector's batch norms.
+        self.steps = copy.deepcopy(nn.ModuleList(list(extractor.steps)[: last + 1])).eval()
         # scale folds /255 and the weights' mean/std into one multiply-add
         self.register_buffer("scale", (1.0 / (255.0 * extractor.std)).clone())
         self.register_buffer("shift", (-extractor.mean / extractor.std).clone())
+
+    def train(self, mode: bool = True) -> TrunkFeatures:
+        return super().train(False)  # frozen, like the extractor it copies
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = images.permute(0, 3, 1, 2).float() * self.scale + self.shift
