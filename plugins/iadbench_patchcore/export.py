@@ -41,9 +41,13 @@ class PatchCoreGraph(nn.Module):
         emb = torch.cat(maps, 1)
         n, c, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(n, h * w, c)
-        d2 = torch.matmul(q, self.bank_t).mul(-2.0).add(self.bank_sq).add((q * q).sum(-1, keepdim=True))
-        m2, index = d2.min(-1)
-        dist = m2.clamp_min(0).sqrt()  # (N, P)
+        flat = q.reshape(n * h * w, c)
+        # ||m||^2 - 2 q.m as one Gemm; ||q||^2 is the same along a row, so it is added
+        # after the min: one (N*P, bank) buffer and one pass over it instead of four
+        part = torch.addmm(self.bank_sq.unsqueeze(0), flat, self.bank_t, alpha=-2.0)
+        m2, index = part.min(1)
+        dist = (m2 + (flat * flat).sum(1)).clamp_min(0).sqrt().view(n, h * w)
+        index = index.view(n, h * w)
         score = self._score(q, dist, index)
         return score, self.maps(dist.view(n, h, w))
 
