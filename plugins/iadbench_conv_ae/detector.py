@@ -24,7 +24,7 @@ from torch import nn
 
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.features import gaussian_blur
-from iadbench_conv_ae.progress import training_progress
+from iadbench.progress import training_progress
 from iadbench_conv_ae.ssim import ssim_map
 
 DEFAULT_EPOCHS = 12

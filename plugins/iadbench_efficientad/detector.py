@@ -30,7 +30,6 @@ same gradients.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.backbones import canonical_arch
 from iadbench.features import BackboneMixin
+from iadbench.progress import training_progress
 from iadbench_efficientad.core import hard_feature_loss, map_quantiles, normalise_map
 from iadbench_efficientad.networks import PDNS, AutoEncoder
 from iadbench_efficientad.teacher import (
@@ -73,17 +73,6 @@ def colour_jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     kind = int(torch.randint(0, 3, (), generator=gen))
     fn = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)[kind]
     return fn(x, factor)
-
-
-def training_progress(total: int, what: str):
-    """A rich progress bar on a terminal, nothing otherwise (cells, CI logs)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        disable=not sys.stderr.isatty(), transient=True,
-    )
-    return progress, progress.add_task(what, total=total)
 
 
 def load_penalty_images(folder: str, size: tuple[int, int], limit: int = 2000) -> np.ndarray:

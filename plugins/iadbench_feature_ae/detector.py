@@ -26,7 +26,7 @@ from torch import nn
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.backbones import ARCHS, canonical_arch, default_layers
 from iadbench.features import BackboneMixin, patch_maps_to_pixels
-from iadbench_feature_ae.progress import training_progress
+from iadbench.progress import training_progress
 
 DEFAULT_LAYERS = {"efficientnet": ["blocks.2", "blocks.4"]}  # PaDiM's defaults
 DEFAULT_EPOCHS = 25

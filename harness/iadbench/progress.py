@@ -1,4 +1,8 @@
-"""A training progress bar: rich on a terminal, nothing otherwise (cells, CI logs)."""
+"""A training progress bar for detectors trained by gradient steps (public for plugins).
+
+Rich on a terminal; nothing otherwise, so cell logs and CI output stay free of
+redraw noise.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import sys
 
 
 def training_progress(total: int, what: str):
+    """``(progress, task)``: use ``with progress:`` and ``progress.advance(task)`` per step."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(
