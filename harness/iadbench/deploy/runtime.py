@@ -61,6 +61,9 @@ class OnnxRuntime:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # no spin-waiting between runs: idle sessions (a server, several models in one
+        # process) would otherwise burn the cores torch and other sessions need
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = model if isinstance(model, bytes) else str(model)
         if not isinstance(model, bytes) and not Path(model).is_file():
             raise InputError("ONNX file not found", model)
