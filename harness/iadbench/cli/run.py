@@ -122,15 +122,18 @@ def run(
     run_dir = run_dir or new_run_dir()
     outcome = execute(
         plan, registry, run_dir, resume=resume,
-        workers=workers or default_workers(), console=console, cell_timeout_s=cell_timeout,
+        # ray: sized per node by the executor (a cell per 4 CPUs of the smallest node)
+        workers=workers or (None if plan.executor == "ray" else default_workers()), console=console, cell_timeout_s=cell_timeout,
     )
     _summary(outcome)
     from iadbench.report.html import write_report
+    from iadbench.switches import env_flag
 
+    page = None
     try:  # the pictures are extra: a failure there must not cost the leaderboard
-        page = write_report([outcome.run_dir], outcome.run_dir / "report.html", registry.metrics)
+        if env_flag("IADBENCH_HTML_REPORT", default=True):  # ~1 s of matplotlib per run
+            page = write_report([outcome.run_dir], outcome.run_dir / "report.html", registry.metrics)
     except Exception as exc:  # noqa: BLE001
-        page = None
         console.print(f"[yellow]warning:[/yellow] HTML report not written: {type(exc).__name__}: {exc}")
     board = leaderboard_mod.write([outcome.run_dir], outcome.run_dir / "leaderboard.md", registry.metrics, report=page)
     console.print(f"results: {outcome.run_dir}/records.jsonl")
