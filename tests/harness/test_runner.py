@@ -55,6 +55,9 @@ def test_run_records_every_field_and_reloads(env, tmp_path):
     assert run_info["environment"]["cpu_count"] == os.cpu_count()
     assert run_info["environment"]["packages"]["iadbench"]
     assert len(run_info["cells"]) == 2
+    # The visual report lands beside the leaderboard, which links it.
+    assert (run_dir / "report.html").is_file()
+    assert "report.html" in (run_dir / "leaderboard.md").read_text()
 
     # The saved artifact reloads through the registry and scores identically.
     rec = recs[0]
