@@ -353,7 +353,10 @@ def to_input_tensor(images: Any) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise InputError(f"images must be uint8 (N, H, W, 3); got {images.dtype} {images.shape}")
-        images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        array = np.ascontiguousarray(images)
+        if not array.flags.writeable:  # e.g. decoded from a request's bytes; torch warns on read-only memory
+            array = array.copy()
+        images = torch.from_numpy(array).permute(0, 3, 1, 2)
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise InputError("images must be a 4-d array or tensor")
     if images.dtype == torch.uint8:
