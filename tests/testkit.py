@@ -37,3 +37,14 @@ def adbench(*args: str, env: dict[str, str], cwd: Path, timeout: float = 300) ->
         [sys.executable, "-m", "iadbench", *args],
         env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def cli(*args: str) -> int:
+    """Run the real CLI in this process (no interpreter start-up); its exit code."""
+    from iadbench.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

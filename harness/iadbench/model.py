@@ -28,6 +28,7 @@ import numpy as np
 
 from iadbench.detector import CONFIG_FILE, WEIGHTS_FILE, Detector
 from iadbench.errors import InputError
+from iadbench.jsonio import json_default
 
 MODEL_FILE = "model.json"
 MODEL_FORMAT = 1
@@ -94,7 +95,7 @@ def write_model(
         "info": info,
     }
     tmp = directory / (MODEL_FILE + ".tmp")
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=_json_default))
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=json_default))
     os.replace(tmp, directory / MODEL_FILE)
     return directory
 
@@ -206,11 +207,3 @@ def _float(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")

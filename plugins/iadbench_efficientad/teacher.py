@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from iadbench.api import InputError
+from iadbench.backbones import read_state_dict
 from iadbench_efficientad.networks import PDNS
 
 TEACHER_CHANNELS = 384
@@ -33,20 +34,12 @@ def read_teacher_state(path: str | Path, variant: str) -> dict[str, torch.Tensor
     if not p.is_file():
         raise InputError(f"efficientad: teacher_weights is not a readable file: {p}")
     try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(p)
-        else:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"efficientad: teacher_weights {p} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        sd = read_state_dict(p)  # safetensors or weights_only torch; unwraps checkpoints, drops "module."
+    except InputError as exc:
+        raise InputError(f"efficientad: teacher_weights {p} cannot be used: {str(exc).splitlines()[0][:200]}") from None
+    if not sd:
         raise InputError(f"efficientad: teacher_weights {p} holds no state dict of tensors")
-    sd = {k.removeprefix("module.").removeprefix("teacher."): v for k, v in sd.items()}
+    sd = {k.removeprefix("teacher."): v for k, v in sd.items()}
     net = PDNS[variant](TEACHER_CHANNELS, padding=False)
     try:
         net.load_state_dict(sd, strict=True)

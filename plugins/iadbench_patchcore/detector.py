@@ -82,6 +82,20 @@ def pool_channels(m: torch.Tensor, dim: int) -> torch.Tensor:
     return F.adaptive_avg_pool1d(flat, dim).view(n, h, w, dim).permute(0, 3, 1, 2)
 
 
+def locally_aware(feats: dict[str, torch.Tensor], layers: Sequence[str], layer_dim: int | None) -> torch.Tensor:
+    """(N, C, h, w) locally aware patch features at the finest grid of ``layers``: each
+    stage 3x3-averaged, optionally channel-pooled, upsampled and concatenated. Eager
+    scoring and the ONNX export graph both call this, so they cannot drift apart."""
+    maps = [F.avg_pool2d(feats[name], 3, stride=1, padding=1) for name in layers]
+    if layer_dim is not None:
+        # Before upsampling: both are linear, on different axes, so they commute
+        # and the coarse map is cheaper to pool.
+        maps = [pool_channels(m, layer_dim) for m in maps]
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+    return torch.cat(maps, 1)
+
+
 class PatchCore(BackboneMixin, Detector):
     name = "patchcore"
 
@@ -130,15 +144,7 @@ class PatchCore(BackboneMixin, Detector):
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """(N, C, h, w) locally aware patch features at the finest requested grid."""
-        feats = self.features(images)
-        maps = [F.avg_pool2d(feats[name], 3, stride=1, padding=1) for name in self.layers]
-        if self.layer_dim is not None:
-            # Before upsampling: both are linear, on different axes, so they commute
-            # and the coarse map is cheaper to pool.
-            maps = [pool_channels(m, self.layer_dim) for m in maps]
-        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-        maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
-        return torch.cat(maps, 1)
+        return locally_aware(self.features(images), self.layers, self.layer_dim)
 
     def fit(self, images: np.ndarray, ctx: FitContext) -> None:
         emb = self.embed(images)

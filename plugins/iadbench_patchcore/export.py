@@ -10,11 +10,10 @@ maps equal the exact search's.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from iadbench.deploy.graph import PixelMaps, TrunkFeatures
-from iadbench_patchcore.detector import pool_channels
+from iadbench_patchcore.detector import locally_aware
 
 
 class PatchCoreGraph(nn.Module):
@@ -32,13 +31,7 @@ class PatchCoreGraph(nn.Module):
         self.maps = PixelMaps(det.input_size, det.sigma)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.trunk(images)
-        maps = [F.avg_pool2d(feats[name], 3, stride=1, padding=1) for name in self.layers]
-        if self.layer_dim is not None:
-            maps = [pool_channels(m, self.layer_dim) for m in maps]
-        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-        maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
-        emb = torch.cat(maps, 1)
+        emb = locally_aware(self.trunk(images), self.layers, self.layer_dim)
         n, c, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(n, h * w, c)
         flat = q.reshape(n * h * w, c)

@@ -10,18 +10,10 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'iadbench[deploy]')")
 
-from iadbench.cli import main  # noqa: E402
 from iadbench.deploy import export as export_module  # noqa: E402
 from iadbench.deploy.runtime import OnnxRuntime  # noqa: E402
 from iadbench.model import write_model  # noqa: E402
-
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from testkit import cli  # noqa: E402
 
 
 @pytest.fixture

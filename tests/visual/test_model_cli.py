@@ -12,21 +12,14 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from iadbench.cli import main
 from iadbench.errors import InputError
 from iadbench.model import load_model, predict_images
 from iadbench.visual import OUTLINE_RGB
+from testkit import cli
 
 SIZE = 48  # images on disk; the detector works at 32
 
 
-def cli(*args: str) -> int:
-    """Run the real CLI in this process; its exit code."""
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def _save(path: Path, array: np.ndarray) -> None:

