@@ -7,12 +7,12 @@ import torch
 
 from iadbench.backbones import (
     ARCHS,
-    _read_torch_file,
     _remap_efficientnet_pytorch,
     canonical_arch,
     create_feature_extractor,
     create_model,
     pretrained_state_dict,
+    read_state_dict,
 )
 from iadbench.errors import InputError
 
@@ -25,7 +25,7 @@ def test_remap_covers_every_timm_key_and_nothing_else(arch):
 
     info = ARCHS[arch]
     module = importlib.import_module(info.pypi_module)
-    src = _read_torch_file(__import__("pathlib").Path(getattr(module, info.pypi_class).get_model_file_path()))
+    src = read_state_dict(__import__("pathlib").Path(getattr(module, info.pypi_class).get_model_file_path()))
     model = timm.create_model(arch, pretrained=False)
     sd = _remap_efficientnet_pytorch(src, model)
     assert set(sd) == set(model.state_dict())  # every timm key, none left over
