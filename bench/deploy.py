@@ -105,40 +105,11 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def backbone_graph(det, threads: int):
-    """The model's backbone trunk alone, exported to onnxruntime (uint8 in, deepest layer out)."""
-    import io
-
-    from iadbench.deploy.graph import TrunkFeatures, example_batch
-
-    trunk = TrunkFeatures(det.extractor, det.layers).eval()
-
-    class Last(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.trunk = trunk
-
-        def forward(self, x):
-            return tuple(self.trunk(x).values())
-
-    buf = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(Last().eval(), (example_batch(det.input_size, 1),), buf, input_names=["images"],
-                          dynamic_axes={"images": {0: "batch"}}, opset_version=17, dynamo=False)
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-    return lambda x: sess.run(None, {"images": x})
-
-
 def latency(args: argparse.Namespace) -> None:
     import os
 
     from iadbench.deploy.export import graph_bytes
-    from iadbench.deploy.runtime import OnnxRuntime
+    from iadbench.deploy.runtime import OnnxRuntime, open_backbone, open_runtime
     from iadbench.features import cache_disabled
     from iadbench.model import load_model
 
@@ -150,25 +121,31 @@ def latency(args: argparse.Namespace) -> None:
     for directory in args.models:  # everything built first, then timed side by side
         det = load_model(directory).detector
         test, x, masks, labels = _mvtec_test(args.category, det.input_size)
-        rt = OnnxRuntime(graph_bytes(det), threads=args.threads)
-        bank = f", bank {det.memory_bank.shape[0]}" if hasattr(det, "memory_bank") else ""
+        runtimes = {"onnx": open_runtime(det, "onnx", args.threads)}  # what predict and serve use
+        if det.split_runtime:  # the whole graph as `adbench export` writes it, for comparison
+            runtimes["onnx graph"] = OnnxRuntime(graph_bytes(det), threads=args.threads)
+        bank = f", bank {det.memory_bank.shape[0]}, search {det.search}" if hasattr(det, "memory_bank") else ""
         name = f"{det.name} {det.input_size[0]} px{bank}"
-        prepared.append((name, directory, det, rt, x, masks, labels))
+        prepared.append((name, directory, det, runtimes, x, masks, labels))
         one = x[:1]
-        fns[(name, "backbone onnx")] = partial(backbone_graph(det, args.threads), one)
+        fns[(name, "backbone onnx")] = partial(open_backbone(det, args.threads), one)
         fns[(name, "eager")] = partial(det.predict, one)
-        fns[(name, "onnx")] = partial(rt.predict, one)
+        for label, rt in runtimes.items():
+            fns[(name, label)] = partial(rt.predict, one)
     with cache_disabled():
         ms = _interleaved(fns, args.repeats)
-    for name, directory, det, rt, x, masks, labels in prepared:
+    for name, directory, det, runtimes, x, masks, labels in prepared:
         with cache_disabled():
-            eager, onnx = det.predict(x), rt.predict(x)
-        rel = np.abs(onnx.scores - eager.scores) / np.abs(eager.scores)
+            eager = det.predict(x)
         ie, pe = _aurocs(eager.scores, eager.maps, labels, masks)
-        io_, po = _aurocs(onnx.scores, onnx.maps, labels, masks)
         print(f"{name} ({directory}): backbone onnx {ms[(name, 'backbone onnx')]:.1f} ms | end to end eager "
-              f"{ms[(name, 'eager')]:.1f} ms, onnx {ms[(name, 'onnx')]:.1f} ms | scores max rel diff {rel.max():.1e} "
-              f"over {len(x)} test images | image AUROC eager {ie:.4f} onnx {io_:.4f}, pixel AUROC eager {pe:.4f} onnx {po:.4f}")
+              f"{ms[(name, 'eager')]:.1f} ms | image AUROC eager {ie:.4f}, pixel AUROC {pe:.4f}")
+        for label, rt in runtimes.items():
+            got = rt.predict(x)
+            rel = np.abs(got.scores - eager.scores) / np.abs(eager.scores)
+            io_, po = _aurocs(got.scores, got.maps, labels, masks)
+            print(f"    {label} ({rt.detail}): {ms[(name, label)]:.1f} ms | scores max rel diff {rel.max():.1e} over "
+                  f"{len(x)} test images | image AUROC {io_:.4f}, pixel AUROC {po:.4f}")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

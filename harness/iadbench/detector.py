@@ -83,6 +83,24 @@ class Detector(ABC):
     def exportable(self) -> bool:
         return type(self).export_module is not Detector.export_module
 
+    def export_front(self) -> torch.nn.Module:
+        """Optional, for detectors whose scoring needs more than a graph holds (e.g. an
+        approximate nearest-neighbour index): the traceable front, uint8 (N, H, W, 3) ->
+        one float tensor, which the onnx runtime runs in onnxruntime before handing its
+        output to ``predict_from_front``. Used instead of ``export_module`` when
+        ``split_runtime`` is true."""
+        raise NotImplementedError(f"detector '{self.name}' has no front graph")
+
+    def predict_from_front(self, front: np.ndarray) -> Prediction:
+        """The rest of ``predict`` from the front graph's output (see ``export_front``)."""
+        raise NotImplementedError(f"detector '{self.name}' has no front graph")
+
+    @property
+    def split_runtime(self) -> bool:
+        """True when the onnx runtime should run ``export_front`` in onnxruntime and the
+        rest in Python rather than the whole ``export_module`` graph."""
+        return False
+
     # --- artifacts -----------------------------------------------------------------
 
     @abstractmethod

@@ -127,7 +127,9 @@ def reweighted_score(
     b = max(1, min(int(num_neighbors), bank.shape[0]))
     if b == 1:
         return torch.linalg.vector_norm(m_star - patch)
-    d2 = (bank_sq - 2 * bank @ m_star + bank_sq[nn_index]).clamp_min(0)
+    # addmv, not bank_sq - 2 * bank @ m_star: that scales a copy of the whole bank first
+    # (4x the time of one pass over it, measured on a 77k-row bank)
+    d2 = torch.addmv(bank_sq, bank, m_star, alpha=-2).add_(bank_sq[nn_index]).clamp_min_(0)
     d2[nn_index] = -1.0  # m* itself first, even with duplicate rows in the bank
     support = torch.topk(d2, b, largest=False).indices
     dist = torch.linalg.vector_norm(bank[support] - patch, dim=1)

@@ -4,7 +4,10 @@
 The search in the graph is the exact one (||q||^2 + ||m||^2 - 2 q.m and a min over the
 bank) whatever the model's ``search``: an ONNX graph has no faiss. Image scores equal
 eager ones under either search (hnsw re-checks each image's top patches exactly);
-maps equal the exact search's.
+maps equal the exact search's. ``adbench export`` writes this graph.
+
+``PatchCoreFront`` is the graph up to the embedding: the onnx runtime of a model with
+HNSW search (the default) runs it in onnxruntime and searches with faiss in Python.
 """
 
 from __future__ import annotations
@@ -58,3 +61,17 @@ class PatchCoreGraph(nn.Module):
         dist_b = (self.bank[support] - patch.unsqueeze(1)).norm(dim=2)  # (N, b)
         weight = 1.0 - torch.softmax(dist_b, 1)[:, 0]
         return weight * dist_b[:, 0]
+
+
+class PatchCoreFront(nn.Module):
+    """uint8 (N, H, W, 3) -> locally aware embedding (N, C, h, w): the part of
+    ``PatchCore.predict`` before the bank search, for the split onnx runtime
+    (``PatchCore.predict_from_front`` does the search, eq. 7 and the maps)."""
+
+    def __init__(self, det):
+        super().__init__()
+        self.trunk = TrunkFeatures(det.extractor, det.layers)
+        self.layers, self.layer_dim = list(det.layers), det.layer_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return locally_aware(self.trunk(images), self.layers, self.layer_dim)

@@ -73,5 +73,6 @@ def reuse_graphs(graphs, fitted, monkeypatch):
 
     by_id = {id(det): graphs[name] for name, det in fitted.items()}
     real = export.graph_bytes
-    monkeypatch.setattr(export, "graph_bytes", lambda det: by_id.get(id(det)) or real(det))
+    monkeypatch.setattr(export, "graph_bytes",
+                        lambda det, front=False: real(det, front=True) if front else (by_id.get(id(det)) or real(det)))
     return graphs

@@ -19,7 +19,7 @@ from testkit import cli  # noqa: E402
 @pytest.fixture
 def model_dir(padim, graphs, tmp_path, monkeypatch):
     # the folder holds this very padim, so its traced graph is the session's
-    monkeypatch.setattr(export_module, "graph_bytes", lambda det: graphs[det.name])
+    monkeypatch.setattr(export_module, "graph_bytes", lambda det, front=False: graphs[det.name])
     return write_model(tmp_path / "model", padim, threshold=1.5, threshold_rule="quantile:0.99",
                        display_range=(0.5, 2.0), info={})
 

@@ -12,7 +12,7 @@ from iadbench.types import Prediction
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'iadbench[deploy]')")
 
 from iadbench.deploy.export import export_onnx  # noqa: E402
-from iadbench.deploy.runtime import EagerRuntime, OnnxRuntime, open_runtime, resolve_runtime  # noqa: E402
+from iadbench.deploy.runtime import EagerRuntime, OnnxRuntime, SplitOnnxRuntime, open_runtime, resolve_runtime  # noqa: E402
 from iadbench.plugins import get_registry  # noqa: E402
 
 
@@ -64,6 +64,23 @@ def test_runtime_selection(padim, images):
     with pytest.raises(InputError, match="no export graph"):
         export_onnx(baseline, "unused.onnx")
     assert isinstance(open_runtime(baseline, "auto"), EagerRuntime)
+
+
+def test_patchcore_onnx_runtime_splits_at_the_search(patchcore, images):
+    """HNSW search (the default) cannot live in a graph: the onnx runtime runs the
+    backbone and embedding in onnxruntime and the faiss search in Python."""
+    rt = open_runtime(patchcore, "onnx")
+    assert isinstance(rt, SplitOnnxRuntime) and rt.name == "onnx"
+    eager, got = patchcore.predict(images[4:]), rt.predict(images[4:])
+    np.testing.assert_allclose(got.scores, eager.scores, rtol=1e-4)
+    assert np.abs(got.maps - eager.maps).max() <= 1e-3 * np.abs(eager.maps).max()
+    try:  # exact search stays one graph
+        patchcore.use_search("exact")
+        assert isinstance(open_runtime(patchcore, "onnx"), OnnxRuntime)
+    finally:
+        patchcore.use_search("hnsw", 16)
+    with pytest.raises(InputError, match="images must be uint8"):
+        rt.predict(images[4:, :32])
 
 
 def test_onnx_runtime_refuses_bad_files_and_inputs(tmp_path, graphs, images):

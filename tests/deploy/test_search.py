@@ -32,14 +32,30 @@ def test_hnsw_recheck_makes_each_image_maximum_exact():
 
 
 def test_patchcore_hnsw_scores_equal_exact(patchcore, images):
-    exact = patchcore.predict(images[4:])
+    assert patchcore.search == "hnsw"  # the default since spec version 3
     try:
+        patchcore.use_search("exact")
+        exact = patchcore.predict(images[4:])
         patchcore.use_search("hnsw", 4)
         approx = patchcore.predict(images[4:])
     finally:
-        patchcore.use_search("exact")
+        patchcore.use_search("hnsw", 16)
     np.testing.assert_allclose(approx.scores, exact.scores, rtol=1e-5)
     assert np.abs(approx.maps - exact.maps).max() <= 0.05 * np.abs(exact.maps).max()
+
+
+def test_hnsw_build_is_deterministic():
+    # A poor graph (ef 1, tiny M) makes approximate distances differ from exact ones, so
+    # two builds agree only if the graph is the same.
+    rng = np.random.default_rng(1)
+    bank = torch.from_numpy(rng.normal(size=(4000, 32)).astype(np.float32))
+    q = torch.from_numpy(rng.normal(size=(2, 300, 32)).astype(np.float32))
+    torch.set_num_threads(2)
+    runs = [BankSearch(bank, "hnsw", ef=1, hnsw_m=4)(q) for _ in range(3)]
+    exact, _ = BankSearch(bank, "exact")(q)
+    assert not torch.allclose(runs[0][0], exact)  # approximate somewhere, else the test proves nothing
+    for dist, index in runs[1:]:
+        assert torch.equal(dist, runs[0][0]) and torch.equal(index, runs[0][1])
 
 
 def test_search_parameter_is_checked():

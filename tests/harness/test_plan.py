@@ -35,6 +35,9 @@ def test_keys_are_stable_and_follow_what_determines_a_result(registry):
     assert not {c.key for c in changed} & {c.key for c in cells}
     relabelled = expand(Plan([DetectorEntry("a", label="other")], [DatasetEntry("ds")], seeds=[0, 1]), registry, cats)
     assert [c.key for c in relabelled] == [c.key for c in cells]  # a label is display only
+    timed_onnx = expand(Plan([DetectorEntry("a")], [DatasetEntry("ds")], seeds=[0, 1], runtime="onnx"), registry, cats)
+    assert [c.key for c in timed_onnx] == [c.key for c in cells]  # latency's runtime changes cost only
+    assert {c.runtime for c in timed_onnx} == {"onnx"} and {c.runtime for c in cells} == {"eager"}
     plan.settings.threshold_rule = "sigma:3"
     assert not {c.key for c in expand(plan, registry, cats)} & {c.key for c in cells}
 

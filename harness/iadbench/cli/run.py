@@ -19,6 +19,7 @@ from iadbench.runner.plan import (
     Plan,
     Settings,
     check_executor,
+    check_run_runtime,
     load_plan_file,
     parse_assignments,
 )
@@ -92,6 +93,7 @@ def run(
     cell_timeout: float | None = typer.Option(None, "--cell-timeout", help="Seconds before a cell is killed and recorded as failed."),
     executor: str | None = typer.Option(None, "--executor", help="Where cells run: local (default) or ray."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto or HOST:PORT); without it --executor ray starts a local instance."),
+    runtime: str | None = typer.Option(None, "--runtime", help="How batch-1 latency is measured: eager (default) or onnx (through onnxruntime where the detector exports, else eager; each record's cost.runtime says which). Scores and metrics always come from eager."),
 ) -> None:
     """Run a grid; each cell in its own process, each record appended as it ends."""
     registry = get_registry()
@@ -119,6 +121,8 @@ def run(
     if address is not None and plan.executor == "local" and executor is None:
         plan.executor = "ray"  # --address alone means ray
     check_executor(plan.executor, plan.address)
+    if runtime is not None:  # a cost-only choice, like the executor: may change on --resume
+        plan.runtime = check_run_runtime(runtime.strip().lower())
     run_dir = run_dir or new_run_dir()
     outcome = execute(
         plan, registry, run_dir, resume=resume,

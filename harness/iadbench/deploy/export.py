@@ -28,6 +28,7 @@ from iadbench.errors import InputError
 
 OPSET = 17
 INPUT, OUTPUTS = "images", ("score", "map")
+FRONT_OUTPUT = "features"  # the split runtime's front graph (Detector.export_front)
 
 
 @dataclass
@@ -37,23 +38,25 @@ class ExportCheck:
     max_map_rel_diff: float  # of the eager map's largest value
 
 
-def graph_bytes(detector: Detector) -> bytes:
-    """The detector's inference graph as serialised ONNX (not yet checked)."""
-    if not detector.exportable:
+def graph_bytes(detector: Detector, front: bool = False) -> bytes:
+    """The detector's inference graph as serialised ONNX (not yet checked); with
+    ``front``, its ``export_front`` graph (uint8 images -> ``features``) instead."""
+    if not (detector.split_runtime if front else detector.exportable):
         raise InputError(f"detector '{detector.name}' cannot be exported to ONNX: it has no export graph")
     try:
-        module = detector.export_module()
+        module = detector.export_front() if front else detector.export_module()
     except NotImplementedError as exc:
         raise InputError(f"cannot export: {exc}") from None
     from iadbench.deploy.graph import example_batch
 
+    outputs = [FRONT_OUTPUT] if front else list(OUTPUTS)
     example = example_batch(detector.input_size, 2)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter
         torch.onnx.export(
-            module, (example,), buf, input_names=[INPUT], output_names=list(OUTPUTS),
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUTS[0]: {0: "batch"}, OUTPUTS[1]: {0: "batch"}},
+            module, (example,), buf, input_names=[INPUT], output_names=outputs,
+            dynamic_axes={INPUT: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             opset_version=OPSET, dynamo=False, do_constant_folding=True,
         )
     return buf.getvalue()
@@ -78,11 +81,14 @@ def check_images(size: tuple[int, int], n: int = 3, seed: int = 0) -> np.ndarray
     return out
 
 
-def compare(detector: Detector, onnx_model: bytes, images: np.ndarray, threads: int = 2) -> ExportCheck:
+def compare(detector: Detector, onnx_model, images: np.ndarray, threads: int = 2) -> ExportCheck:
+    """Scores and maps of ``onnx_model`` (serialised graph bytes, or an open runtime)
+    against the detector's eager ``predict`` on ``images``."""
     from iadbench.deploy.runtime import OnnxRuntime
 
     eager = detector.predict(images)
-    got = OnnxRuntime(onnx_model, threads=threads).predict(images)
+    runtime = OnnxRuntime(onnx_model, threads=threads) if isinstance(onnx_model, bytes) else onnx_model
+    got = runtime.predict(images)
     ref = np.abs(eager.scores).clip(min=1e-12)
     return ExportCheck(
         images=len(images),

@@ -33,6 +33,7 @@ def onnxruntime_available() -> bool:
 
 class EagerRuntime:
     name = "eager"
+    detail = "the detector's own predict in PyTorch"
 
     def __init__(self, detector: Detector):
         self.detector = detector
@@ -40,6 +41,37 @@ class EagerRuntime:
 
     def predict(self, images: np.ndarray) -> Prediction:
         return self.detector.predict(images)
+
+
+def _session(model: str | Path | bytes, threads: int):
+    """An onnxruntime CPU session over a graph file or serialised bytes, one-line errors."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise InputError("the onnx runtime needs onnxruntime (pip install 'iadbench[deploy]')") from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    # no spin-waiting between runs: idle sessions (a server, several models in one
+    # process) would otherwise burn the cores torch and other sessions need
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = model if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes) and not Path(model).is_file():
+        raise InputError("ONNX file not found", model)
+    try:
+        return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise InputError(f"not a loadable ONNX graph ({type(exc).__name__}: {str(exc)[:200]})",
+                         "<memory>" if isinstance(model, bytes) else model) from None
+
+
+def _check_batch(images: np.ndarray, size: tuple[int, int]) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
+            or tuple(images.shape[1:]) != (*size, 3):
+        raise InputError(f"images must be uint8 (N, {size[0]}, {size[1]}, 3); "
+                         f"got {getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
 
 
 class OnnxRuntime:
@@ -50,28 +82,10 @@ class OnnxRuntime:
     time."""
 
     name = "onnx"
+    detail = "whole graph in onnxruntime"
 
     def __init__(self, model: str | Path | bytes, threads: int = 2, max_batch: int = 8):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise InputError("the onnx runtime needs onnxruntime (pip install 'iadbench[deploy]')") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        # no spin-waiting between runs: idle sessions (a server, several models in one
-        # process) would otherwise burn the cores torch and other sessions need
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        source = model if isinstance(model, bytes) else str(model)
-        if not isinstance(model, bytes) and not Path(model).is_file():
-            raise InputError("ONNX file not found", model)
-        try:
-            self.session = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise InputError(f"not a loadable ONNX graph ({type(exc).__name__}: {str(exc)[:200]})",
-                             "<memory>" if isinstance(model, bytes) else model) from None
+        self.session = _session(model, threads)
         inp = self.session.get_inputs()[0]
         outs = [o.name for o in self.session.get_outputs()]
         if inp.type != "tensor(uint8)" or len(inp.shape) != 4 or outs[:2] != ["score", "map"]:
@@ -86,15 +100,43 @@ class OnnxRuntime:
         }
 
     def predict(self, images: np.ndarray) -> Prediction:
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
-                or tuple(images.shape[1:]) != (*self.input_size, 3):
-            raise InputError(f"images must be uint8 (N, {self.input_size[0]}, {self.input_size[1]}, 3); "
-                             f"got {getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
+        _check_batch(images, self.input_size)
         scores, maps = [], []
         for s in range(0, len(images), self.max_batch):  # bounded memory: PatchCore's graph holds N x P x bank distances
             score, amap = self.session.run(["score", "map"], {self.input_name: np.ascontiguousarray(images[s : s + self.max_batch])})
             scores.append(score)
             maps.append(amap)
+        return Prediction(scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps))
+
+
+class SplitOnnxRuntime:
+    """The detector's front graph (``Detector.export_front``: backbone and embedding) in
+    onnxruntime, the rest (``predict_from_front``: e.g. PatchCore's faiss search) in
+    Python: for detectors whose scoring has a step no ONNX operator does."""
+
+    name = "onnx"
+
+    def __init__(self, detector: Detector, front: bytes, threads: int = 2, max_batch: int = 8):
+        from iadbench.deploy.export import FRONT_OUTPUT
+
+        self.detector = detector
+        self.session = _session(front, threads)
+        inp = self.session.get_inputs()[0]
+        if inp.type != "tensor(uint8)" or [o.name for o in self.session.get_outputs()] != [FRONT_OUTPUT]:
+            raise InputError(f"not a front graph of '{detector.name}' (want uint8 images -> {FRONT_OUTPUT})")
+        self.input_name, self.output = inp.name, FRONT_OUTPUT
+        self.input_size = tuple(detector.input_size)
+        self.threads, self.max_batch = int(threads), max(1, int(max_batch))
+        self.detail = f"front graph in onnxruntime, the rest in Python ({type(detector).__name__}.predict_from_front)"
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        _check_batch(images, self.input_size)
+        scores, maps = [], []
+        for s in range(0, len(images), self.max_batch):
+            (front,) = self.session.run([self.output], {self.input_name: np.ascontiguousarray(images[s : s + self.max_batch])})
+            pred = self.detector.predict_from_front(front)
+            scores.append(pred.scores)
+            maps.append(pred.maps)
         return Prediction(scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps))
 
 
@@ -109,28 +151,65 @@ def resolve_runtime(detector: Detector, runtime: str = "auto") -> str:
     """``auto`` -> onnx where the detector exports and onnxruntime is installed, else eager;
     an explicit ``onnx`` for a detector that cannot export is an error naming why."""
     runtime = check_runtime(runtime)
+    exports = detector.exportable or detector.split_runtime
     if runtime == "auto":
-        return "onnx" if detector.exportable and onnxruntime_available() else "eager"
-    if runtime == "onnx" and not detector.exportable:
+        return "onnx" if exports and onnxruntime_available() else "eager"
+    if runtime == "onnx" and not exports:
         raise InputError(f"--runtime onnx: detector '{detector.name}' cannot be exported (no export graph); use eager")
     return runtime
 
 
 def open_runtime(detector: Detector, runtime: str = "auto", threads: int = 2, rtol: float = 1e-3):
-    """An EagerRuntime or an OnnxRuntime (graph exported in memory and checked) for ``detector``."""
+    """An EagerRuntime, or an onnx one (the graph exported in memory and checked against
+    eager) for ``detector``: OnnxRuntime over the whole graph, or SplitOnnxRuntime where
+    the detector asks for it (``Detector.split_runtime``)."""
     chosen = resolve_runtime(detector, runtime)
     if chosen == "eager":
         return EagerRuntime(detector)
     from iadbench.deploy.export import check_images, compare, graph_bytes
 
     t = time.perf_counter()
-    model = graph_bytes(detector)
-    check = compare(detector, model, check_images(detector.input_size, n=2), threads)
+    if detector.split_runtime:
+        rt = SplitOnnxRuntime(detector, graph_bytes(detector, front=True), threads=threads)
+    else:
+        rt = OnnxRuntime(graph_bytes(detector), threads=threads)
+    check = compare(detector, rt, check_images(detector.input_size, n=2), threads)
     if not check.max_score_rel_diff <= rtol:
         raise InputError(f"onnx runtime refused: graph scores differ from eager by {check.max_score_rel_diff:.2e} relative")
-    rt = OnnxRuntime(model, threads=threads)
     rt.export_s = time.perf_counter() - t
     return rt
+
+
+def open_backbone(detector: Detector, threads: int = 2):
+    """The detector's backbone trunk alone (normalisation and the stages up to its deepest
+    layer) in onnxruntime: a callable on uint8 (N, H, W, 3) batches, the onnx twin of
+    ``Detector.backbone_forward`` for cost tables. Needs a ``BackboneMixin`` detector."""
+    import io
+    import warnings
+
+    import torch
+
+    from iadbench.deploy.graph import TrunkFeatures, example_batch
+
+    if getattr(detector, "extractor", None) is None or not getattr(detector, "layers", None):
+        raise InputError(f"detector '{detector.name}' has no backbone extractor to export")
+    trunk = TrunkFeatures(detector.extractor, detector.layers).eval()
+
+    class Outputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = trunk
+
+        def forward(self, x):
+            return tuple(self.trunk(x).values())
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Outputs().eval(), (example_batch(detector.input_size, 1),), buf, input_names=["images"],
+                          dynamic_axes={"images": {0: "batch"}}, opset_version=17, dynamo=False)
+    session = _session(buf.getvalue(), threads)
+    return lambda images: session.run(None, {"images": np.ascontiguousarray(images)})
 
 
 class _RuntimePredictor:

@@ -254,6 +254,7 @@ def create_app(
             "threshold_rule": model.threshold_rule,
             "input_size": list(model.input_size),
             "runtime": runner.runtime_name,
+            "runtime_detail": getattr(runner.runtime, "detail", None),
             "token_required": bool(token),
         }
 

@@ -110,10 +110,13 @@ def cost_table(frame: pd.DataFrame) -> pd.DataFrame:
 
         latency, backbone = mean("latency_ms_p50"), mean("backbone_latency_ms_p50")
         share = backbone / latency if latency and not math.isnan(backbone) else float("nan")
+        # records before `run --runtime` existed were all measured eager
+        runtimes = group["cost.runtime"].fillna("eager") if "cost.runtime" in group else pd.Series(["eager"])
         rows.append(
             {
                 "detector": det,
                 "cells": len(group),
+                "runtime": "+".join(sorted(set(runtimes))),
                 "fit s": mean("fit_s"),
                 "fit cache": _cache_word(mean("fit_feature_cache_hits")),
                 "ms/image p50": latency,

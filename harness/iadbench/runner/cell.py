@@ -218,11 +218,12 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         intervals = {"error": f"{type(exc).__name__}: {exc}"}
 
     # Cost, with the feature cache off so that no number benefits from earlier cells.
+    predict_fn, backbone_fn, runtime = _latency_runtime(cell.runtime, detector, threads)
     with cache_disabled():
-        latencies = per_image_latency_ms(detector.predict, test_images, s["warmup"], s["latency_images"])
+        latencies = per_image_latency_ms(predict_fn, test_images, s["warmup"], s["latency_images"])
         backbone = None
-        if detector.has_backbone:
-            backbone = per_image_latency_ms(detector.backbone_forward, test_images, s["warmup"], s["latency_images"])
+        if backbone_fn is not None:
+            backbone = per_image_latency_ms(backbone_fn, test_images, s["warmup"], s["latency_images"])
 
     artifact = save_fitted(fitted, cell_dir / "model", s["threshold_rule"], {
         "detector": spec.name, "params": cell.params, "dataset": cell.dataset, "category": cell.category,
@@ -269,12 +270,36 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb(),
             "artifact_mb": dir_size_mb(artifact),
             "threads": threads,
+            # what latency_ms_* and backbone_latency_ms_p50 ran on (adbench run --runtime)
+            **runtime,
         },
         "input_size": list(size),
         "training": _training(spec, detector, cell.params),
         "split_notes": split.notes,
         "artifact": str(artifact),
     }
+
+
+def _latency_runtime(requested: str, detector, threads: int):
+    """(predict, backbone forward or None, cost fields) for the latency measurement:
+    eager, or with ``onnx`` the detector's onnx runtime and its backbone in onnxruntime.
+    A detector that cannot export is measured eager, and the record says why."""
+    backbone = detector.backbone_forward if detector.has_backbone else None
+    if requested != "onnx":
+        return detector.predict, backbone, {"runtime": "eager"}
+    from iadbench.deploy.runtime import open_backbone, open_runtime
+    from iadbench.errors import InputError
+
+    try:
+        rt = open_runtime(detector, "onnx", threads)
+    except InputError as exc:
+        return detector.predict, backbone, {"runtime": "eager", "runtime_note": f"onnx requested: {exc}"}
+    if backbone is not None:
+        try:
+            backbone = open_backbone(detector, threads)
+        except InputError:
+            backbone = None  # an eager backbone beside an onnx end-to-end figure would mislead
+    return rt.predict, backbone, {"runtime": "onnx", "runtime_detail": rt.detail}
 
 
 def _training(spec, detector, params: dict[str, Any]) -> dict[str, Any] | None:

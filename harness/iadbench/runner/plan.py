@@ -60,6 +60,10 @@ class Plan:
     # Where cells compute, not what they compute: neither enters a cell key.
     executor: str = "local"  # "local" | "ray"
     address: str | None = None  # ray: None starts a local instance, "auto" or HOST:PORT joins a cluster
+    # How batch-1 latency is measured: "eager", or "onnx" (through onnxruntime where the
+    # detector exports; each record says which in cost.runtime). Changes cost numbers
+    # only, never scores or metrics (they come from the eager predict), so not in a key.
+    runtime: str = "eager"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +79,7 @@ class Plan:
             all_detectors=bool(data.get("all_detectors", False)),
             executor=data.get("executor", "local"),
             address=data.get("address"),
+            runtime=data.get("runtime", "eager"),
         )
 
 
@@ -95,6 +100,7 @@ class Cell:
     category: str
     seed: int
     settings: dict[str, Any]
+    runtime: str = "eager"  # see Plan.runtime: not part of the key
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,12 +155,14 @@ def load_plan_file(path: Path) -> Plan:
             all_detectors=bool(run.pop("all", False)),
             executor=run.pop("executor", "local"),
             address=run.pop("address", None),
+            runtime=run.pop("runtime", "eager"),
         )
         if run:
             raise TypeError(f"unknown [run] keys: {', '.join(sorted(run))}")
     except TypeError as exc:
         raise InputError(f"invalid plan: {exc}", path) from exc
     check_executor(plan.executor, plan.address, path)
+    check_run_runtime(plan.runtime, path)
     if plan.data_root and not os.path.isabs(plan.data_root):
         plan.data_root = str((path.parent / plan.data_root).resolve())
     for d in plan.datasets:
@@ -171,6 +179,21 @@ def check_executor(executor: str, address: str | None, where: Path | None = None
         raise InputError(f"unknown executor '{executor}' (known: {', '.join(EXECUTORS)})", where)
     if address is not None and executor != "ray":
         raise InputError(f"an address ('{address}') needs executor 'ray', not '{executor}'", where)
+
+
+RUN_RUNTIMES = ("eager", "onnx")
+
+
+def check_run_runtime(runtime: str, where: Path | None = None) -> str:
+    """A run's latency runtime (Plan.runtime): eager or onnx."""
+    if runtime not in RUN_RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r} (known: {', '.join(RUN_RUNTIMES)})", where)
+    if runtime == "onnx":
+        from iadbench.deploy.runtime import onnxruntime_available
+
+        if not onnxruntime_available():
+            raise InputError("runtime 'onnx' needs onnxruntime (pip install 'iadbench[deploy]')", where)
+    return runtime
 
 
 def _key(payload: dict[str, Any]) -> str:
@@ -301,6 +324,6 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
                         "settings": settings,
                     }
                     cells.append(
-                        Cell(key=_key(identity), label=entry.display, **identity)
+                        Cell(key=_key(identity), label=entry.display, runtime=plan.runtime, **identity)
                     )
     return cells
