@@ -67,9 +67,9 @@ def to_float(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def residual_map(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+def residual_map(x: torch.Tensor, recon: torch.Tensor, kernels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """(N, H, W): 0.5 squared error + 0.5 (1 - SSIM), channel means."""
-    return 0.5 * (x - recon).pow(2).mean(1) + 0.5 * (1 - ssim_map(x, recon)).mean(1)
+    return 0.5 * (x - recon).pow(2).mean(1) + 0.5 * (1 - ssim_map(x, recon, kernels=kernels)).mean(1)
 
 
 class ConvAE(Detector):
@@ -150,6 +150,11 @@ class ConvAE(Detector):
             out.append(gaussian_blur(residual_map(x, self.net(x)), self.sigma))
         maps = torch.cat(out)
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
+
+    def export_module(self) -> torch.nn.Module:
+        from iadbench_conv_ae.export import ConvAEGraph
+
+        return ConvAEGraph(self).eval()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if not self.fitted:

@@ -26,20 +26,29 @@ def _window(dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return (g / g.sum()).to(dtype)
 
 
-def _filter(x: torch.Tensor) -> torch.Tensor:
+def filter_kernels(channels: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The separable Gaussian as depthwise conv weights, (C, 1, 1, k) and (C, 1, k, 1);
+    materialised, so an export graph can hold them as constants."""
+    g = _window(dtype)
+    return g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+
+
+def _filter(x: torch.Tensor, kernels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Separable Gaussian filter of (N, C, H, W), borders mirrored."""
     c = x.shape[1]
-    g = _window(x.dtype)
+    kx, ky = kernels if kernels is not None else filter_kernels(c, x.dtype)
     x = F.pad(x, (RADIUS, RADIUS, RADIUS, RADIUS), mode="reflect")
-    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    x = F.conv2d(x, kx, groups=c)
+    return F.conv2d(x, ky, groups=c)
 
 
-def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-pixel, per-channel SSIM of two (N, C, H, W) batches."""
+def ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0,
+             kernels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Per-pixel, per-channel SSIM of two (N, C, H, W) batches (``kernels``: see
+    ``filter_kernels``, computed when not given)."""
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-    mu_a, mu_b = _filter(a), _filter(b)
-    var_a = _filter(a * a) - mu_a**2
-    var_b = _filter(b * b) - mu_b**2
-    cov = _filter(a * b) - mu_a * mu_b
+    mu_a, mu_b = _filter(a, kernels), _filter(b, kernels)
+    var_a = _filter(a * a, kernels) - mu_a**2
+    var_b = _filter(b * b, kernels) - mu_b**2
+    cov = _filter(a * b, kernels) - mu_a * mu_b
     return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))

@@ -283,6 +283,11 @@ class EfficientAD(BackboneMixin, Detector):
 
     # --- artifacts -------------------------------------------------------------------
 
+    def export_module(self) -> torch.nn.Module:
+        from iadbench_efficientad.export import EfficientADGraph
+
+        return EfficientADGraph(self).eval()
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.quantiles is None or self.teacher_mean is None or self.teacher_std is None:
             raise RuntimeError("efficientad: nothing fitted to save")

@@ -138,6 +138,11 @@ class FeatureAE(BackboneMixin, Detector):
         maps = patch_maps_to_pixels(torch.cat(grids), self.input_size, self.sigma)
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
 
+    def export_module(self) -> torch.nn.Module:
+        from iadbench_feature_ae.export import FeatureAEGraph
+
+        return FeatureAEGraph(self).eval()
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.net is None or self.mean is None or self.std is None:
             raise RuntimeError("feature_ae: nothing fitted to save")

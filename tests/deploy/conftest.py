@@ -53,8 +53,23 @@ def patchcore(deploy_cache, images):
 
 
 @pytest.fixture(scope="session")
-def fitted(padim, patchcore):
-    return {"padim": padim, "patchcore": patchcore}
+def feature_ae(deploy_cache, images):
+    return _fit("feature_ae", images, epochs=2)
+
+
+@pytest.fixture(scope="session")
+def conv_ae(deploy_cache, images):
+    return _fit("conv_ae", images, epochs=2)
+
+
+@pytest.fixture(scope="session")
+def efficientad(deploy_cache, images):
+    return _fit("efficientad", images, steps=2)
+
+
+@pytest.fixture(scope="session")
+def fitted(padim, patchcore, feature_ae, conv_ae, efficientad):
+    return {"padim": padim, "patchcore": patchcore, "feature_ae": feature_ae, "conv_ae": conv_ae, "efficientad": efficientad}
 
 
 @pytest.fixture(scope="session")

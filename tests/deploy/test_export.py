@@ -16,7 +16,7 @@ from iadbench.deploy.runtime import EagerRuntime, OnnxRuntime, SplitOnnxRuntime,
 from iadbench.plugins import get_registry  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["padim", "patchcore"])
+@pytest.mark.parametrize("name", ["padim", "patchcore", "feature_ae", "conv_ae", "efficientad"])
 def test_export_matches_eager_with_dynamic_batch(name, fitted, images, tmp_path, reuse_graphs):
     det = fitted[name]
     out = tmp_path / f"{name}.onnx"

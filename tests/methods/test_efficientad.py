@@ -86,6 +86,12 @@ def test_pdn_teacher_weights_and_penalty_folder(tmp_path):
     det.save(tmp_path / "m")  # the teacher travels inside the model folder
     after = load_detector(tmp_path / "m", get_registry()).predict(x[:2])
     np.testing.assert_allclose(after.maps, before.maps, rtol=1e-5, atol=1e-6)
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'iadbench[deploy]')")
+    from iadbench.deploy.export import export_onnx
+
+    # the user's PDN teacher goes into the export graph too (the backbone teacher: tests/deploy)
+    check = export_onnx(det, tmp_path / "m.onnx", images=x[:2])
+    assert check.max_score_rel_diff <= 1e-3 and check.max_map_rel_diff <= 1e-3
 
 
 def test_bad_parameters_are_one_line_plan_errors(tmp_path):

@@ -1,0 +1,55 @@
+"""EfficientAD as one traceable graph (for ONNX export): the same operations as
+``EfficientAD.predict`` (teacher, student, autoencoder, the two maps normalised by the
+held-out quantiles and averaged, padding and upsampling), every fitted value a constant."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iadbench.deploy.graph import TrunkFeatures
+from iadbench_efficientad.core import normalise_map
+from iadbench_efficientad.teacher import TEACHER_CHANNELS
+from iadbench_efficientad.teacher import project_backbone
+
+
+class EfficientADGraph(nn.Module):
+    """uint8 (N, H, W, 3) -> (score (N,), map (N, H, W))."""
+
+    def __init__(self, det):
+        super().__init__()
+        if det.quantiles is None or det.teacher_mean is None or det.teacher_std is None:
+            raise RuntimeError("efficientad: nothing fitted to export")
+        # copies: tracing must never reach the live detector's modules
+        self.pdn_teacher = copy.deepcopy(det.pdn_teacher).eval() if det.pdn_teacher is not None else None
+        if self.pdn_teacher is None:
+            self.trunk = TrunkFeatures(det.extractor, det.layers)
+            self.layers = list(det.layers)
+            self.register_buffer("projection", det.projection.float().clone())
+        self.student = copy.deepcopy(det.student).eval()
+        self.ae = copy.deepcopy(det.ae).eval()
+        self.register_buffer("teacher_mean", det.teacher_mean.float().clone())
+        self.register_buffer("teacher_std", det.teacher_std.float().clone())
+        self.q = [float(v) for v in det.quantiles]
+        self.padding, self.size = bool(det.padding), tuple(det.input_size)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.permute(0, 3, 1, 2).float() / 255.0
+        if self.pdn_teacher is not None:
+            raw = self.pdn_teacher(x)
+        else:
+            raw = project_backbone(self.trunk(images), self.layers, self.projection)
+        t = (raw - self.teacher_mean) / self.teacher_std
+        s = self.student(x)
+        if t.shape[-2:] != s.shape[-2:]:  # fixed at trace time: the input size is
+            t = F.interpolate(t, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        map_st = (t - s[:, :TEACHER_CHANNELS]).pow(2).mean(1)
+        map_ae = (self.ae(x) - s[:, TEACHER_CHANNELS:]).pow(2).mean(1)
+        combined = 0.5 * normalise_map(map_st, self.q[0], self.q[1]) + 0.5 * normalise_map(map_ae, self.q[2], self.q[3])
+        if not self.padding:
+            combined = F.pad(combined, (4, 4, 4, 4))
+        pixel = F.interpolate(combined.unsqueeze(1), size=self.size, mode="bilinear", align_corners=False)[:, 0]
+        return pixel.flatten(1).amax(1), pixel
