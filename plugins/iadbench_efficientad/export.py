@@ -12,8 +12,7 @@ from torch import nn
 
 from iadbench.deploy.graph import TrunkFeatures
 from iadbench_efficientad.core import normalise_map
-from iadbench_efficientad.teacher import TEACHER_CHANNELS
-from iadbench_efficientad.teacher import project_backbone
+from iadbench_efficientad.teacher import TEACHER_CHANNELS, project_backbone
 
 
 class EfficientADGraph(nn.Module):
