@@ -118,7 +118,7 @@ def _anomalib_patchcore(bank: torch.Tensor, num_neighbors: int) -> PatchcoreMode
 @pytest.fixture(scope="module")
 def patchcore(images):
     good, _ = images
-    det = PatchCore(input_size=SIZE, coreset_ratio=0.3)
+    det = PatchCore(input_size=SIZE, coreset_ratio=0.3, layer_dim=None, search="exact")  # anomalib concatenates and searches exactly
     det.fit(good, FitContext(seed=0))
     return det
 

@@ -84,7 +84,7 @@ def test_bank_size_follows_ratio_and_detects_synthetic_defects():
     test = np.concatenate([synthetic_objects(5, 96, seed=1), synthetic_objects(5, 96, seed=2, defect=True)])
     det = PatchCore(input_size=96, coreset_ratio=0.25)
     det.fit(good, FitContext())
-    assert det.memory_bank.shape == (round(0.25 * 8 * 12 * 12), 40 + 112)
+    assert det.memory_bank.shape == (round(0.25 * 8 * 12 * 12), 2 * 112)  # each layer pooled to layer_dim 112
     pred = det.predict(test)
     assert roc_auc_score([0] * 5 + [1] * 5, pred.scores) == 1.0
     bright = (test[..., 0] > 240) & (test[..., 1] < 60)
@@ -180,7 +180,7 @@ def test_layer_dim_balances_layers_with_different_channel_counts():
     the detector's docstring.)"""
     train, _, _ = _replicated_layers(6, seed=0)
     test, a, b = _replicated_layers(3, seed=1)
-    raw = _deeper_share(PatchCore(input_size=64, coreset_ratio=1.0), train, test, split=40)
+    raw = _deeper_share(PatchCore(input_size=64, coreset_ratio=1.0, layer_dim=None), train, test, split=40)
     assert abs(raw - 112 / 152) < 0.05
     det = PatchCore(input_size=64, coreset_ratio=1.0, layer_dim=8)
     pooled = _deeper_share(det, train, test, split=8)
