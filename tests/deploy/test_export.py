@@ -78,7 +78,7 @@ def test_patchcore_onnx_runtime_splits_at_the_search(patchcore, images):
         patchcore.use_search("exact")
         assert isinstance(open_runtime(patchcore, "onnx"), OnnxRuntime)
     finally:
-        patchcore.use_search("hnsw", 16)
+        patchcore.use_search("hnsw", 32)
     with pytest.raises(InputError, match="images must be uint8"):
         rt.predict(images[4:, :32])
 

@@ -39,7 +39,7 @@ def test_patchcore_hnsw_scores_equal_exact(patchcore, images):
         patchcore.use_search("hnsw", 4)
         approx = patchcore.predict(images[4:])
     finally:
-        patchcore.use_search("hnsw", 16)
+        patchcore.use_search("hnsw", 32)
     np.testing.assert_allclose(approx.scores, exact.scores, rtol=1e-5)
     assert np.abs(approx.maps - exact.maps).max() <= 0.05 * np.abs(exact.maps).max()
 
