@@ -25,7 +25,7 @@ at 256 px on MVTec AD bottle (11 train, 12 test images): None 0.60; D=40 0.12; 6
 0.22; 112 0.38; 256 0.32; 1024 0.34 (its share of nearest-neighbour residuals: 0.66,
 0.24, 0.35, 0.50, 0.44, 0.46). So D moves weight to the shallow layer rather than
 balancing them. The defaults study (leaderboards/defaults-study.md) picked D=112 by
-its rule: mean image AUROC over its four datasets 0.958 vs 0.948 for None, carried by
+its rule: mean image AUROC over its four datasets 0.957 vs 0.948 for None, carried by
 the synthetic factory's fabric (+0.021) and wood (+0.020); on the real magnetic tile
 it scores 0.955 vs 0.960 (-0.005, at the rule's tie margin) with pixel AUROC 0.860 vs
 0.862 and AUPRO 0.771 vs 0.762, on bottle 1.000 either way (pixel 0.987 vs 0.984). It
