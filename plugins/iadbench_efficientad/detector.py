@@ -36,13 +36,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.backbones import canonical_arch
 from iadbench.features import BackboneMixin
 from iadbench.progress import training_progress
-from iadbench_efficientad.core import hard_feature_loss, map_quantiles, normalise_map
+from iadbench_efficientad.core import combined_map, grid_maps, hard_feature_loss, map_quantiles
 from iadbench_efficientad.networks import PDNS, AutoEncoder
 from iadbench_efficientad.teacher import (
     TEACHER_CHANNELS,
@@ -249,13 +248,7 @@ class EfficientAD(BackboneMixin, Detector):
     def _grid_maps(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(student-teacher, student-autoencoder) maps on the PDN grid, (N, h, w)."""
         x = to_float(images)
-        t = self._teacher(images, x)
-        s = self.student(x)
-        if t.shape[-2:] != s.shape[-2:]:  # a backbone grid not a multiple of the PDN's
-            t = F.interpolate(t, size=s.shape[-2:], mode="bilinear", align_corners=False)
-        map_st = (t - s[:, :TEACHER_CHANNELS]).pow(2).mean(1)
-        map_ae = (self.ae(x) - s[:, TEACHER_CHANNELS:]).pow(2).mean(1)
-        return map_st, map_ae
+        return grid_maps(self._teacher(images, x), self.student(x), self.ae(x))
 
     def predict(self, images: np.ndarray) -> Prediction:
         if self.quantiles is None:
@@ -264,11 +257,7 @@ class EfficientAD(BackboneMixin, Detector):
         q = [float(v) for v in self.quantiles]
         out = []
         for s in range(0, len(images), self.batch_size):
-            st, ae = self._grid_maps(images[s : s + self.batch_size])
-            combined = 0.5 * normalise_map(st, q[0], q[1]) + 0.5 * normalise_map(ae, q[2], q[3])
-            if not self.padding:
-                combined = F.pad(combined, (4, 4, 4, 4))
-            out.append(F.interpolate(combined.unsqueeze(1), size=self.input_size, mode="bilinear", align_corners=False)[:, 0])
+            out.append(combined_map(*self._grid_maps(images[s : s + self.batch_size]), q, self.padding, self.input_size))
         maps = torch.cat(out)
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
 

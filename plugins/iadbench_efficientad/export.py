@@ -7,12 +7,11 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from iadbench.deploy.graph import TrunkFeatures
-from iadbench_efficientad.core import normalise_map
-from iadbench_efficientad.teacher import TEACHER_CHANNELS, project_backbone
+from iadbench_efficientad.core import combined_map, grid_maps
+from iadbench_efficientad.teacher import project_backbone
 
 
 class EfficientADGraph(nn.Module):
@@ -42,13 +41,5 @@ class EfficientADGraph(nn.Module):
         else:
             raw = project_backbone(self.trunk(images), self.layers, self.projection)
         t = (raw - self.teacher_mean) / self.teacher_std
-        s = self.student(x)
-        if t.shape[-2:] != s.shape[-2:]:  # fixed at trace time: the input size is
-            t = F.interpolate(t, size=s.shape[-2:], mode="bilinear", align_corners=False)
-        map_st = (t - s[:, :TEACHER_CHANNELS]).pow(2).mean(1)
-        map_ae = (self.ae(x) - s[:, TEACHER_CHANNELS:]).pow(2).mean(1)
-        combined = 0.5 * normalise_map(map_st, self.q[0], self.q[1]) + 0.5 * normalise_map(map_ae, self.q[2], self.q[3])
-        if not self.padding:
-            combined = F.pad(combined, (4, 4, 4, 4))
-        pixel = F.interpolate(combined.unsqueeze(1), size=self.size, mode="bilinear", align_corners=False)[:, 0]
+        pixel = combined_map(*grid_maps(t, self.student(x), self.ae(x)), self.q, self.padding, self.size)
         return pixel.flatten(1).amax(1), pixel

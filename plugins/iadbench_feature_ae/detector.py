@@ -51,6 +51,21 @@ class FeatureAutoEncoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+def stack_layers(feats: dict[str, torch.Tensor], layers: list[str]) -> torch.Tensor:
+    """(N, C, h, w): ``layers`` of a feature dict concatenated at the finest grid
+    (nearest upsampling). Eager scoring and the export graph both call this."""
+    maps = [feats[name] for name in layers]
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    return torch.cat([m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="nearest") for m in maps], 1)
+
+
+def reconstruction_error(net: nn.Module, emb: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(N, h, w): squared reconstruction error of the standardised embedding, averaged
+    over channels."""
+    z = (emb - mean) / std
+    return (net(z) - z).pow(2).mean(1)
+
+
 class FeatureAE(BackboneMixin, Detector):
     name = "feature_ae"
 
@@ -92,10 +107,7 @@ class FeatureAE(BackboneMixin, Detector):
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """(N, C, h, w): the stages concatenated at the finest grid (nearest upsampling)."""
-        feats = self.features(images)
-        maps = [feats[name] for name in self.layers]
-        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-        return torch.cat([m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="nearest") for m in maps], 1)
+        return stack_layers(self.features(images), self.layers)
 
     def fit(self, images: np.ndarray, ctx: FitContext) -> None:
         self._check_images(images)
@@ -130,8 +142,7 @@ class FeatureAE(BackboneMixin, Detector):
         """(N, h, w) per-position squared reconstruction error, averaged over channels."""
         if self.net is None or self.mean is None or self.std is None:
             raise RuntimeError("feature_ae: predict() before fit()")
-        z = (self.embed(images) - self.mean) / self.std
-        return (self.net(z) - z).pow(2).mean(1)
+        return reconstruction_error(self.net, self.embed(images), self.mean, self.std)
 
     def predict(self, images: np.ndarray) -> Prediction:
         grids = [self.error_grid(images[s : s + self.batch_size]) for s in range(0, len(images), self.batch_size)]

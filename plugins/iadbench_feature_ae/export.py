@@ -6,10 +6,10 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from iadbench.deploy.graph import PixelMaps, TrunkFeatures
+from iadbench_feature_ae.detector import reconstruction_error, stack_layers
 
 
 class FeatureAEGraph(nn.Module):
@@ -27,10 +27,6 @@ class FeatureAEGraph(nn.Module):
         self.maps = PixelMaps(det.input_size, det.sigma)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.trunk(images)
-        maps = [feats[name] for name in self.layers]
-        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-        emb = torch.cat([m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="nearest") for m in maps], 1)
-        z = (emb - self.mean) / self.std
-        pixel = self.maps((self.net(z) - z).pow(2).mean(1))
+        emb = stack_layers(self.trunk(images), self.layers)
+        pixel = self.maps(reconstruction_error(self.net, emb, self.mean, self.std))
         return pixel.flatten(1).amax(1), pixel

@@ -70,6 +70,7 @@ onnx runtime runs the backbone in onnxruntime and the HNSW search here
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,10 +88,12 @@ from iadbench_patchcore.search import BankSearch, check_search
 DEFAULT_LAYERS = {"efficientnet": ["blocks.2", "blocks.4"], "resnet": ["layer2", "layer3"]}
 
 
+@functools.lru_cache(maxsize=16)
 def channel_pooling_matrix(channels: int, dim: int) -> torch.Tensor:
     """(channels, dim) matrix whose column i averages input channels floor(i*C/dim) ..
     ceil((i+1)*C/dim) - 1: adaptive average pooling over channels as a product, which
-    an ONNX graph holds as a constant (adaptive_avg_pool1d does not export)."""
+    an ONNX graph holds as a constant (adaptive_avg_pool1d does not export). Cached:
+    every embedded batch pools with the same few matrices; callers must not modify it."""
     pool = torch.zeros(channels, dim)
     for i in range(dim):
         lo, hi = (i * channels) // dim, -((-(i + 1) * channels) // dim)

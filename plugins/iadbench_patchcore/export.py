@@ -25,8 +25,7 @@ class PatchCoreGraph(nn.Module):
     def __init__(self, det):
         super().__init__()
         bank, bank_sq = det._bank()
-        self.trunk = TrunkFeatures(det.extractor, det.layers)
-        self.layers, self.layer_dim = list(det.layers), det.layer_dim
+        self.front = PatchCoreFront(det)  # the embedding, as the split runtime runs it
         self.register_buffer("bank", bank.float().clone())
         self.register_buffer("bank_t", bank.float().T.contiguous())
         self.register_buffer("bank_sq", bank_sq.float().clone())
@@ -34,7 +33,7 @@ class PatchCoreGraph(nn.Module):
         self.maps = PixelMaps(det.input_size, det.sigma)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = locally_aware(self.trunk(images), self.layers, self.layer_dim)
+        emb = self.front(images)
         n, c, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(n, h * w, c)
         flat = q.reshape(n * h * w, c)

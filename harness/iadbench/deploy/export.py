@@ -47,16 +47,20 @@ def graph_bytes(detector: Detector, front: bool = False) -> bytes:
         module = detector.export_front() if front else detector.export_module()
     except NotImplementedError as exc:
         raise InputError(f"cannot export: {exc}") from None
+    return onnx_bytes(module, detector.input_size, [FRONT_OUTPUT] if front else list(OUTPUTS))
+
+
+def onnx_bytes(module: torch.nn.Module, size: tuple[int, int], outputs: list[str] | None = None) -> bytes:
+    """``module`` (uint8 images (N, H, W, 3) at ``size`` -> tensors) traced to ONNX with
+    a dynamic batch; ``outputs`` names the results (None: onnx's default names)."""
     from iadbench.deploy.graph import example_batch
 
-    outputs = [FRONT_OUTPUT] if front else list(OUTPUTS)
-    example = example_batch(detector.input_size, 2)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter
         torch.onnx.export(
-            module, (example,), buf, input_names=[INPUT], output_names=outputs,
-            dynamic_axes={INPUT: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
+            module, (example_batch(size, 2),), buf, input_names=[INPUT], output_names=outputs,
+            dynamic_axes={INPUT: {0: "batch"}, **{name: {0: "batch"} for name in outputs or []}},
             opset_version=OPSET, dynamo=False, do_constant_folding=True,
         )
     return buf.getvalue()

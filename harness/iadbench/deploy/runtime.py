@@ -67,11 +67,16 @@ def _session(model: str | Path | bytes, threads: int):
                          "<memory>" if isinstance(model, bytes) else model) from None
 
 
-def _check_batch(images: np.ndarray, size: tuple[int, int]) -> None:
+def _in_batches(images: np.ndarray, size: tuple[int, int], max_batch: int, predict_batch) -> Prediction:
+    """Check a uint8 (N, H, W, 3) batch at ``size``, score it ``max_batch`` images at a
+    time with ``predict_batch`` (a contiguous slice -> Prediction) and join the parts."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
             or tuple(images.shape[1:]) != (*size, 3):
         raise InputError(f"images must be uint8 (N, {size[0]}, {size[1]}, 3); "
                          f"got {getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
+    parts = [predict_batch(np.ascontiguousarray(images[s : s + max_batch])) for s in range(0, len(images), max_batch)]
+    return Prediction(scores=np.concatenate([p.scores for p in parts]).astype(np.float64),
+                      maps=np.concatenate([p.maps for p in parts]))
 
 
 class OnnxRuntime:
@@ -100,13 +105,12 @@ class OnnxRuntime:
         }
 
     def predict(self, images: np.ndarray) -> Prediction:
-        _check_batch(images, self.input_size)
-        scores, maps = [], []
-        for s in range(0, len(images), self.max_batch):  # bounded memory: PatchCore's graph holds N x P x bank distances
-            score, amap = self.session.run(["score", "map"], {self.input_name: np.ascontiguousarray(images[s : s + self.max_batch])})
-            scores.append(score)
-            maps.append(amap)
-        return Prediction(scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps))
+        # bounded memory: PatchCore's graph holds N x P x bank distances
+        return _in_batches(images, self.input_size, self.max_batch, self._predict_batch)
+
+    def _predict_batch(self, images: np.ndarray) -> Prediction:
+        score, amap = self.session.run(["score", "map"], {self.input_name: images})
+        return Prediction(scores=score, maps=amap)
 
 
 class SplitOnnxRuntime:
@@ -130,14 +134,11 @@ class SplitOnnxRuntime:
         self.detail = f"front graph in onnxruntime, the rest in Python ({type(detector).__name__}.predict_from_front)"
 
     def predict(self, images: np.ndarray) -> Prediction:
-        _check_batch(images, self.input_size)
-        scores, maps = [], []
-        for s in range(0, len(images), self.max_batch):
-            (front,) = self.session.run([self.output], {self.input_name: np.ascontiguousarray(images[s : s + self.max_batch])})
-            pred = self.detector.predict_from_front(front)
-            scores.append(pred.scores)
-            maps.append(pred.maps)
-        return Prediction(scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps))
+        return _in_batches(images, self.input_size, self.max_batch, self._predict_batch)
+
+    def _predict_batch(self, images: np.ndarray) -> Prediction:
+        (front,) = self.session.run([self.output], {self.input_name: images})
+        return self.detector.predict_from_front(front)
 
 
 def check_runtime(runtime: str) -> str:
@@ -184,12 +185,10 @@ def open_backbone(detector: Detector, threads: int = 2):
     """The detector's backbone trunk alone (normalisation and the stages up to its deepest
     layer) in onnxruntime: a callable on uint8 (N, H, W, 3) batches, the onnx twin of
     ``Detector.backbone_forward`` for cost tables. Needs a ``BackboneMixin`` detector."""
-    import io
-    import warnings
-
     import torch
 
-    from iadbench.deploy.graph import TrunkFeatures, example_batch
+    from iadbench.deploy.export import INPUT, onnx_bytes
+    from iadbench.deploy.graph import TrunkFeatures
 
     if getattr(detector, "extractor", None) is None or not getattr(detector, "layers", None):
         raise InputError(f"detector '{detector.name}' has no backbone extractor to export")
@@ -203,13 +202,8 @@ def open_backbone(detector: Detector, threads: int = 2):
         def forward(self, x):
             return tuple(self.trunk(x).values())
 
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Outputs().eval(), (example_batch(detector.input_size, 1),), buf, input_names=["images"],
-                          dynamic_axes={"images": {0: "batch"}}, opset_version=17, dynamo=False)
-    session = _session(buf.getvalue(), threads)
-    return lambda images: session.run(None, {"images": np.ascontiguousarray(images)})
+    session = _session(onnx_bytes(Outputs().eval(), detector.input_size), threads)
+    return lambda images: session.run(None, {INPUT: np.ascontiguousarray(images)})
 
 
 class _RuntimePredictor:
