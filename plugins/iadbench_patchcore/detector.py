@@ -6,7 +6,9 @@ concatenated, give one vector per patch; a greedy k-center coreset of them, sele
 on a Johnson-Lindenstrauss random projection, is the memory bank.
 Predict: each test patch's distance to its nearest memory vector (one matrix product
 per chunk) is the anomaly map, upsampled to the input size and smoothed (sigma 4); the
-image score is the largest patch distance reweighted as in the paper's eq. 7.
+image score is the largest patch distance reweighted as in the paper's eq. 7, over
+m* and its b - 1 nearest bank rows; every bank row's neighbourhood is found once at fit
+and saved with the bank (``core.bank_neighbourhoods``), so prediction only gathers.
 
 ``layer_dim`` (default None, plain concatenation, as anomalib does; version 4 had 112,
 version 5 went back, see below). An int D pools
@@ -81,7 +83,7 @@ import torch.nn.functional as F
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.backbones import ARCHS, canonical_arch
 from iadbench.features import BackboneMixin, patch_maps_to_pixels
-from iadbench_patchcore.core import greedy_coreset, random_projection, reweighted_score
+from iadbench_patchcore.core import bank_neighbourhoods, greedy_coreset, random_projection, reweighted_score
 from iadbench_patchcore.search import BankSearch, check_search
 
 # Mid-level stages: stride 8 and 16 (the paper's layer2 + layer3 for ResNets).
@@ -166,6 +168,7 @@ class PatchCore(BackboneMixin, Detector):
         self.layer_dim = layer_dim
         self.memory_bank: torch.Tensor | None = None
         self._bank_sq: torch.Tensor | None = None
+        self._neighbourhoods: torch.Tensor | None = None  # (M, b), see core.bank_neighbourhoods
         self.search, self.hnsw_ef = search, int(hnsw_ef)
         self._searcher: BankSearch | None = None
 
@@ -187,7 +190,8 @@ class PatchCore(BackboneMixin, Detector):
             self.memory_bank = patches[idx].clone()
         else:
             self.memory_bank = patches
-        self._bank_sq = self._searcher = None
+        self._bank_sq = self._searcher = self._neighbourhoods = None
+        self.neighbourhoods()  # at fit, so prediction never passes over the whole bank for eq. 7
 
     def _bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.memory_bank is None:
@@ -195,6 +199,14 @@ class PatchCore(BackboneMixin, Detector):
         if self._bank_sq is None:
             self._bank_sq = (self.memory_bank * self.memory_bank).sum(1)
         return self.memory_bank, self._bank_sq
+
+    def neighbourhoods(self) -> torch.Tensor:
+        """(M, b): each bank row and its b - 1 nearest rows (recomputed if b changed)."""
+        bank, bank_sq = self._bank()
+        b = max(1, min(self.num_neighbors, bank.shape[0]))
+        if self._neighbourhoods is None or self._neighbourhoods.shape != (bank.shape[0], b):
+            self._neighbourhoods = bank_neighbourhoods(bank, bank_sq, b)
+        return self._neighbourhoods
 
     def searcher(self) -> BankSearch:
         if self._searcher is None:
@@ -221,15 +233,15 @@ class PatchCore(BackboneMixin, Detector):
 
     def _score_embedding(self, emb: torch.Tensor) -> tuple[list[float], torch.Tensor]:
         """(N, C, h, w) embedding -> image scores (eq. 7) and (N, h, w) patch distances."""
-        bank, bank_sq = self._bank()
+        bank, _ = self._bank()
         n, c, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(n, h * w, c)
         dist, index = self.searcher()(q)
-        scores = []
-        for i in range(n):
-            p = int(torch.argmax(dist[i]))
-            scores.append(float(reweighted_score(q[i, p], int(index[i, p]), bank, bank_sq, self.num_neighbors)))
-        return scores, dist.view(n, h, w)
+        p = dist.argmax(1)  # each image's most anomalous patch
+        rows = torch.arange(n)
+        support = self.neighbourhoods()[index[rows, p]]  # (N, b): m* and its neighbours
+        scores = reweighted_score(q[rows, p], support, bank)
+        return scores.tolist(), dist.view(n, h, w)
 
     # --- deployment -----------------------------------------------------------------
 
@@ -256,12 +268,17 @@ class PatchCore(BackboneMixin, Detector):
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         bank, _ = self._bank()
-        return {"memory_bank": bank}
+        return {"memory_bank": bank, "bank_neighbourhoods": self.neighbourhoods()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if "memory_bank" not in tensors:
             raise InputError("patchcore: saved state lacks memory_bank")
         self.memory_bank, self._bank_sq, self._searcher = tensors["memory_bank"].float(), None, None
+        # models saved before the table existed compute it on first use
+        table = tensors.get("bank_neighbourhoods")
+        if table is not None and (table.ndim != 2 or table.numel() and not 0 <= int(table.min()) <= int(table.max()) < self.memory_bank.shape[0]):
+            raise InputError(f"patchcore: saved bank_neighbourhoods {tuple(table.shape)} do not index the {self.memory_bank.shape[0]}-row bank")
+        self._neighbourhoods = table.long() if table is not None else None
 
     def extra_config(self) -> dict[str, Any]:
         return {"bank_size": int(self.memory_bank.shape[0]) if self.memory_bank is not None else 0}

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from iadbench.deploy.graph import PixelMaps, TrunkFeatures
+from iadbench_patchcore.core import reweighted_score
 from iadbench_patchcore.detector import locally_aware
 
 
@@ -29,7 +30,7 @@ class PatchCoreGraph(nn.Module):
         self.register_buffer("bank", bank.float().clone())
         self.register_buffer("bank_t", bank.float().T.contiguous())
         self.register_buffer("bank_sq", bank_sq.float().clone())
-        self.b = max(1, min(int(det.num_neighbors), bank.shape[0]))
+        self.register_buffer("neighbourhoods", det.neighbourhoods().clone())  # (M, b), computed at fit
         self.maps = PixelMaps(det.input_size, det.sigma)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,19 +48,12 @@ class PatchCoreGraph(nn.Module):
         return score, self.maps(dist.view(n, h, w))
 
     def _score(self, q: torch.Tensor, dist: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Eq. 7 per image (see core.reweighted_score), as batched gathers."""
+        """Eq. 7 per image (see core.reweighted_score), as batched gathers from the fitted
+        neighbourhood table: no pass over the bank."""
         p = dist.argmax(1, keepdim=True)  # (N, 1) the most anomalous patch
         nn_index = index.gather(1, p)[:, 0]  # (N,) its nearest bank row m*
         patch = q.gather(1, p.unsqueeze(-1).expand(-1, 1, q.shape[-1]))[:, 0]  # (N, C)
-        m_star = self.bank[nn_index]  # (N, C)
-        if self.b == 1:
-            return (m_star - patch).norm(dim=1)
-        d2 = self.bank_sq - 2.0 * m_star @ self.bank_t + self.bank_sq[nn_index].unsqueeze(1)  # (N, M)
-        d2 = d2.clamp_min(0).scatter(1, nn_index.unsqueeze(1), -1.0)  # m* itself first
-        support = torch.topk(d2, self.b, dim=1, largest=False).indices  # (N, b)
-        dist_b = (self.bank[support] - patch.unsqueeze(1)).norm(dim=2)  # (N, b)
-        weight = 1.0 - torch.softmax(dist_b, 1)[:, 0]
-        return weight * dist_b[:, 0]
+        return reweighted_score(patch, self.neighbourhoods[nn_index], self.bank)
 
 
 class PatchCoreFront(nn.Module):

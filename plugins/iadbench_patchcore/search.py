@@ -28,9 +28,10 @@ build. Because the re-check must go on until the image maximum is certified, bet
 bounds save exact passes: ef 16 needs 24-32 re-checked patches an image (median, p90),
 so the first re-check takes 32 (one pass over the bank) rather than doubling from 8.
 
-What limits speed on a 2-core machine is memory bandwidth: each exact pass (the
-re-check, the eq. 7 neighbourhood of m*) streams the whole bank (47 MB for 77k rows at
-~7 GB/s: ~7 ms), so latency still grows with the bank, more slowly than exact search.
+What limits speed on a 2-core machine is memory bandwidth: each exact pass streams
+the whole bank (47 MB for 77k rows at ~7 GB/s: ~7 ms). The re-check is one such pass
+an image; eq. 7's neighbourhood of m* is not (it is looked up in the table the fit
+computed, ``core.bank_neighbourhoods``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from iadbench.api import FitContext, InputError
 from iadbench.artifacts import load_detector
 from iadbench.plugins import load_registry
-from iadbench_patchcore.core import brute_force_greedy, greedy_coreset, nearest, reweighted_score
+from iadbench_patchcore.core import bank_neighbourhoods, brute_force_greedy, greedy_coreset, nearest, reweighted_score
 from iadbench_patchcore.detector import PatchCore, pool_channels
 
 from .conftest import synthetic_objects
@@ -52,8 +52,30 @@ def test_reweighting_follows_eq7():
     nbrs = torch.cdist(bank[j][None], bank)[0].argsort()[:3]  # m* and its 2 nearest
     d = torch.linalg.vector_norm(bank[nbrs] - patch, dim=1)
     ref = (1 - torch.exp(d[0]) / torch.exp(d).sum()) * d[0]
-    got = reweighted_score(patch, j, bank, (bank * bank).sum(1), 3)
-    assert torch.isclose(got, ref)
+    support = bank_neighbourhoods(bank, (bank * bank).sum(1), 3)[j]
+    assert torch.equal(support, nbrs)
+    assert torch.isclose(reweighted_score(patch, support, bank), ref)
+
+
+def test_bank_neighbourhoods_match_scipy_brute_force():
+    """Every row's neighbourhood (itself first, then its b - 1 nearest other rows) against
+    scipy's cdist + argsort, with chunks smaller than the bank and a duplicated row."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(5)
+    bank = rng.normal(size=(300, 8)).astype(np.float32)
+    bank[7] = bank[3]  # a duplicate: each must still list itself first, then its twin
+    t = torch.from_numpy(bank)
+    got = bank_neighbourhoods(t, (t * t).sum(1), 5, chunk=64).numpy()
+    d = cdist(bank.astype(np.float64), bank.astype(np.float64))
+    np.fill_diagonal(d, -1.0)
+    ref = np.argsort(d, axis=1, kind="stable")[:, :5]
+    assert (got[:, 0] == np.arange(300)).all()
+    assert {got[3, 1], got[7, 1]} == {7, 3}
+    # the same neighbours up to ties (rows 3 and 7 are equally near to everyone else)
+    rows = np.arange(300)[:, None]
+    np.testing.assert_allclose(np.sort(d[rows, got[:, 1:]], 1), d[rows, ref[:, 1:]], rtol=1e-5)
+    assert (np.sort(got[:, 1:], 1) != np.sort(ref[:, 1:], 1)).any(1).sum() <= 2
 
 
 def test_one_neighbour_scores_plain_nearest_distance():
@@ -64,7 +86,7 @@ def test_one_neighbour_scores_plain_nearest_distance():
     patch = torch.randn(6, generator=g, dtype=torch.float64) * 3
     ref = torch.cdist(patch[None], bank).min()
     j = int(torch.cdist(patch[None], bank).argmin())
-    got = reweighted_score(patch, j, bank, (bank * bank).sum(1), 1)
+    got = reweighted_score(patch, bank_neighbourhoods(bank, (bank * bank).sum(1), 1)[j], bank)
     assert float(ref) > 1.0 and torch.isclose(got, ref)
 
 
@@ -109,6 +131,25 @@ def test_save_and_reload_reproduce_scores_exactly(tmp_path):
     assert isinstance(back, PatchCore) and back.num_neighbors == 5
     np.testing.assert_array_equal(before.scores, after.scores)
     np.testing.assert_array_equal(before.maps, after.maps)
+
+
+def test_neighbourhood_table_is_saved_and_older_models_rebuild_it():
+    """The eq. 7 neighbourhoods are computed at fit and saved; a state without them (a
+    model saved before they existed) rebuilds the same table on first use; a table that
+    does not index the bank is refused at load."""
+    x = synthetic_objects(4, 64)
+    det = PatchCore(input_size=64, coreset_ratio=0.3, num_neighbors=5, search="exact")
+    det.fit(x, FitContext(seed=1))
+    state = det.state_tensors()
+    assert state["bank_neighbourhoods"].shape == (det.memory_bank.shape[0], 5)
+    old = PatchCore(input_size=64, coreset_ratio=0.3, num_neighbors=5, search="exact")
+    old.load_state_tensors({"memory_bank": state["memory_bank"]})
+    assert torch.equal(old.neighbourhoods(), state["bank_neighbourhoods"])
+    np.testing.assert_array_equal(old.predict(x).scores, det.predict(x).scores)
+    bad = state["bank_neighbourhoods"].clone()
+    bad[0, 1] = det.memory_bank.shape[0]
+    with pytest.raises(InputError, match="bank_neighbourhoods"):
+        old.load_state_tensors({"memory_bank": state["memory_bank"], "bank_neighbourhoods": bad})
 
 
 def test_bad_params_are_input_errors():
