@@ -1,14 +1,20 @@
 """Tables of the defaults study (leaderboards/defaults-study.md) from its run folders.
 
     python -m bench.defaults_study RUN_DIR... [--plan leaderboards/defaults-study.toml]
+                                              [--study part3|part1-2]
 
-Each candidate (a plan label) on each study dataset (by category: magnetic_tile,
-fabric, wood, bottle) takes the first ok record found in the run folders, in the order
-given; a pair with none is "not measured". Then the means over the datasets measured,
-a candidate's image AUROC against its detector's previous default on the same datasets,
-and the rule's verdict (README, "How defaults are chosen"): the best mean image AUROC
-among candidates measured on every dataset, ties within 0.005 broken by mean pixel
-AUROC + AUPRO, then by model size.
+Each candidate (a plan label) on each study dataset (dataset name + category) takes the
+first ok record found in the run folders, in the order given; a pair with none is "not
+measured". Then each candidate's means over the datasets and the rule's verdict (README,
+"How defaults are chosen").
+
+Part 3 (the current rule) weighs each dataset by its number of test images, so every
+test image counts once: magnetic tile (740) outweighs a 40-image synthetic category,
+which in parts 1-2 (equal weights) carried two picks that more data then reversed. The
+best weighted mean image AUROC among candidates measured on every dataset wins;
+candidates within 0.005 of it are tied and the better weighted pixel AUROC + AUPRO
+wins, then the smaller model. A candidate missing datasets gets the image AUROC it
+would need on them to reach the tie margin; above 1.0 it cannot win.
 """
 
 from __future__ import annotations
@@ -16,19 +22,37 @@ from __future__ import annotations
 import argparse
 import json
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
-DATASETS = {"magnetic_tile": "magnetic_tile", "fabric": "factory/fabric", "wood": "factory/wood", "bottle": "mvtec/bottle"}
-PREVIOUS = {"padim": "padim-d50", "patchcore": "patchcore-c0.1"}
 TIE = 0.005
+PREVIOUS = {"padim": "padim-d50", "patchcore": "patchcore-c0.1"}
+QUALITY = ("image_auroc", "pixel_auroc", "aupro")
 
 
-def collect(run_dirs: list[Path]) -> dict[tuple[str, str], tuple[str, dict]]:
-    found: dict[tuple[str, str], tuple[str, dict]] = {}
+@dataclass(frozen=True)
+class Study:
+    datasets: dict[tuple[str, str], str]  # (record dataset, category) -> table title
+    weighted: bool  # weights = test images per dataset; else each dataset alike
+
+
+STUDIES = {
+    # parts 1-2: factory generator v1's fabric and wood read as folders, equal weights
+    "part1-2": Study({("folder", "magnetic_tile"): "magnetic_tile", ("folder", "fabric"): "factory v1/fabric",
+                      ("folder", "wood"): "factory v1/wood", ("mvtec", "bottle"): "mvtec/bottle"}, weighted=False),
+    "part3": Study({("folder", "magnetic_tile"): "magnetic_tile",
+                    **{("factory", c): f"factory v2/{c}" for c in ("fabric", "metal", "wood", "nut", "bottle")},
+                    ("mvtec", "bottle"): "mvtec/bottle"}, weighted=True),
+}
+
+
+def collect(run_dirs: list[Path]) -> dict[tuple[str, str, str], tuple[str, dict]]:
+    """(label, dataset, category) -> (run folder name, first ok record)."""
+    found: dict[tuple[str, str, str], tuple[str, dict]] = {}
     for run in run_dirs:
         for line in (run / "records.jsonl").read_text().splitlines():
             rec = json.loads(line)
-            key = (rec["detector"], rec["category"])
+            key = (rec["detector"], rec["dataset"], rec["category"])
             if rec.get("status") == "ok" and key not in found:
                 found[key] = (run.name, rec)
     return found
@@ -38,42 +62,67 @@ def _f(v, fmt="{:.3f}") -> str:
     return "" if v is None else fmt.format(v)
 
 
-def render(labels: list[str], found: dict) -> str:
+def weighted_means(label: str, found: dict, study: Study) -> tuple[dict[str, float], list, float, float]:
+    """Means of QUALITY over the datasets measured, their keys, their total weight, model MB."""
+    keys = [k for k in study.datasets if (label, *k) in found]
+    recs = [found[(label, *k)][1] for k in keys]
+    w = [r["counts"]["test"] if study.weighted else 1.0 for r in recs]
+    total = sum(w)
+    means = {q: sum(wi * r["metrics"][q] for wi, r in zip(w, recs)) / total for q in QUALITY} if recs else {}
+    return means, keys, total, sum(r["cost"]["artifact_mb"] for r in recs)
+
+
+def dataset_weights(found: dict, study: Study) -> dict[tuple[str, str], float]:
+    """Each dataset's weight, read from any record of it (test counts are per dataset)."""
+    out = {}
+    for (_, ds, cat), (_, rec) in found.items():
+        if (ds, cat) in study.datasets:
+            out[(ds, cat)] = rec["counts"]["test"] if study.weighted else 1.0
+    return out
+
+
+def render(labels: list[str], found: dict, study: Study) -> str:
     out = []
-    for cat, title in DATASETS.items():
-        out += [f"### {title}", "", "| candidate | image AUROC | pixel AUROC | AUPRO | fit s | fit cache | ms/img p50 | model MB | run |",
+    for (ds, cat), title in study.datasets.items():
+        n = next((r["counts"]["test"] for (_label, d, c), (_, r) in found.items() if (d, c) == (ds, cat)), None)
+        out += [f"### {title}" + (f" ({n} test images)" if n else ""), "",
+                "| candidate | image AUROC | pixel AUROC | AUPRO | fit s | fit cache | ms/img p50 | model MB | run |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for label in labels:
-            if (label, cat) not in found:
+            if (label, ds, cat) not in found:
                 out.append(f"| {label} | not measured | | | | | | | |")
                 continue
-            run, rec = found[(label, cat)]
+            run, rec = found[(label, ds, cat)]
             m, c = rec["metrics"], rec["cost"]
             cache = "warm" if (c.get("fit_feature_cache_hits") or 0) > 0 else "cold"
             out.append(f"| {label} | {_f(m.get('image_auroc'))} | {_f(m.get('pixel_auroc'))} | {_f(m.get('aupro'))} | "
                        f"{_f(c.get('fit_s'), '{:.1f}')} | {cache} | {_f(c.get('latency_ms_p50'), '{:.1f}')} | "
                        f"{_f(c.get('artifact_mb'), '{:.1f}')} | `{run}` |")
         out.append("")
-    out += ["### Mean over the four study datasets", "",
-            "| candidate | mean image AUROC | mean pixel AUROC | mean AUPRO | datasets measured | image AUROC vs previous default, same datasets |",
-            "|---|---|---|---|---|---|"]
+    n_ds = len(study.datasets)
+    how = "weighted by test images" if study.weighted else "each dataset alike"
+    out += [f"### Mean over the {n_ds} study datasets ({how})", "",
+            "| candidate | mean image AUROC | mean pixel AUROC | mean AUPRO | datasets measured | image AUROC vs previous default, same datasets | unweighted mean image AUROC |",
+            "|---|---|---|---|---|---|---|"]
     means = {}
     for label in labels:
-        cats = [c for c in DATASETS if (label, c) in found]
-        if not cats:
+        vals, keys, _, mb = weighted_means(label, found, study)
+        if not keys:
             continue
-        vals = {k: sum(found[(label, c)][1]["metrics"][k] for c in cats) / len(cats) for k in ("image_auroc", "pixel_auroc", "aupro")}
-        full = len(cats) == len(DATASETS)
-        means[label] = (vals, full, sum(found[(label, c)][1]["cost"]["artifact_mb"] for c in cats))
+        full = len(keys) == n_ds
+        means[label] = (vals, full, mb, keys)
         prev = PREVIOUS.get(label.split("-")[0])
         delta = ""
-        if prev and prev != label and all((prev, c) in found for c in cats):
-            d = vals["image_auroc"] - sum(found[(prev, c)][1]["metrics"]["image_auroc"] for c in cats) / len(cats)
-            delta = f"{d:+.3f} ({len(cats)} datasets)"
+        if prev and prev != label and all((prev, *k) in found for k in keys):
+            sub = Study({k: study.datasets[k] for k in keys}, study.weighted)
+            d = vals["image_auroc"] - weighted_means(prev, found, sub)[0]["image_auroc"]
+            delta = f"{d:+.3f} ({len(keys)} datasets)"
+        plain = sum(found[(label, *k)][1]["metrics"]["image_auroc"] for k in keys) / len(keys)
         show = (lambda v: f"{v:.3f}") if full else (lambda v: f"({v:.3f})")
         out.append(f"| {label} | {show(vals['image_auroc'])} | {show(vals['pixel_auroc'])} | {show(vals['aupro'])} | "
-                   f"{len(cats)}/{len(DATASETS)} | {delta} |")
+                   f"{len(keys)}/{n_ds} | {delta} | {show(plain)} |")
     out.append("")
+    weights = dataset_weights(found, study)
     for det in PREVIOUS:
         eligible = {k: v for k, v in means.items() if k.startswith(det + "-") and v[1]}
         if not eligible:
@@ -83,6 +132,18 @@ def render(labels: list[str], found: dict) -> str:
         pick = max(tied, key=lambda k: (round(tied[k][0]["pixel_auroc"] + tied[k][0]["aupro"], 3), -tied[k][2]))
         out.append(f"- rule, {det}: best mean image AUROC {best:.3f}; tied within {TIE}: "
                    f"{', '.join(sorted(tied))}; pick (pixel AUROC + AUPRO, then model size): **{pick}**")
+        for label, (vals, full, _, keys) in means.items():
+            if not label.startswith(det + "-") or full:
+                continue
+            missing = [k for k in study.datasets if k not in keys]
+            if not all(k in weights for k in missing):
+                continue
+            have = sum(weights[k] for k in keys)
+            need_w = sum(weights[k] for k in missing)
+            need = ((best - TIE) * (have + need_w) - vals["image_auroc"] * have) / need_w
+            names = ", ".join(study.datasets[k] for k in missing)
+            verdict = "cannot win" if need > 1.0 else "could still win"
+            out.append(f"- {label}: not measured on {names}; would need image AUROC {need:.3f} there to tie: {verdict}")
     return "\n".join(out)
 
 
@@ -90,9 +151,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--plan", type=Path, default=Path("leaderboards/defaults-study.toml"))
+    ap.add_argument("--study", choices=sorted(STUDIES), default="part3")
     args = ap.parse_args()
     labels = [d["label"] for d in tomllib.loads(args.plan.read_text())["detector"]]
-    print(render(labels, collect(args.runs)))
+    print(render(labels, collect(args.runs), STUDIES[args.study]))
 
 
 if __name__ == "__main__":

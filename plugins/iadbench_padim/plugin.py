@@ -9,12 +9,13 @@ def register_detectors(register):
             name=Padim.name,
             factory=Padim,
             params={
-                "input_size": 320, "backbone": "efficientnet_lite0", "layers": None, "weights": None,
+                "input_size": 256, "backbone": "efficientnet_lite0", "layers": None, "weights": None,
                 "n_features": None, "epsilon": 0.01, "sigma": 4.0,
             },
             description="PaDiM (Defard et al. 2021): per-position Gaussians, Mahalanobis distance",
-            # 2: blocks.2 + blocks.4 with all channels; 3: input 320 px (leaderboards/defaults-study.md)
-            version="3",
+            # 2: blocks.2 + blocks.4 with all channels; 3: input 320 px; 4: 256 px again, the
+            # study's part 3 (test-size weights, factory v2): leaderboards/defaults-study.md
+            version="4",
             tags=("distribution", "pretrained-backbone"),
         )
     )
