@@ -24,7 +24,7 @@ class EfficientADGraph(nn.Module):
         # copies: tracing must never reach the live detector's modules
         self.pdn_teacher = copy.deepcopy(det.pdn_teacher).eval() if det.pdn_teacher is not None else None
         if self.pdn_teacher is None:
-            self.trunk = TrunkFeatures(det.extractor, det.layers)
+            self.trunk = TrunkFeatures(det.extractor, det.layers, det.input_size)
             self.layers = list(det.layers)
             self.register_buffer("projection", det.projection.float().clone())
         self.student = copy.deepcopy(det.student).eval()

@@ -19,7 +19,7 @@ class FeatureAEGraph(nn.Module):
         super().__init__()
         if det.net is None or det.mean is None or det.std is None:
             raise RuntimeError("feature_ae: nothing fitted to export")
-        self.trunk = TrunkFeatures(det.extractor, det.layers)
+        self.trunk = TrunkFeatures(det.extractor, det.layers, det.input_size)
         self.layers = list(det.layers)
         self.net = copy.deepcopy(det.net).eval()  # a copy: tracing must not touch the live model
         self.register_buffer("mean", det.mean.float().clone())

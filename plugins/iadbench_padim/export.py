@@ -18,7 +18,7 @@ class PadimGraph(nn.Module):
         super().__init__()
         if det.mean is None or det.inv_cov is None or det.channel_idx is None:
             raise RuntimeError("padim: nothing fitted to export")
-        self.trunk = TrunkFeatures(det.extractor, det.layers)
+        self.trunk = TrunkFeatures(det.extractor, det.layers, det.input_size)
         self.layers = list(det.layers)
         # per layer, the kept channels (the subset is sorted, so concatenation keeps its order)
         offset = 0

@@ -63,7 +63,7 @@ class PatchCoreFront(nn.Module):
 
     def __init__(self, det):
         super().__init__()
-        self.trunk = TrunkFeatures(det.extractor, det.layers)
+        self.trunk = TrunkFeatures(det.extractor, det.layers, det.input_size)
         self.layers, self.layer_dim = list(det.layers), det.layer_dim
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

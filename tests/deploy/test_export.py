@@ -102,3 +102,36 @@ def test_export_graphs_never_touch_the_live_detector(padim, images):
     wrapper.train(True)
     assert not any(m.training for m in padim.extractor.modules())
     np.testing.assert_array_equal(padim.predict(images[4:6]).scores, before)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (72, 96)])
+def test_trunk_with_fixed_size_has_constant_same_padding(padim, size):
+    """TF-"same" convolutions get constant pads for the graph's input size: the trunk's
+    features equal the extractor's own (timm's Conv2dSame), and its ONNX graph computes
+    no pads from shapes (no Shape node is left to fold at run time)."""
+    import onnx
+    from timm.layers import Conv2dSame
+
+    from iadbench.deploy.export import onnx_bytes
+    from iadbench.deploy.graph import StaticSamePadConv, TrunkFeatures
+
+    fixed = TrunkFeatures(padim.extractor, padim.layers, size).eval()
+    assert not any(isinstance(m, Conv2dSame) for m in fixed.modules())
+    assert sum(isinstance(m, StaticSamePadConv) for m in fixed.modules()) >= 1
+    x = torch.randint(0, 256, (2, *size, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        ref = TrunkFeatures(padim.extractor, padim.layers)(x)
+        got = fixed(x)
+    for name in padim.layers:
+        torch.testing.assert_close(got[name], ref[name], rtol=0, atol=0)
+
+    class Outputs(torch.nn.Module):
+        def __init__(self, trunk):
+            super().__init__()
+            self.trunk = trunk
+
+        def forward(self, images):
+            return tuple(self.trunk(images).values())
+
+    graph = onnx.load_from_string(onnx_bytes(Outputs(fixed), size))
+    assert not [n for n in graph.graph.node if n.op_type == "Shape"]

@@ -14,17 +14,70 @@ import copy
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from iadbench.backbones import FeatureExtractor
 from iadbench.features import patch_maps_to_pixels
 
 
+class StaticSamePadConv(nn.Module):
+    """A TF-"same" convolution (timm's ``Conv2dSame``) with its pads fixed for one input
+    size. ``Conv2dSame`` computes them from the traced input shape, which exports as a
+    chain of Shape/Cast/Sub/Div nodes per convolution that onnxruntime cannot fold while
+    the batch is dynamic (3 of the 10 ms lite0 takes to stride 16 at 256 px, 2 threads);
+    constant pads fold away and the Pad fuses into the Conv."""
+
+    def __init__(self, conv: nn.Conv2d, in_hw: tuple[int, int]):
+        super().__init__()
+        from timm.layers.padding import get_same_padding
+
+        ph = get_same_padding(in_hw[0], conv.kernel_size[0], conv.stride[0], conv.dilation[0])
+        pw = get_same_padding(in_hw[1], conv.kernel_size[1], conv.stride[1], conv.dilation[1])
+        self.pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        # a plain convolution without padding, on the same parameters
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
+                              conv.groups, conv.bias is not None)
+        self.conv.weight, self.conv.bias = conv.weight, conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, self.pad))
+
+
+def fix_same_padding(steps: nn.ModuleList, size: tuple[int, int]) -> None:
+    """Swap every ``Conv2dSame`` in ``steps`` (in place) for a ``StaticSamePadConv`` with
+    the pads it gets for images of ``size``, found by one probe pass."""
+    from timm.layers import Conv2dSame
+
+    found: dict[str, tuple[int, int]] = {}
+
+    def record(name: str):
+        def hook(module, args) -> None:  # (a pre-hook returning a value would replace the input)
+            found[name] = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(name)) for name, m in steps.named_modules() if isinstance(m, Conv2dSame)]
+    with torch.no_grad():
+        x = torch.zeros(1, 3, int(size[0]), int(size[1]))  # only shapes matter
+        for step in steps:
+            x = step(x)
+    for h in hooks:
+        h.remove()
+    for name, hw in found.items():
+        parent, _, leaf = name.rpartition(".")
+        holder = steps.get_submodule(parent) if parent else steps
+        setattr(holder, leaf, StaticSamePadConv(getattr(holder, leaf), hw))
+
+
 class TrunkFeatures(nn.Module):
     """uint8 (N, H, W, 3) -> {layer: (N, C, h, w)}: the extractor's normalisation and
-    steps, without its input checks (they branch in Python, which tracing cannot keep)."""
+    steps, without its input checks (they branch in Python, which tracing cannot keep).
+    With ``size`` (the detector's input size) TF-"same" convolutions get constant pads
+    (``fix_same_padding``); the graph then only takes images of that size, which every
+    exported graph requires anyway."""
 
-    def __init__(self, extractor: FeatureExtractor, layers: Sequence[str]):
+    def __init__(self, extractor: FeatureExtractor, layers: Sequence[str], size: tuple[int, int] | None = None):
         super().__init__()
         self.layers = [str(x) for x in layers]
         last = max(extractor.step_names.index(x) for x in self.layers)
@@ -35,6 +88,8 @@ class TrunkFeatures(nn.Module):
         # scale folds /255 and the weights' mean/std into one multiply-add
         self.register_buffer("scale", (1.0 / (255.0 * extractor.std)).clone())
         self.register_buffer("shift", (-extractor.mean / extractor.std).clone())
+        if size is not None:
+            fix_same_padding(self.steps, size)
 
     def train(self, mode: bool = True) -> TrunkFeatures:
         return super().train(False)  # frozen, like the extractor it copies

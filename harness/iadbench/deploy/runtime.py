@@ -192,7 +192,7 @@ def open_backbone(detector: Detector, threads: int = 2):
 
     if getattr(detector, "extractor", None) is None or not getattr(detector, "layers", None):
         raise InputError(f"detector '{detector.name}' has no backbone extractor to export")
-    trunk = TrunkFeatures(detector.extractor, detector.layers).eval()
+    trunk = TrunkFeatures(detector.extractor, detector.layers, detector.input_size).eval()
 
     class Outputs(torch.nn.Module):
         def __init__(self):
