@@ -13,7 +13,8 @@ test image counts once: magnetic tile (740) outweighs a 40-image synthetic categ
 which in parts 1-2 (equal weights) carried two picks that more data then reversed. The
 best weighted mean image AUROC among candidates measured on every dataset wins;
 candidates within 0.005 of it are tied and the better weighted pixel AUROC + AUPRO
-wins, then the smaller model. A candidate missing datasets gets the image AUROC it
+wins; where that is within 0.005 too, the smaller model, and among equal sizes the
+incumbent default. A candidate missing datasets gets the image AUROC it
 would need on them to reach the tie margin; above 1.0 it cannot win.
 """
 
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TIE = 0.005
-PREVIOUS = {"padim": "padim-d50", "patchcore": "patchcore-c0.1"}
+PREVIOUS = {"padim": "padim-d50", "patchcore": "patchcore-c0.1"}  # the defaults before the study
+INCUMBENT = {"padim": "padim-l2.4-d152-320px", "patchcore": "patchcore-c0.1"}  # the defaults when part 3 began
 QUALITY = ("image_auroc", "pixel_auroc", "aupro")
 
 
@@ -81,6 +83,25 @@ def dataset_weights(found: dict, study: Study) -> dict[tuple[str, str], float]:
     return out
 
 
+def choose(tied: dict, incumbent: str) -> tuple[str, str]:
+    """Among candidates tied on image AUROC: the best localisation (pixel AUROC + AUPRO);
+    those within TIE of it are tied again and the smallest model wins; equal sizes (to
+    1%) keep the incumbent default, else the higher image AUROC."""
+    loc = {k: v[0]["pixel_auroc"] + v[0]["aupro"] for k, v in tied.items()}
+    best_loc = max(loc.values())
+    near = [k for k in tied if loc[k] >= best_loc - TIE]
+    if len(near) == 1:
+        return near[0], f"pixel AUROC + AUPRO {best_loc:.3f}, the rest more than {TIE} lower"
+    small = min(tied[k][2] for k in near)
+    cheapest = [k for k in near if tied[k][2] <= small * 1.01]
+    if incumbent in cheapest:
+        pick = incumbent
+    else:
+        pick = max(cheapest, key=lambda k: tied[k][0]["image_auroc"])
+    return pick, (f"localisation within {TIE} among {', '.join(sorted(near))}; smallest model "
+                  f"({small:.1f} MB summed over the datasets)" + ("; the incumbent among equals" if len(cheapest) > 1 and pick == incumbent else ""))
+
+
 def render(labels: list[str], found: dict, study: Study) -> str:
     out = []
     for (ds, cat), title in study.datasets.items():
@@ -129,9 +150,9 @@ def render(labels: list[str], found: dict, study: Study) -> str:
             continue
         best = max(v[0]["image_auroc"] for v in eligible.values())
         tied = {k: v for k, v in eligible.items() if v[0]["image_auroc"] >= best - TIE}
-        pick = max(tied, key=lambda k: (round(tied[k][0]["pixel_auroc"] + tied[k][0]["aupro"], 3), -tied[k][2]))
+        pick, why = choose(tied, INCUMBENT[det])
         out.append(f"- rule, {det}: best mean image AUROC {best:.3f}; tied within {TIE}: "
-                   f"{', '.join(sorted(tied))}; pick (pixel AUROC + AUPRO, then model size): **{pick}**")
+                   f"{', '.join(sorted(tied))}; pick: **{pick}** ({why})")
         for label, (vals, full, _, keys) in means.items():
             if not label.startswith(det + "-") or full:
                 continue

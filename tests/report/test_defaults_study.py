@@ -67,3 +67,17 @@ def test_first_ok_record_wins_in_run_order(tmp_path):
 def test_part3_counts_factory_and_mvtec_bottle_apart():
     keys = STUDIES["part3"].datasets
     assert ("factory", "bottle") in keys and ("mvtec", "bottle") in keys and STUDIES["part3"].weighted
+
+
+def test_close_localisation_goes_to_the_smaller_model_then_the_incumbent(tmp_path):
+    # all three tie on image AUROC; "big" localises 0.004 better (within the margin), so
+    # size decides between it and the two small ones, which are equal: the incumbent stays
+    recs = []
+    for label, pix, mb in (("patchcore-big", 0.904, 5.0), ("patchcore-nn1", 0.900, 2.0), ("patchcore-c0.1", 0.900, 2.0)):
+        recs += [_record(label, "folder", "big", 100, 0.95, pix=pix, mb=mb), _record(label, "factory", "small", 100, 0.95, pix=pix, mb=mb)]
+    text = render(["patchcore-big", "patchcore-nn1", "patchcore-c0.1"], collect([_run(tmp_path, "r", recs)]), SMALL)
+    assert _pick(text, "patchcore") == "patchcore-c0.1"
+    recs[0]["metrics"]["pixel_auroc"] = recs[1]["metrics"]["pixel_auroc"] = 0.92  # now 0.020 better: localisation decides
+    (tmp_path / "r" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    text = render(["patchcore-big", "patchcore-nn1", "patchcore-c0.1"], collect([tmp_path / "r"]), SMALL)
+    assert _pick(text, "patchcore") == "patchcore-big"
