@@ -23,8 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 TIE = 0.005
 PREVIOUS = {"padim": "padim-d50", "patchcore": "patchcore-c0.1"}  # the defaults before the study
@@ -64,48 +65,51 @@ def _f(v, fmt="{:.3f}") -> str:
     return "" if v is None else fmt.format(v)
 
 
-def weighted_means(label: str, found: dict, study: Study) -> tuple[dict[str, float], list, float, float]:
-    """Means of QUALITY over the datasets measured, their keys, their total weight, model MB."""
+class Means(NamedTuple):
+    quality: dict[str, float]  # QUALITY -> mean over the datasets measured
+    keys: list[tuple[str, str]]  # the datasets measured
+    full: bool  # measured on every study dataset
+    model_mb: float  # summed over the datasets measured
+
+
+def weighted_means(label: str, found: dict, study: Study) -> Means:
+    """A candidate's means of QUALITY over the study datasets it was measured on."""
     keys = [k for k in study.datasets if (label, *k) in found]
     recs = [found[(label, *k)][1] for k in keys]
     w = [r["counts"]["test"] if study.weighted else 1.0 for r in recs]
-    total = sum(w)
-    means = {q: sum(wi * r["metrics"][q] for wi, r in zip(w, recs)) / total for q in QUALITY} if recs else {}
-    return means, keys, total, sum(r["cost"]["artifact_mb"] for r in recs)
+    quality = {q: sum(wi * r["metrics"][q] for wi, r in zip(w, recs)) / sum(w) for q in QUALITY} if recs else {}
+    return Means(quality, keys, len(keys) == len(study.datasets), sum(r["cost"]["artifact_mb"] for r in recs))
 
 
-def dataset_weights(found: dict, study: Study) -> dict[tuple[str, str], float]:
-    """Each dataset's weight, read from any record of it (test counts are per dataset)."""
-    out = {}
-    for (_, ds, cat), (_, rec) in found.items():
-        if (ds, cat) in study.datasets:
-            out[(ds, cat)] = rec["counts"]["test"] if study.weighted else 1.0
-    return out
+def images_per_dataset(found: dict, study: Study) -> dict[tuple[str, str], int]:
+    """Each study dataset's number of test images, read from any record of it."""
+    return {(ds, cat): rec["counts"]["test"] for (_, ds, cat), (_, rec) in found.items() if (ds, cat) in study.datasets}
 
 
-def choose(tied: dict, incumbent: str) -> tuple[str, str]:
+def choose(tied: dict[str, Means], incumbent: str) -> tuple[str, str]:
     """Among candidates tied on image AUROC: the best localisation (pixel AUROC + AUPRO);
     those within TIE of it are tied again and the smallest model wins; equal sizes (to
     1%) keep the incumbent default, else the higher image AUROC."""
-    loc = {k: v[0]["pixel_auroc"] + v[0]["aupro"] for k, v in tied.items()}
+    loc = {k: v.quality["pixel_auroc"] + v.quality["aupro"] for k, v in tied.items()}
     best_loc = max(loc.values())
     near = [k for k in tied if loc[k] >= best_loc - TIE]
     if len(near) == 1:
         return near[0], f"pixel AUROC + AUPRO {best_loc:.3f}, the rest more than {TIE} lower"
-    small = min(tied[k][2] for k in near)
-    cheapest = [k for k in near if tied[k][2] <= small * 1.01]
+    small = min(tied[k].model_mb for k in near)
+    cheapest = [k for k in near if tied[k].model_mb <= small * 1.01]
     if incumbent in cheapest:
         pick = incumbent
     else:
-        pick = max(cheapest, key=lambda k: tied[k][0]["image_auroc"])
+        pick = max(cheapest, key=lambda k: tied[k].quality["image_auroc"])
     return pick, (f"localisation within {TIE} among {', '.join(sorted(near))}; smallest model "
                   f"({small:.1f} MB summed over the datasets)" + ("; the incumbent among equals" if len(cheapest) > 1 and pick == incumbent else ""))
 
 
 def render(labels: list[str], found: dict, study: Study) -> str:
     out = []
+    counts = images_per_dataset(found, study)
     for (ds, cat), title in study.datasets.items():
-        n = next((r["counts"]["test"] for (_label, d, c), (_, r) in found.items() if (d, c) == (ds, cat)), None)
+        n = counts.get((ds, cat))
         out += [f"### {title}" + (f" ({n} test images)" if n else ""), "",
                 "| candidate | image AUROC | pixel AUROC | AUPRO | fit s | fit cache | ms/img p50 | model MB | run |",
                 "|---|---|---|---|---|---|---|---|---|"]
@@ -125,43 +129,42 @@ def render(labels: list[str], found: dict, study: Study) -> str:
     out += [f"### Mean over the {n_ds} study datasets ({how})", "",
             "| candidate | mean image AUROC | mean pixel AUROC | mean AUPRO | datasets measured | image AUROC vs previous default, same datasets | unweighted mean image AUROC |",
             "|---|---|---|---|---|---|---|"]
-    means = {}
+    means: dict[str, Means] = {}
     for label in labels:
-        vals, keys, _, mb = weighted_means(label, found, study)
-        if not keys:
+        m = weighted_means(label, found, study)
+        if not m.keys:
             continue
-        full = len(keys) == n_ds
-        means[label] = (vals, full, mb, keys)
+        means[label] = m
         prev = PREVIOUS.get(label.split("-")[0])
         delta = ""
-        if prev and prev != label and all((prev, *k) in found for k in keys):
-            sub = Study({k: study.datasets[k] for k in keys}, study.weighted)
-            d = vals["image_auroc"] - weighted_means(prev, found, sub)[0]["image_auroc"]
-            delta = f"{d:+.3f} ({len(keys)} datasets)"
-        plain = sum(found[(label, *k)][1]["metrics"]["image_auroc"] for k in keys) / len(keys)
-        show = (lambda v: f"{v:.3f}") if full else (lambda v: f"({v:.3f})")
-        out.append(f"| {label} | {show(vals['image_auroc'])} | {show(vals['pixel_auroc'])} | {show(vals['aupro'])} | "
-                   f"{len(keys)}/{n_ds} | {delta} | {show(plain)} |")
+        if prev and prev != label and all((prev, *k) in found for k in m.keys):
+            sub = Study({k: study.datasets[k] for k in m.keys}, study.weighted)
+            d = m.quality["image_auroc"] - weighted_means(prev, found, sub).quality["image_auroc"]
+            delta = f"{d:+.3f} ({len(m.keys)} datasets)"
+        plain = weighted_means(label, found, replace(study, weighted=False)).quality["image_auroc"]
+        show = (lambda v: f"{v:.3f}") if m.full else (lambda v: f"({v:.3f})")
+        out.append(f"| {label} | {show(m.quality['image_auroc'])} | {show(m.quality['pixel_auroc'])} | "
+                   f"{show(m.quality['aupro'])} | {len(m.keys)}/{n_ds} | {delta} | {show(plain)} |")
     out.append("")
-    weights = dataset_weights(found, study)
+    weights = {k: n if study.weighted else 1.0 for k, n in counts.items()}
     for det in PREVIOUS:
-        eligible = {k: v for k, v in means.items() if k.startswith(det + "-") and v[1]}
+        eligible = {k: m for k, m in means.items() if k.startswith(det + "-") and m.full}
         if not eligible:
             continue
-        best = max(v[0]["image_auroc"] for v in eligible.values())
-        tied = {k: v for k, v in eligible.items() if v[0]["image_auroc"] >= best - TIE}
+        best = max(m.quality["image_auroc"] for m in eligible.values())
+        tied = {k: m for k, m in eligible.items() if m.quality["image_auroc"] >= best - TIE}
         pick, why = choose(tied, INCUMBENT[det])
         out.append(f"- rule, {det}: best mean image AUROC {best:.3f}; tied within {TIE}: "
                    f"{', '.join(sorted(tied))}; pick: **{pick}** ({why})")
-        for label, (vals, full, _, keys) in means.items():
-            if not label.startswith(det + "-") or full:
+        for label, m in means.items():
+            if not label.startswith(det + "-") or m.full:
                 continue
-            missing = [k for k in study.datasets if k not in keys]
+            missing = [k for k in study.datasets if k not in m.keys]
             if not all(k in weights for k in missing):
                 continue
-            have = sum(weights[k] for k in keys)
+            have = sum(weights[k] for k in m.keys)
             need_w = sum(weights[k] for k in missing)
-            need = ((best - TIE) * (have + need_w) - vals["image_auroc"] * have) / need_w
+            need = ((best - TIE) * (have + need_w) - m.quality["image_auroc"] * have) / need_w
             names = ", ".join(study.datasets[k] for k in missing)
             verdict = "cannot win" if need > 1.0 else "could still win"
             out.append(f"- {label}: not measured on {names}; would need image AUROC {need:.3f} there to tie: {verdict}")

@@ -23,9 +23,7 @@ class PadimGraph(nn.Module):
         # per layer, the kept channels (the subset is sorted, so concatenation keeps its order)
         offset = 0
         self.keep: list[torch.Tensor] = []
-        channels = {name: int(ch) for name, ch in zip(det.layers, self._channels(det))}
-        for name in self.layers:
-            c = channels[name]
+        for c in self._channels(det.input_size):
             idx = det.channel_idx[(det.channel_idx >= offset) & (det.channel_idx < offset + c)] - offset
             self.keep.append(idx.long().clone())
             offset += c
@@ -34,12 +32,12 @@ class PadimGraph(nn.Module):
         self.grid = tuple(det.grid) if det.grid else None
         self.maps = PixelMaps(det.input_size, det.sigma)
 
-    @staticmethod
-    def _channels(det) -> list[int]:
-        probe = torch.zeros(1, det.input_size[0], det.input_size[1], 3, dtype=torch.uint8)
+    def _channels(self, size: tuple[int, int]) -> list[int]:
+        """Channels of each layer, from one probe through this graph's own trunk."""
+        probe = torch.zeros(1, size[0], size[1], 3, dtype=torch.uint8)
         with torch.no_grad():
-            feats = TrunkFeatures(det.extractor, det.layers)(probe)
-        return [feats[name].shape[1] for name in det.layers]
+            feats = self.trunk(probe)
+        return [feats[name].shape[1] for name in self.layers]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.trunk(images)

@@ -4,8 +4,8 @@
   evaluated lazily (see its docstring): the same picks as the brute-force greedy,
   with most of the work done as a few large matrix products.
 * ``nearest``: nearest-neighbour distances by ||a||^2 + ||b||^2 - 2ab in chunks.
-* ``bank_neighbourhoods`` and ``reweighted_score``: the paper's image-score
-  reweighting (eq. 7), the neighbourhoods precomputed once per bank.
+* ``bank_neighbourhoods``, ``reweighted_score`` and ``image_scores``: the paper's
+  image-score reweighting (eq. 7), the neighbourhoods precomputed once per bank.
 """
 
 from __future__ import annotations
@@ -136,8 +136,8 @@ def bank_neighbourhoods(bank: torch.Tensor, bank_sq: torch.Tensor, b: int, chunk
 
 
 def reweighted_score(patch: torch.Tensor, support: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """patch (..., C), support (..., b) -> score (...). Eq. 7 of the paper: s = (1 - softmax_b(||m_test - m||)[m*]) * ||m_test - m*||, with
-    the softmax over ``support``: m* (the most anomalous patch's nearest memory feature)
+    """patch (..., C), support (..., b) -> score (...). Eq. 7 of the paper:
+    s = (1 - softmax_b(||m_test - m||)[m*]) * ||m_test - m*||, with the softmax over ``support``: m* (the most anomalous patch's nearest memory feature)
     then its b - 1 nearest neighbours in the bank (a row of ``bank_neighbourhoods``).
     With b = 1 (asked for, or a one-row bank) there is no neighbourhood to weigh by: the
     score is the plain distance, as in anomalib (a softmax over one element would make
@@ -147,3 +147,14 @@ def reweighted_score(patch: torch.Tensor, support: torch.Tensor, bank: torch.Ten
         return dist[..., 0]
     weight = 1.0 - torch.softmax(dist, -1)[..., 0]
     return weight * dist[..., 0]
+
+
+def image_scores(q: torch.Tensor, dist: torch.Tensor, index: torch.Tensor, neighbourhoods: torch.Tensor,
+                 bank: torch.Tensor) -> torch.Tensor:
+    """(N,) image scores from patch features q (N, P, C), their nearest-row distances and
+    indices (N, P) and the bank's neighbourhood table: eq. 7 on each image's most
+    anomalous patch. Gathers only, so eager prediction and the export graph share it."""
+    p = dist.argmax(1, keepdim=True)  # (N, 1) the most anomalous patch
+    nn_index = index.gather(1, p)[:, 0]  # (N,) its nearest bank row m*
+    patch = q.gather(1, p.unsqueeze(-1).expand(-1, 1, q.shape[-1]))[:, 0]  # (N, C)
+    return reweighted_score(patch, neighbourhoods[nn_index], bank)

@@ -83,7 +83,7 @@ import torch.nn.functional as F
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.backbones import ARCHS, canonical_arch
 from iadbench.features import BackboneMixin, patch_maps_to_pixels
-from iadbench_patchcore.core import bank_neighbourhoods, greedy_coreset, random_projection, reweighted_score
+from iadbench_patchcore.core import bank_neighbourhoods, greedy_coreset, image_scores, random_projection
 from iadbench_patchcore.search import BankSearch, check_search
 
 # Mid-level stages: stride 8 and 16 (the paper's layer2 + layer3 for ResNets).
@@ -233,14 +233,10 @@ class PatchCore(BackboneMixin, Detector):
 
     def _score_embedding(self, emb: torch.Tensor) -> tuple[list[float], torch.Tensor]:
         """(N, C, h, w) embedding -> image scores (eq. 7) and (N, h, w) patch distances."""
-        bank, _ = self._bank()
         n, c, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(n, h * w, c)
         dist, index = self.searcher()(q)
-        p = dist.argmax(1)  # each image's most anomalous patch
-        rows = torch.arange(n)
-        support = self.neighbourhoods()[index[rows, p]]  # (N, b): m* and its neighbours
-        scores = reweighted_score(q[rows, p], support, bank)
+        scores = image_scores(q, dist, index, self.neighbourhoods(), self.memory_bank)
         return scores.tolist(), dist.view(n, h, w)
 
     # --- deployment -----------------------------------------------------------------

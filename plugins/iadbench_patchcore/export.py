@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from iadbench.deploy.graph import PixelMaps, TrunkFeatures
-from iadbench_patchcore.core import reweighted_score
+from iadbench_patchcore.core import image_scores
 from iadbench_patchcore.detector import locally_aware
 
 
@@ -43,17 +43,8 @@ class PatchCoreGraph(nn.Module):
         part = torch.addmm(self.bank_sq.unsqueeze(0), flat, self.bank_t, alpha=-2.0)
         m2, index = part.min(1)
         dist = (m2 + (flat * flat).sum(1)).clamp_min(0).sqrt().view(n, h * w)
-        index = index.view(n, h * w)
-        score = self._score(q, dist, index)
+        score = image_scores(q, dist, index.view(n, h * w), self.neighbourhoods, self.bank)
         return score, self.maps(dist.view(n, h, w))
-
-    def _score(self, q: torch.Tensor, dist: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Eq. 7 per image (see core.reweighted_score), as batched gathers from the fitted
-        neighbourhood table: no pass over the bank."""
-        p = dist.argmax(1, keepdim=True)  # (N, 1) the most anomalous patch
-        nn_index = index.gather(1, p)[:, 0]  # (N,) its nearest bank row m*
-        patch = q.gather(1, p.unsqueeze(-1).expand(-1, 1, q.shape[-1]))[:, 0]  # (N, C)
-        return reweighted_score(patch, self.neighbourhoods[nn_index], self.bank)
 
 
 class PatchCoreFront(nn.Module):

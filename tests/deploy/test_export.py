@@ -113,7 +113,7 @@ def test_trunk_with_fixed_size_has_constant_same_padding(padim, size):
     from timm.layers import Conv2dSame
 
     from iadbench.deploy.export import onnx_bytes
-    from iadbench.deploy.graph import StaticSamePadConv, TrunkFeatures
+    from iadbench.deploy.graph import StaticSamePadConv, TrunkFeatures, TrunkOutputs
 
     fixed = TrunkFeatures(padim.extractor, padim.layers, size).eval()
     assert not any(isinstance(m, Conv2dSame) for m in fixed.modules())
@@ -125,13 +125,5 @@ def test_trunk_with_fixed_size_has_constant_same_padding(padim, size):
     for name in padim.layers:
         torch.testing.assert_close(got[name], ref[name], rtol=0, atol=0)
 
-    class Outputs(torch.nn.Module):
-        def __init__(self, trunk):
-            super().__init__()
-            self.trunk = trunk
-
-        def forward(self, images):
-            return tuple(self.trunk(images).values())
-
-    graph = onnx.load_from_string(onnx_bytes(Outputs(fixed), size))
+    graph = onnx.load_from_string(onnx_bytes(TrunkOutputs(fixed), size))
     assert not [n for n in graph.graph.node if n.op_type == "Shape"]

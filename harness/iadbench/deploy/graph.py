@@ -104,6 +104,18 @@ class TrunkFeatures(nn.Module):
         return out
 
 
+class TrunkOutputs(nn.Module):
+    """A trunk's layers as a tuple (what an ONNX graph returns), in ``trunk.layers`` order."""
+
+    def __init__(self, trunk: TrunkFeatures):
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.trunk(images)
+        return tuple(feats[name] for name in self.trunk.layers)
+
+
 class PixelMaps(nn.Module):
     """(N, h, w) patch scores -> (N, H, W) maps: the detectors' own post-processing."""
 

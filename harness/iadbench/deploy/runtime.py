@@ -185,24 +185,13 @@ def open_backbone(detector: Detector, threads: int = 2):
     """The detector's backbone trunk alone (normalisation and the stages up to its deepest
     layer) in onnxruntime: a callable on uint8 (N, H, W, 3) batches, the onnx twin of
     ``Detector.backbone_forward`` for cost tables. Needs a ``BackboneMixin`` detector."""
-    import torch
-
     from iadbench.deploy.export import INPUT, onnx_bytes
-    from iadbench.deploy.graph import TrunkFeatures
+    from iadbench.deploy.graph import TrunkFeatures, TrunkOutputs
 
     if getattr(detector, "extractor", None) is None or not getattr(detector, "layers", None):
         raise InputError(f"detector '{detector.name}' has no backbone extractor to export")
     trunk = TrunkFeatures(detector.extractor, detector.layers, detector.input_size).eval()
-
-    class Outputs(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.trunk = trunk
-
-        def forward(self, x):
-            return tuple(self.trunk(x).values())
-
-    session = _session(onnx_bytes(Outputs().eval(), detector.input_size), threads)
+    session = _session(onnx_bytes(TrunkOutputs(trunk).eval(), detector.input_size), threads)
     return lambda images: session.run(None, {INPUT: np.ascontiguousarray(images)})
 
 
