@@ -1,5 +1,12 @@
 from iadbench.api import DetectorSpec, hookimpl
-from iadbench_efficientad.detector import DEFAULT_STEPS, PAPER_STEPS, EfficientAD
+from iadbench_efficientad.detector import (
+    DEFAULT_AE_LR,
+    DEFAULT_LR,
+    DEFAULT_MINING_QUANTILE,
+    DEFAULT_STEPS,
+    PAPER_STEPS,
+    EfficientAD,
+)
 
 
 @hookimpl
@@ -9,17 +16,17 @@ def register_detectors(register):
             name=EfficientAD.name,
             factory=EfficientAD,
             params={
-                "input_size": 256, "variant": "small", "steps": DEFAULT_STEPS, "lr": 1e-4,
+                "input_size": 256, "variant": "small", "steps": DEFAULT_STEPS, "lr": DEFAULT_LR, "ae_lr": DEFAULT_AE_LR,
                 "weight_decay": 1e-5, "teacher_weights": None, "penalty_dir": None,
                 "backbone": "efficientnet_lite0", "teacher_layers": None, "val_fraction": 0.1,
-                "mining_quantile": 0.999,
+                "mining_quantile": DEFAULT_MINING_QUANTILE,
             },
             description=(
                 "EfficientAD (Batzner et al. 2024): PDN student + autoencoder; default teacher is "
                 "EfficientNet-Lite0 stride 4+8 features with a fixed projection to 384 channels, "
                 "not the paper's distilled WideResNet-101 PDN (teacher_weights=PATH for that)"
             ),
-            version="1",
+            version="2",  # 2: the short-budget recipe (100 steps, student lr 1e-3, mining quantile 0.9)
             tags=("student-teacher", "pretrained-backbone", "trained", "opt-in"),
             # "opt-in": left out of --all until its fit is measured within the make run budget
             preload=("torchvision.transforms.v2.functional",),

@@ -70,6 +70,17 @@ def test_fit_save_reload_and_seeding(tmp_path):
     np.testing.assert_allclose(pc.maps, pa.maps, rtol=1e-5, atol=1e-6)
 
 
+def test_student_and_autoencoder_learn_at_their_own_rates():
+    x = synthetic_objects(6, 64)
+    det = EfficientAD(input_size=64, steps=2, lr=1e-3, ae_lr=1e-12)
+    det.fit(x, FitContext(seed=0))
+    torch.manual_seed(0)  # fit seeds, then builds the student and the autoencoder in this order
+    student0, ae0 = SmallPDN(768, padding=True), AutoEncoder(384, padding=True, input_size=64)
+    moved = lambda net, ref: max(float((a - b).abs().max()) for a, b in zip(net.state_dict().values(), ref.state_dict().values()))
+    assert moved(det.ae, ae0) < 1e-9  # two Adam steps move a weight by about lr each
+    assert moved(det.student, student0) > 1e-4
+
+
 def test_pdn_teacher_weights_and_penalty_folder(tmp_path):
     from PIL import Image
 
@@ -99,6 +110,10 @@ def test_bad_parameters_are_one_line_plan_errors(tmp_path):
         EfficientAD(steps=-5)
     with pytest.raises(InputError, match="variant"):
         EfficientAD(variant="large")
+    with pytest.raises(InputError, match="ae_lr"):
+        EfficientAD(ae_lr=0)
+    with pytest.raises(InputError, match="weight_decay"):
+        EfficientAD(weight_decay=-1e-5)
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="teacher_weights"):
         EfficientAD(teacher_weights=str(tmp_path / "junk.pth"))
