@@ -76,7 +76,10 @@ def test_student_and_autoencoder_learn_at_their_own_rates():
     det.fit(x, FitContext(seed=0))
     torch.manual_seed(0)  # fit seeds, then builds the student and the autoencoder in this order
     student0, ae0 = SmallPDN(768, padding=True), AutoEncoder(384, padding=True, input_size=64)
-    moved = lambda net, ref: max(float((a - b).abs().max()) for a, b in zip(net.state_dict().values(), ref.state_dict().values()))
+
+    def moved(net, ref):
+        return max(float((a - b).abs().max()) for a, b in zip(net.state_dict().values(), ref.state_dict().values()))
+
     assert moved(det.ae, ae0) < 1e-9  # two Adam steps move a weight by about lr each
     assert moved(det.student, student0) > 1e-4
 
