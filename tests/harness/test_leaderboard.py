@@ -105,6 +105,20 @@ def test_same_label_with_another_version_is_two_rows(tmp_path):
     assert frame["detector"].nunique() == 2
 
 
+def test_latest_keeps_each_detectors_newest_version_and_names_what_it_left_out(tmp_path):
+    old = make_run(tmp_path / "old", [("padim", "c1", 0, "ok", 0.90, 1.0), ("padim", "c2", 0, "ok", 0.80, 1.0),
+                                      ("beta", "c1", 0, "ok", 0.50, 1.0)], version="9")
+    new = make_run(tmp_path / "new", [("padim", "c1", 0, "ok", 0.70, 1.0)], version="10")  # 10 is newer than 9
+    other = make_run(tmp_path / "other", [("padim", "c1", 0, "ok", 0.60, 1.0)], params={"k": 2}, version="10")
+    frame, _ = load_runs([old, new, other], latest=True)
+    assert sorted(zip(frame["detector_name"], frame["detector_version"])) == [("beta", "9"), ("padim", "10"), ("padim", "10")]
+    assert frame["detector"].nunique() == 3  # the two version-10 setups stay two rows
+    assert [(r["detector_name"], r["category"]) for r in frame.attrs["superseded"]] == [("padim", "c1"), ("padim", "c2")]
+    text = render([old, new, other], latest=True)
+    assert f"`padim` version 9 from {old} (2 cells)" in text and "0.900" not in text
+    assert len(load_runs([old, new, other])[0]) == 5  # without latest nothing is left out
+
+
 def test_same_label_and_setup_from_two_runs_are_seeds_of_one_row(tmp_path):
     a = make_run(tmp_path / "a", [("padim", "c1", 0, "ok", 0.90, 1.0)], params={"n_features": 50})
     b = make_run(tmp_path / "b", [("padim", "c1", 1, "ok", 0.70, 1.0)], params={"n_features": 50})

@@ -18,13 +18,15 @@ def leaderboard(
     run_dirs: list[Path] = typer.Argument(..., help="Run folders (records are merged)."),
     out: Path | None = typer.Option(None, "--out", help="Markdown file to write (default: print)."),
     title: str = typer.Option("Leaderboard", "--title"),
+    latest: bool = typer.Option(False, "--latest", help="Only each detector's newest version (older ones are "
+                                "named in the leaderboard), for runs merged across a version bump."),
 ) -> None:
     """Render markdown leaderboards from run records."""
     metrics = get_registry().metrics
     if out is None:
-        console.print(leaderboard_mod.render(run_dirs, metrics, title), markup=False, highlight=False)
+        console.print(leaderboard_mod.render(run_dirs, metrics, title, latest=latest), markup=False, highlight=False)
         return
-    leaderboard_mod.write(run_dirs, out, metrics, title)
+    leaderboard_mod.write(run_dirs, out, metrics, title, latest=latest)
     console.print(f"leaderboard written to {out}")
 
 

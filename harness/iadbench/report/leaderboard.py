@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +178,8 @@ def defect_sections(frame: pd.DataFrame) -> list[str]:
 
 
 def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, title: str = "Leaderboard",
-           report_link: str | None = None) -> str:
-    frame, infos = load_runs(run_dirs)
+           report_link: str | None = None, latest: bool = False) -> str:
+    frame, infos = load_runs(run_dirs, latest=latest)
     specs = metrics or {}
     headline = [n for n, s in specs.items() if s.headline] or DEFAULT_HEADLINE
     parts = [f"# {title}", ""]
@@ -192,6 +193,12 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
     )
     if report_link:
         parts += ["", f"Visual report (curves, heatmaps, worst cases): [{report_link}]({report_link})"]
+    dropped = Counter((r["detector_name"], str(r["detector_version"]), str(Path(r["cell_dir"]).parents[1]))
+                      for r in frame.attrs.get("superseded") or [])
+    if dropped:
+        parts += ["", "Superseded setups left out (`--latest`: only each detector's newest version is shown): " + "; ".join(
+            f"`{name}` version {version} from {run} ({n} cell{'s' if n > 1 else ''})"
+            for (name, version, run), n in sorted(dropped.items())) + "."]
     rows = frame.to_dict("records")
     parts += ["", protocol_line(rows)]
     capped_note = footnote(rows)
@@ -236,7 +243,7 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
 
 
 def write(run_dirs: list[Path], out: Path, metrics: dict[str, MetricSpec] | None = None, title: str = "Leaderboard",
-          report: Path | None = None) -> Path:
+          report: Path | None = None, latest: bool = False) -> Path:
     """Write the leaderboard to ``out``; it links to ``report`` (an HTML report) when
     given, else to a run's own ``report.html`` when exactly one run has one."""
     import os
@@ -245,7 +252,7 @@ def write(run_dirs: list[Path], out: Path, metrics: dict[str, MetricSpec] | None
         found = [Path(d) / "report.html" for d in run_dirs if (Path(d) / "report.html").is_file()]
         report = found[0] if len(found) == 1 else None
     link = Path(os.path.relpath(report, out.parent)).as_posix() if report is not None else None
-    text = render(run_dirs, metrics, title, link)
+    text = render(run_dirs, metrics, title, link, latest=latest)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)

@@ -49,9 +49,11 @@ def display_names(frame: pd.DataFrame) -> pd.Series:
     return names.map(lambda n: f"{n} {CAPPED_MARK}" if n in marked else n)
 
 
-def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Latest record per cell key over all runs (an ok record wins over failures),
-    flattened to columns ``metrics.X`` and ``cost.X``; plus each run's run.json."""
+    flattened to columns ``metrics.X`` and ``cost.X``; plus each run's run.json.
+    ``latest``: keep only each detector's newest version (see ``superseded``); what was
+    left out is in ``frame.attrs["superseded"]``."""
     infos, rows, run_settings, cell_dirs = [], {}, {}, {}
     for run_dir in run_dirs:
         store = RunStore(Path(run_dir))
@@ -91,6 +93,23 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]
                 row[f"ci.{name}"] = interval
         flat.append(row)
     frame = pd.DataFrame(flat)
+    dropped = superseded(frame) if latest else frame.iloc[:0]
+    frame = frame.drop(index=dropped.index).reset_index(drop=True)
     frame["detector"] = display_names(frame)
+    frame.attrs["superseded"] = dropped.to_dict("records")
     frame["column"] = frame["dataset"] + "/" + frame["category"]
     return frame, infos
+
+
+def _version_key(version: Any) -> tuple:
+    """Versions compare as numbers where they are ("10" after "9"), else as text."""
+    text = str(version) if version is not None else ""
+    return (0, float(text), "") if text.replace(".", "", 1).isdigit() else (1, 0.0, text)
+
+
+def superseded(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of detectors at an older version than the newest one in ``frame`` (by
+    detector name): merging an old run with a re-run after a version bump would
+    otherwise show both setups. Setups at the newest version (other parameters) stay."""
+    newest = frame.groupby("detector_name")["detector_version"].transform(lambda v: max(v, key=_version_key))
+    return frame[frame["detector_version"].map(_version_key) != newest.map(_version_key)]
