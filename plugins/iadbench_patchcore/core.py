@@ -100,6 +100,9 @@ def brute_force_greedy(z: torch.Tensor, k: int, start: int = 0) -> torch.Tensor:
     return torch.tensor(chosen)
 
 
+FEW_QUERIES = 256  # up to here nearest() multiplies bank-major (faster for few queries, slower beyond ~512)
+
+
 def nearest(
     queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None, chunk: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,9 +112,14 @@ def nearest(
     dists, index = [], []
     for s in range(0, queries.shape[0], chunk):
         q = queries[s : s + chunk]
-        d2 = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2).add_((q * q).sum(1, keepdim=True))
-        m, j = d2.min(1)
-        dists.append(m.clamp_min_(0).sqrt_())
+        if q.shape[0] <= FEW_QUERIES:
+            # bank-major: for a handful of queries (HNSW's exact re-check) MKL's GEMM with
+            # the bank on the left and a contiguous (C, n) right side is ~1.3-1.6x faster
+            # than q @ bank.T (measured, 32 queries on 19k / 77k rows, 2 threads)
+            m, j = torch.addmm(bank_sq[:, None], bank, q.T.contiguous(), alpha=-2).min(0)
+        else:
+            m, j = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2).min(1)
+        dists.append(m.add_((q * q).sum(1)).clamp_min_(0).sqrt_())  # ||q||^2 is constant along the min
         index.append(j)
     return torch.cat(dists), torch.cat(index)
 

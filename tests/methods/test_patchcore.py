@@ -38,10 +38,11 @@ def test_coreset_equals_brute_force_greedy(hot, pool):
 def test_nearest_matches_brute_force():
     g = torch.Generator().manual_seed(1)
     q, bank = torch.randn(500, 12, generator=g), torch.randn(300, 12, generator=g)
-    dist, idx = nearest(q, bank, chunk=64)
-    full = torch.cdist(q, bank)
-    torch.testing.assert_close(dist, full.min(1).values, atol=1e-4, rtol=1e-4)
-    assert torch.equal(idx, full.argmin(1))
+    full = torch.cdist(q, bank, compute_mode="donot_use_mm_for_euclid_dist")  # differences, not a GEMM
+    for chunk in (64, 400):  # few queries a chunk (bank-major GEMM), then many (query-major) and a rest of 100
+        dist, idx = nearest(q, bank, chunk=chunk)
+        torch.testing.assert_close(dist, full.min(1).values, atol=1e-4, rtol=1e-4)
+        assert torch.equal(idx, full.argmin(1))
 
 
 def test_reweighting_follows_eq7():
