@@ -151,7 +151,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_every_cell_within_5_s_and_leaves_a_resumable_run(env, tmp_path):
+def test_ctrl_c_stops_every_cell_within_5_s_and_leaves_a_resumable_run(env, tmp_path, ctrl_c_reaches_children):
     run_dir = tmp_path / "run"
     out, err = (tmp_path / "out.txt").open("w"), (tmp_path / "err.txt").open("w")  # pipes would wait on grandchildren
     proc = subprocess.Popen(

@@ -223,7 +223,7 @@ def _ray_cell_workers() -> list[psutil.Process]:
     return found
 
 
-def test_ctrl_c_cancels_outstanding_tasks_and_leaves_a_resumable_run(cluster, tmp_path):
+def test_ctrl_c_cancels_outstanding_tasks_and_leaves_a_resumable_run(cluster, tmp_path, ctrl_c_reaches_children):
     env = {**cluster.env, "IADBENCH_PLUGINS": "example,metrics"}
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(

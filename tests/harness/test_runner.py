@@ -140,7 +140,7 @@ def _wait_for_records(run_dir: Path, n: int, timeout: float = 120) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_run_resumes_to_one_ok_record_per_cell(env, tmp_path, sig):
+def test_killed_run_resumes_to_one_ok_record_per_cell(env, tmp_path, sig, ctrl_c_reaches_children):
     run_dir = tmp_path / "run"
     proc = _start(env, tmp_path, run_dir)
     _wait_for_records(run_dir, 1)
