@@ -193,8 +193,7 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
     )
     if report_link:
         parts += ["", f"Visual report (curves, heatmaps, worst cases): [{report_link}]({report_link})"]
-    dropped = Counter((r["detector_name"], str(r["detector_version"]), str(Path(r["cell_dir"]).parents[1]))
-                      for r in frame.attrs.get("superseded") or [])
+    dropped = Counter((r["detector_name"], r["detector_version"], r["run"]) for r in frame.attrs.get("superseded") or [])
     if dropped:
         parts += ["", "Superseded setups left out (`--latest`: only each detector's newest version is shown): " + "; ".join(
             f"`{name}` version {version} from {run} ({n} cell{'s' if n > 1 else ''})"

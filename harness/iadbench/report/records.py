@@ -53,7 +53,8 @@ def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame,
     """Latest record per cell key over all runs (an ok record wins over failures),
     flattened to columns ``metrics.X`` and ``cost.X``; plus each run's run.json.
     ``latest``: keep only each detector's newest version (see ``superseded``); what was
-    left out is in ``frame.attrs["superseded"]``."""
+    left out is in ``frame.attrs["superseded"]`` (name, version, category and run of each
+    cell: attrs are copied into every frame derived from this one, so they stay small)."""
     infos, rows, run_settings, cell_dirs = [], {}, {}, {}
     for run_dir in run_dirs:
         store = RunStore(Path(run_dir))
@@ -96,7 +97,11 @@ def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame,
     dropped = superseded(frame) if latest else frame.iloc[:0]
     frame = frame.drop(index=dropped.index).reset_index(drop=True)
     frame["detector"] = display_names(frame)
-    frame.attrs["superseded"] = dropped.to_dict("records")
+    frame.attrs["superseded"] = [
+        {"detector_name": r["detector_name"], "detector_version": str(r["detector_version"]),
+         "category": r["category"], "run": str(Path(r["cell_dir"]).parents[1])}
+        for r in dropped.to_dict("records")
+    ]
     frame["column"] = frame["dataset"] + "/" + frame["category"]
     return frame, infos
 
