@@ -10,6 +10,7 @@ from iadbench.api import FitContext, InputError
 from iadbench.artifacts import load_detector
 from iadbench.plugins import load_registry
 from iadbench_padim.detector import Padim, mahalanobis_sq
+from iadbench_padim.export import whitening_blocks
 
 from .conftest import synthetic_objects
 
@@ -24,6 +25,24 @@ def test_mahalanobis_matches_scipy_per_position():
     got = mahalanobis_sq(torch.tensor(emb), torch.tensor(mean), torch.tensor(inv)).sqrt().numpy()
     ref = np.array([[mahalanobis(emb[i, j], mean[j], inv[j]) for j in range(p)] for i in range(n)])
     np.testing.assert_allclose(got, ref, rtol=1e-10)
+
+
+@pytest.mark.parametrize("d", [1, 3, 6, 13])
+def test_whitening_blocks_give_scipys_mahalanobis(d):
+    """The export graph's blocked triangular factor: the squared distance summed over
+    its blocks equals scipy's on the full inverse covariance, for any d and block count."""
+    rng = np.random.default_rng(d)
+    p = 3
+    x, mean = rng.normal(size=(2, p, d)), rng.normal(size=(p, d))
+    a = rng.normal(size=(p, d, d))
+    inv = np.einsum("pij,pkj->pik", a, a) + 0.1 * np.eye(d)
+    ref = np.array([[mahalanobis(x[i, j], mean[j], inv[j]) ** 2 for j in range(p)] for i in range(2)])
+    delta = torch.tensor(x - mean).transpose(0, 1)  # (P, N, d)
+    for blocks in (1, 4, 8):
+        parts = whitening_blocks(torch.tensor(inv), blocks)
+        assert parts[0][0] == 0 and sum(w.shape[-1] for _, w in parts) == d  # every row once
+        got = sum(torch.bmm(delta[..., s:].float(), w).square().sum(-1) for s, w in parts).T.numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-4)
 
 
 def test_fit_gives_per_position_mean_and_regularised_inverse_covariance():

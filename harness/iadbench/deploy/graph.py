@@ -21,12 +21,34 @@ from iadbench.backbones import FeatureExtractor
 from iadbench.features import patch_maps_to_pixels
 
 
+class _PaddedConv(torch.autograd.Function):
+    """conv2d(pad(x)) in PyTorch; one ONNX ``Conv`` with asymmetric ``pads`` when exported.
+
+    Traced as ``F.pad`` + ``conv2d`` it exports as a ``Pad`` node that onnxruntime does
+    not fuse into the convolution (the pads are asymmetric): with the layout changes
+    around it (its blocked NCHWc convolutions cannot take a Pad in between), lite0's
+    four stride-2 pads cost ~4 of the ~11 ms it takes to stride 16 at 256 px on 2
+    threads. ONNX's ``Conv`` takes per-side pads itself."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, pad, stride, dilation, groups):  # noqa: ARG004
+        return F.conv2d(F.pad(x, pad), weight, bias, stride, 0, dilation, groups)
+
+    @staticmethod
+    def symbolic(g, x, weight, bias, pad, stride, dilation, groups):
+        left, right, top, bottom = pad
+        inputs = [x, weight] if bias is None or bias.node().mustBeNone() else [x, weight, bias]
+        return g.op("Conv", *inputs, kernel_shape_i=list(weight.type().sizes()[2:]),
+                    pads_i=[top, left, bottom, right], strides_i=list(stride),
+                    dilations_i=list(dilation), group_i=groups)
+
+
 class StaticSamePadConv(nn.Module):
     """A TF-"same" convolution (timm's ``Conv2dSame``) with its pads fixed for one input
     size. ``Conv2dSame`` computes them from the traced input shape, which exports as a
     chain of Shape/Cast/Sub/Div nodes per convolution that onnxruntime cannot fold while
     the batch is dynamic (3 of the 10 ms lite0 takes to stride 16 at 256 px, 2 threads);
-    constant pads fold away and the Pad fuses into the Conv."""
+    constant pads export into the ``Conv`` node itself (``_PaddedConv``)."""
 
     def __init__(self, conv: nn.Conv2d, in_hw: tuple[int, int]):
         super().__init__()
@@ -41,7 +63,8 @@ class StaticSamePadConv(nn.Module):
         self.conv.weight, self.conv.bias = conv.weight, conv.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, self.pad))
+        c = self.conv
+        return _PaddedConv.apply(x, c.weight, c.bias, self.pad, c.stride, c.dilation, c.groups)
 
 
 def fix_same_padding(steps: nn.ModuleList, size: tuple[int, int]) -> None:
