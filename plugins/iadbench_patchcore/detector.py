@@ -56,7 +56,7 @@ given the same projected features and start. Deliberate differences:
 * A one-row bank scores the plain distance; anomalib's softmax over one row gives 0.
 
 ``search`` (search.py): ``hnsw`` (default since spec version 3: a faiss HNSW graph,
-``hnsw_ef`` = efSearch, default 32 since version 4, with an exact re-check of each
+``hnsw_ef`` = efSearch, default 16 (32 in versions 4 and 5), with an exact re-check of each
 image's top patches that makes image scores exact; maps approximate elsewhere) or
 ``exact`` (the chunked GEMM above, the default up to version 2). The gate for the
 default: pixel AUROC within 0.002 of exact search on every test image of bottle and
@@ -65,7 +65,10 @@ coordinates, ef 16): bottle -0.00004, magnetic tile -0.00037 (M 32 graph). Versi
 224 coordinates (112 per layer, blocks.2's 40 channels repeated) are harder for the
 graph: on bottle ef 16 lost 0.0036 (fails), ef 32 0.00014, ef 64 0.00000, so ef is 32
 (the cheapest that passes; ef 32 searches ~1.6x slower than ef 16, ~1.7x faster than
-ef 64). A search-time choice: a fitted bank serves either (``use_search``), and the
+ef 64). Version 6, back at 152 coordinates (version 5), is at ef 16 again: bottle
+-0.00004, magnetic tile -0.00020 (M 48 graph; ef 8 -0.00007 and -0.00050 also passes,
+but on a 77k-row bank its looser bounds need ~3 exact re-check passes an image against
+2 at ef 16). A search-time choice: a fitted bank serves either (``use_search``), and the
 onnx runtime runs the backbone in onnxruntime and the HNSW search here
 (``export_front`` / ``predict_from_front``).
 """
@@ -140,7 +143,7 @@ class PatchCore(BackboneMixin, Detector):
         sigma: float = 4.0,
         layer_dim: int | None = None,
         search: str = "hnsw",
-        hnsw_ef: int = 32,
+        hnsw_ef: int = 16,
     ):
         arch = canonical_arch(backbone)
         layers = list(layers) if layers else list(DEFAULT_LAYERS[ARCHS[arch].family])
