@@ -23,8 +23,17 @@ WHITEN_BLOCKS = 4
 def whitening_blocks(inv_cov: torch.Tensor, blocks: int = WHITEN_BLOCKS) -> list[tuple[int, torch.Tensor]]:
     """(start, W) pairs with ``sum_b |delta[..., start_b:] @ W_b|^2`` the squared
     Mahalanobis distance: W_b (P, d - start_b, rows_b) is block b of ``L^T``'s rows from
-    its diagonal on, transposed, for ``inv_cov = L L^T`` (factorised in float64)."""
-    upper = torch.linalg.cholesky(inv_cov.double()).mT  # (P, d, d), zero below the diagonal
+    its diagonal on, transposed, for ``inv_cov = L L^T`` (factorised in float64).
+
+    A matrix the factorisation refuses (positive semi-definite only, as rounding can
+    leave one) gets one full block from its eigendecomposition instead, V sqrt(w)
+    with negative rounding-level eigenvalues taken as 0: the same distances as eager."""
+    inv = inv_cov.double()
+    lower, info = torch.linalg.cholesky_ex(inv)
+    if bool(info.any()):
+        w, v = torch.linalg.eigh(inv)
+        return [(0, (v * w.clamp_min(0).sqrt().unsqueeze(-2)).float().contiguous())]
+    upper = lower.mT  # (P, d, d), zero below the diagonal
     d = upper.shape[-1]
     edges = sorted({round(d * b / blocks) for b in range(blocks + 1)})
     return [(s, upper[:, s:e, s:].transpose(1, 2).float().contiguous()) for s, e in zip(edges[:-1], edges[1:])]

@@ -30,19 +30,26 @@ def test_mahalanobis_matches_scipy_per_position():
 @pytest.mark.parametrize("d", [1, 3, 6, 13])
 def test_whitening_blocks_give_scipys_mahalanobis(d):
     """The export graph's blocked triangular factor: the squared distance summed over
-    its blocks equals scipy's on the full inverse covariance, for any d and block count."""
+    its blocks equals scipy's on the full inverse covariance, for any d and block count,
+    and for a singular (semi-definite) matrix too."""
     rng = np.random.default_rng(d)
     p = 3
     x, mean = rng.normal(size=(2, p, d)), rng.normal(size=(p, d))
     a = rng.normal(size=(p, d, d))
     inv = np.einsum("pij,pkj->pik", a, a) + 0.1 * np.eye(d)
-    ref = np.array([[mahalanobis(x[i, j], mean[j], inv[j]) ** 2 for j in range(p)] for i in range(2)])
     delta = torch.tensor(x - mean).transpose(0, 1)  # (P, N, d)
-    for blocks in (1, 4, 8):
-        parts = whitening_blocks(torch.tensor(inv), blocks)
-        assert parts[0][0] == 0 and sum(w.shape[-1] for _, w in parts) == d  # every row once
-        got = sum(torch.bmm(delta[..., s:].float(), w).square().sum(-1) for s, w in parts).T.numpy()
-        np.testing.assert_allclose(got, ref, rtol=1e-4)
+    # the last position's matrix is singular (its last row and column zero): no Cholesky
+    # factor, so the blocks fall back to its eigendecomposition, the distances the same
+    singular = inv.copy()
+    singular[-1, -1, :] = singular[-1, :, -1] = 0.0
+    assert int(torch.linalg.cholesky_ex(torch.tensor(singular[-1])).info) > 0
+    for matrices in (inv, singular):
+        ref = np.array([[mahalanobis(x[i, j], mean[j], matrices[j]) ** 2 for j in range(p)] for i in range(2)])
+        for blocks in (1, 4, 8):
+            parts = whitening_blocks(torch.tensor(matrices), blocks)
+            assert parts[0][0] == 0 and sum(w.shape[-1] for _, w in parts) == d  # every row once
+            got = sum(torch.bmm(delta[..., s:].float(), w).square().sum(-1) for s, w in parts).T.numpy()
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * ref.max())
 
 
 def test_fit_gives_per_position_mean_and_regularised_inverse_covariance():
