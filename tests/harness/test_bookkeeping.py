@@ -177,6 +177,34 @@ def test_ctrl_c_stops_every_cell_within_5_s_and_leaves_a_resumable_run(env, tmp_
     assert records(run_dir) == []  # nothing half-recorded; all four cells rerun on resume
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_runner_leaves_no_cell_running(env, tmp_path, sig):
+    """kill -9 or a scheduler's SIGTERM on `adbench run`: its cells stop too, not only
+    its records. A surviving cell would keep writing into its cell folder, which a
+    resumed run gives to a new process (before the fix the cell held the forkserver
+    alive and both ran on for the whole fit)."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iadbench", *grid(tmp_path, "--set", f"{DET}.fit_sleep=120", "--run-dir", str(run_dir))],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 90
+    while not list(run_dir.glob("cells/*/cell.log")) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside fit's sleep now
+    family = _descendants(proc.pid)  # the forkserver, the cell, multiprocessing's resource tracker
+    assert len(family) >= 2, "expected the forkserver and a cell"
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    # the forkserver tears down an interpreter with torch loaded before the cell's
+    # parent-death signal fires: seconds, more on a loaded machine; the bug was 120 s
+    _, alive = psutil.wait_procs(family, timeout=60)
+    running = [p for p in alive if _running(p)]
+    assert not running, f"still running after the runner died: {running}"
+    assert (run_dir / "records.jsonl").read_text() == ""
+
+
 def test_no_cell_starts_after_shutdown(tmp_path):
     from iadbench.runner.executor import CellTask, ExecutorClosed, LocalProcessExecutor
 

@@ -46,13 +46,30 @@ def default_workers(cpus: int | None = None) -> int:
 
 
 def _die_with_parent() -> None:
-    # Linux: the cell is killed when the runner dies (kill -9 included), so no orphan
-    # keeps computing a result nobody will record.
+    """Linux: the cell is killed when the runner dies (kill -9 and SIGTERM included), so
+    no orphan keeps computing a result nobody will record, or writing into a cell folder
+    that a resumed run has given to a new process.
+
+    The cell's parent is the forkserver, not the runner, and the forkserver lives as
+    long as any process holds a copy of its "alive" pipe: multiprocessing hands one to
+    every process it forks, so a running cell kept the forkserver, and so itself, alive
+    after its runner died. The cell closes its copy: the runner's death then closes the
+    last one, the forkserver exits, and PR_SET_PDEATHSIG kills the cell."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
-        pass
+        return
+    server = multiprocessing.forkserver._forkserver
+    alive = getattr(server, "_forkserver_alive_fd", None)  # private, stable since 3.4
+    if alive is not None:
+        try:
+            os.close(alive)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
+    if os.getppid() == 1:  # the forkserver had already gone before prctl took effect
+        os._exit(1)
 
 
 def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int) -> None:
