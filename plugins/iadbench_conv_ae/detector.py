@@ -8,10 +8,8 @@ covers the whole remaining grid into a ``latent``-dimensional bottleneck (100, t
 paper's), mirrored by transposed convolutions; LeakyReLU 0.2, a sigmoid output. We
 train on whole images resized to ``input_size`` (the paper trains on 128 px patches
 and tiles at test time). Loss 0.5 MSE + 0.5 (1 - SSIM); Adam lr 2e-4, weight decay
-1e-5, batches of 8; ``epochs`` passes, but at least ``min_steps`` optimiser steps
-(more passes on a small training set: the factory's 29 images make 4 batches, so 12
-epochs would be 48 steps, where bottle's 188 make 282); flips as the only augmentation
-(object orientation matters, so none by default: ``augment=False``).
+1e-5, batches of 8; ``epochs`` passes with flips as the only augmentation (object
+orientation matters, so none by default: ``augment=False``).
 Anomaly map: 0.5 x the per-pixel squared error + 0.5 x (1 - SSIM), both averaged over
 the colour channels, blurred (sigma 4 px); image score = its maximum.
 """
@@ -30,7 +28,6 @@ from iadbench.progress import training_progress
 from iadbench_conv_ae.ssim import ssim_map
 
 DEFAULT_EPOCHS = 12
-DEFAULT_MIN_STEPS = 300  # ~bottle's 12 epochs (282 steps), so small sets train as long
 
 
 def _down(cin: int, cout: int) -> list[nn.Module]:
@@ -87,12 +84,9 @@ class ConvAE(Detector):
         batch: int = 8,
         sigma: float = 4.0,
         augment: bool = False,
-        min_steps: int = DEFAULT_MIN_STEPS,
     ):
         if int(epochs) < 1:
             raise InputError(f"conv_ae: epochs must be >= 1, got {epochs}")
-        if int(min_steps) < 0:
-            raise InputError(f"conv_ae: min_steps must be >= 0, got {min_steps}")
         if int(latent) < 1:
             raise InputError(f"conv_ae: latent must be >= 1, got {latent}")
         if int(batch) < 1:
@@ -103,11 +97,11 @@ class ConvAE(Detector):
             raise InputError(f"conv_ae: lr must be > 0, got {lr}")
         super().__init__(
             input_size=int(input_size), latent=int(latent), epochs=int(epochs), lr=float(lr), batch=int(batch),
-            sigma=float(sigma), augment=bool(augment), min_steps=int(min_steps),
+            sigma=float(sigma), augment=bool(augment),
         )
         self.input_size = (int(input_size), int(input_size))
         self.latent, self.epochs, self.lr, self.batch = int(latent), int(epochs), float(lr), int(batch)
-        self.sigma, self.augment, self.min_steps = float(sigma), bool(augment), int(min_steps)
+        self.sigma, self.augment = float(sigma), bool(augment)
         self.net = ConvAutoEncoder(self.input_size[0], self.latent)
         self.fitted = False
         self.training_done: dict[str, Any] | None = None
@@ -126,11 +120,10 @@ class ConvAE(Detector):
         x = to_float(images)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=1e-5)
         per_epoch = -(-len(x) // self.batch)
-        epochs = max(self.epochs, -(-self.min_steps // per_epoch))
-        progress, task = training_progress(epochs * per_epoch, "conv_ae")
+        progress, task = training_progress(self.epochs * per_epoch, "conv_ae")
         self.net.train()
         with progress:
-            for _ in range(epochs):
+            for _ in range(self.epochs):
                 order = torch.randperm(len(x), generator=gen)
                 for s in range(0, len(x), self.batch):
                     xb = x[order[s : s + self.batch]]
@@ -144,7 +137,7 @@ class ConvAE(Detector):
                     progress.advance(task)
         self.net.eval()
         self.fitted = True
-        self.training_done = {"epochs": epochs, "steps": epochs * per_epoch}
+        self.training_done = {"epochs": self.epochs, "steps": self.epochs * per_epoch}
 
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> Prediction:

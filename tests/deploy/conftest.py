@@ -59,7 +59,7 @@ def feature_ae(deploy_cache, images):
 
 @pytest.fixture(scope="session")
 def conv_ae(deploy_cache, images):
-    return _fit("conv_ae", images, epochs=2, min_steps=0)
+    return _fit("conv_ae", images, epochs=2)
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ def test_residual_map_combines_squared_error_and_ssim():
 
 def test_fit_save_reload_and_seeding(tmp_path):
     x = synthetic_objects(4, 64)
-    a, b = (ConvAE(input_size=64, epochs=1, batch=4, min_steps=0) for _ in range(2))
+    a, b = ConvAE(input_size=64, epochs=1, batch=4), ConvAE(input_size=64, epochs=1, batch=4)
     a.fit(x, FitContext(seed=0))
     b.fit(x, FitContext(seed=0))
     pa, pb = a.predict(x[:3]), b.predict(x[:3])
@@ -57,22 +57,8 @@ def test_fit_save_reload_and_seeding(tmp_path):
     np.testing.assert_allclose(back.maps, pa.maps, rtol=1e-5, atol=1e-7)
 
 
-def test_min_steps_sets_the_training_length_of_a_small_set(monkeypatch):
-    """10 images in batches of 4 are 3 steps an epoch: 2 epochs are 6 steps, but
-    min_steps 7 makes it 3 epochs (9 steps); one step per batch, counted by Adam."""
-    steps = []
-    real = torch.optim.Adam.step
-    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: (steps.append(1), real(self, *a, **k))[1])
-    x = synthetic_objects(10, 32)
-    for min_steps, want in ((0, 6), (7, 9)):
-        steps.clear()
-        det = ConvAE(input_size=32, epochs=2, batch=4, min_steps=min_steps)
-        det.fit(x, FitContext(seed=0))
-        assert len(steps) == want and det.training_done == {"epochs": want // 3, "steps": want}
-
-
 def test_bad_parameters_are_input_errors():
-    for key, value in (("epochs", 0), ("latent", -3), ("batch", 0), ("input_size", 100), ("min_steps", -1)):
+    for key, value in (("epochs", 0), ("latent", -3), ("batch", 0), ("input_size", 100)):
         with pytest.raises(InputError, match=key):
             ConvAE(**{key: value})
     with pytest.raises(InputError, match="uint8"):
