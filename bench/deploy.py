@@ -11,13 +11,13 @@ model's input size), the largest image-score difference and the per-image latenc
 the search variants, measured round-robin in one process.
 
 ``latency``: model folders (``adbench fit``) scored on their category's test images,
-one after another at batch 1, 2 threads, in one process: per model, its backbone alone in onnxruntime and
-the model end to end in eager and in onnxruntime, interleaved round-robin in blocks of
-5 calls after an untimed one (``_interleaved``); then the
-largest relative score difference and image/pixel AUROC of both runtimes over the test
-set. Models are timed one after another, not interleaved with each other: a line runs
-one model, and a 47 MB PatchCore bank read between two calls of another model evicts
-that model's weights from the caches (PaDiM 12.7 ms alone, 19.8 ms interleaved with two
+batch 1, 2 threads, in one process: per model, its backbone alone in onnxruntime and the
+model end to end in eager and in onnxruntime, interleaved round-robin in blocks of
+``BLOCK`` calls after an untimed one, each call the next test image; then the largest
+relative score difference and image/pixel AUROC of both runtimes over the test set.
+Models are timed one after another, not interleaved with each other: a line runs one
+model, and a 47 MB PatchCore bank read between two calls of another model evicts that
+model's weights from the caches (PaDiM 12.7 ms alone, 19.8 ms interleaved with two
 PatchCores).
 
 ``load``: starts ``adbench serve MODEL_DIR`` on a free loopback port and sends
@@ -31,6 +31,7 @@ requests/s and the server's resident memory before and after.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -96,7 +97,10 @@ def _mvtec_root() -> Path:
     return mvtec_root()
 
 
-def _interleaved(fns: dict, repeats: int, block: int = 5) -> dict[str, float]:
+BLOCK = 5  # timed calls in a row per callable and round (after one untimed call)
+
+
+def _interleaved(fns: dict, repeats: int, block: int = BLOCK) -> dict[str, float]:
     """Median ms of each callable, round-robin in blocks so load drifts hit all alike:
     each round runs every callable once untimed, then ``block`` timed calls. A line
     calls one model again and again; timing single calls round-robin would charge each
@@ -116,14 +120,8 @@ def _cycling(predict, images: np.ndarray):
     """A call scoring the next test image (batch 1) each time: PatchCore's exact re-check
     takes more passes on some images than on others, so one image repeated is not its
     latency."""
-    state = {"i": 0}
-
-    def call():
-        i = state["i"] % len(images)
-        state["i"] += 1
-        return predict(images[i : i + 1])
-
-    return call
+    ones = itertools.cycle([images[i : i + 1] for i in range(len(images))])
+    return lambda: predict(next(ones))
 
 
 def latency(args: argparse.Namespace) -> None:
@@ -136,7 +134,7 @@ def latency(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     os.environ["IADBENCH_FEATURE_CACHE"] = "0"
-    print(f"batch 1, {args.threads} threads, medians of {args.repeats} rounds x 5 calls, interleaved within each model; load average "
+    print(f"batch 1, {args.threads} threads, medians of {args.repeats} rounds x {BLOCK} calls, interleaved within each model; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start")
     prepared, groups = [], []
     for directory in args.models:  # everything built first, then timed model by model

@@ -150,19 +150,28 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _run_with_sleeping_cells(env, tmp_path: Path, run_dir: Path, cells: int, sleep_s: int, *extra: str,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """`adbench run` started in the background and returned once ``cells`` cells are
+    inside a fit that sleeps ``sleep_s`` seconds."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iadbench", *grid(tmp_path, *extra, "--set", f"{DET}.fit_sleep={sleep_s}",
+                                                "--run-dir", str(run_dir))],
+        env=env, cwd=tmp_path, stdout=stdout, stderr=stderr,
+    )
+    deadline = time.time() + 90
+    while len(list(run_dir.glob("cells/*/cell.log"))) < cells and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the cells are inside fit's sleep now
+    return proc
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_every_cell_within_5_s_and_leaves_a_resumable_run(env, tmp_path, ctrl_c_reaches_children):
     run_dir = tmp_path / "run"
     out, err = (tmp_path / "out.txt").open("w"), (tmp_path / "err.txt").open("w")  # pipes would wait on grandchildren
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "iadbench", *grid(tmp_path, "--seed", "0", "--seed", "1", "--workers", "2",
-                                                "--set", f"{DET}.fit_sleep=60", "--run-dir", str(run_dir))],
-        env=env, cwd=tmp_path, stdout=out, stderr=err,
-    )
-    deadline = time.time() + 90
-    while len(list(run_dir.glob("cells/*/cell.log"))) < 2 and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # both cells are inside fit's sleep now
+    proc = _run_with_sleeping_cells(env, tmp_path, run_dir, 2, 60, "--seed", "0", "--seed", "1", "--workers", "2",
+                                    stdout=out, stderr=err)
     family = _descendants(proc.pid)  # the forkserver, its two cells, multiprocessing's resource tracker
     assert len(family) >= 3, "expected the forkserver and two cells"
     sent = time.time()
@@ -185,14 +194,7 @@ def test_a_killed_runner_leaves_no_cell_running(env, tmp_path, sig):
     resumed run gives to a new process (before the fix the cell held the forkserver
     alive and both ran on for the whole fit)."""
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "iadbench", *grid(tmp_path, "--set", f"{DET}.fit_sleep=120", "--run-dir", str(run_dir))],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 90
-    while not list(run_dir.glob("cells/*/cell.log")) and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # inside fit's sleep now
+    proc = _run_with_sleeping_cells(env, tmp_path, run_dir, 1, 120)
     family = _descendants(proc.pid)  # the forkserver, the cell, multiprocessing's resource tracker
     assert len(family) >= 2, "expected the forkserver and a cell"
     proc.send_signal(sig)

@@ -57,14 +57,13 @@ class StaticSamePadConv(nn.Module):
         ph = get_same_padding(in_hw[0], conv.kernel_size[0], conv.stride[0], conv.dilation[0])
         pw = get_same_padding(in_hw[1], conv.kernel_size[1], conv.stride[1], conv.dilation[1])
         self.pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-        # a plain convolution without padding, on the same parameters
-        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
-                              conv.groups, conv.bias is not None)
-        self.conv.weight, self.conv.bias = conv.weight, conv.bias
+        # the convolution's own parameters (shared, not copied) and geometry
+        self.register_parameter("weight", conv.weight)
+        self.register_parameter("bias", conv.bias)
+        self.stride, self.dilation, self.groups = conv.stride, conv.dilation, conv.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.conv
-        return _PaddedConv.apply(x, c.weight, c.bias, self.pad, c.stride, c.dilation, c.groups)
+        return _PaddedConv.apply(x, self.weight, self.bias, self.pad, self.stride, self.dilation, self.groups)
 
 
 def fix_same_padding(steps: nn.ModuleList, size: tuple[int, int]) -> None:
