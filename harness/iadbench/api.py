@@ -4,7 +4,7 @@ Besides this module, these utility modules are public and kept stable for plugin
 ``iadbench.images`` (loading and validating images and masks), ``iadbench.layouts``
 (MVTec-like and good/defect folder parsing), ``iadbench.backbones`` (offline
 pretrained feature extractors), ``iadbench.features`` (the shared feature cache,
-map upsampling and smoothing), ``iadbench.progress`` (a training progress bar), ``iadbench.memory`` (a bounded heap for fits that
+map upsampling and smoothing), ``iadbench.progress`` (a training progress bar), ``iadbench.precision`` (mixed-precision training on CPUs with bfloat16 units), ``iadbench.memory`` (a bounded heap for fits that
 fragment glibc's) and ``iadbench.cli.group`` (adding to a command group). Anything
 else is internal and may change."""
 

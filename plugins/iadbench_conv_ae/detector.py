@@ -24,6 +24,7 @@ from torch import nn
 
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.features import gaussian_blur
+from iadbench.precision import resolve_precision, training_autocast, training_layout
 from iadbench.progress import training_progress
 from iadbench_conv_ae.ssim import ssim_map
 
@@ -84,6 +85,7 @@ class ConvAE(Detector):
         batch: int = 8,
         sigma: float = 4.0,
         augment: bool = False,
+        precision: str = "auto",
     ):
         if int(epochs) < 1:
             raise InputError(f"conv_ae: epochs must be >= 1, got {epochs}")
@@ -95,9 +97,10 @@ class ConvAE(Detector):
             raise InputError(f"conv_ae: input_size must be a multiple of 16, >= 32; got {input_size}")
         if float(lr) <= 0:
             raise InputError(f"conv_ae: lr must be > 0, got {lr}")
+        self.precision = resolve_precision(precision, "conv_ae")
         super().__init__(
             input_size=int(input_size), latent=int(latent), epochs=int(epochs), lr=float(lr), batch=int(batch),
-            sigma=float(sigma), augment=bool(augment),
+            sigma=float(sigma), augment=bool(augment), precision=precision,
         )
         self.input_size = (int(input_size), int(input_size))
         self.latent, self.epochs, self.lr, self.batch = int(latent), int(epochs), float(lr), int(batch)
@@ -121,7 +124,8 @@ class ConvAE(Detector):
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=1e-5)
         per_epoch = -(-len(x) // self.batch)
         progress, task = training_progress(self.epochs * per_epoch, "conv_ae")
-        self.net.train()
+        layout = training_layout(self.precision)
+        self.net.train().to(memory_format=layout)
         with progress:
             for _ in range(self.epochs):
                 order = torch.randperm(len(x), generator=gen)
@@ -129,15 +133,16 @@ class ConvAE(Detector):
                     xb = x[order[s : s + self.batch]]
                     if self.augment and bool(torch.rand((), generator=gen) < 0.5):
                         xb = xb.flip(-1)
-                    recon = self.net(xb)
+                    with training_autocast(self.precision):
+                        recon = self.net(xb.contiguous(memory_format=layout)).float()
                     loss = 0.5 * (recon - xb).pow(2).mean() + 0.5 * (1 - ssim_map(xb, recon).mean())
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     progress.advance(task)
-        self.net.eval()
+        self.net.eval().to(memory_format=torch.contiguous_format)
         self.fitted = True
-        self.training_done = {"epochs": self.epochs, "steps": self.epochs * per_epoch}
+        self.training_done = {"epochs": self.epochs, "steps": self.epochs * per_epoch, "precision": self.precision}
 
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> Prediction:

@@ -10,7 +10,7 @@ def register_detectors(register):
             factory=ConvAE,
             params={
                 "input_size": 256, "latent": 100, "epochs": DEFAULT_EPOCHS, "lr": 2e-4, "batch": 8,
-                "sigma": 4.0, "augment": False,
+                "sigma": 4.0, "augment": False, "precision": "auto",
             },
             description="Convolutional autoencoder from scratch (no pretrained weights), MSE + SSIM residual",
             version="1",

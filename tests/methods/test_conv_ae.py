@@ -8,6 +8,7 @@ from skimage.metrics import structural_similarity
 from iadbench.api import FitContext, InputError
 from iadbench.artifacts import load_detector
 from iadbench.plugins import get_registry
+from iadbench.precision import resolve_precision
 from iadbench_conv_ae.detector import ConvAE, residual_map
 from iadbench_conv_ae.ssim import RADIUS, ssim_map
 
@@ -51,6 +52,7 @@ def test_fit_save_reload_and_seeding(tmp_path):
     pa, pb = a.predict(x[:3]), b.predict(x[:3])
     assert pa.maps.shape == (3, 64, 64)
     np.testing.assert_array_equal(pa.scores, pb.scores)
+    assert a.training_done["precision"] == resolve_precision("auto", "test")
     a.save(tmp_path / "m")
     back = load_detector(tmp_path / "m", get_registry()).predict(x[:3])
     np.testing.assert_allclose(back.scores, pa.scores, rtol=1e-5)
@@ -58,7 +60,7 @@ def test_fit_save_reload_and_seeding(tmp_path):
 
 
 def test_bad_parameters_are_input_errors():
-    for key, value in (("epochs", 0), ("latent", -3), ("batch", 0), ("input_size", 100)):
+    for key, value in (("epochs", 0), ("latent", -3), ("batch", 0), ("input_size", 100), ("precision", "half")):
         with pytest.raises(InputError, match=key):
             ConvAE(**{key: value})
     with pytest.raises(InputError, match="uint8"):
