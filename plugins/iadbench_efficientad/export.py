@@ -25,7 +25,7 @@ class EfficientADGraph(nn.Module):
         self.pdn_teacher = copy.deepcopy(det.pdn_teacher).eval() if det.pdn_teacher is not None else None
         if self.pdn_teacher is None:
             self.trunk = TrunkFeatures(det.extractor, det.layers, det.input_size)
-            self.layers = list(det.layers)
+            self.layers, self.grid = list(det.layers), det.student_grid
             self.register_buffer("projection", det.projection.float().clone())
         self.student = copy.deepcopy(det.student).eval()
         self.ae = copy.deepcopy(det.ae).eval()
@@ -39,7 +39,7 @@ class EfficientADGraph(nn.Module):
         if self.pdn_teacher is not None:
             raw = self.pdn_teacher(x)
         else:
-            raw = project_backbone(self.trunk(images), self.layers, self.projection)
+            raw = project_backbone(self.trunk(images), self.layers, self.projection, self.grid)
         t = (raw - self.teacher_mean) / self.teacher_std
         pixel = combined_map(*grid_maps(t, self.student(x), self.ae(x)), self.q, self.padding, self.size)
         return pixel.flatten(1).amax(1), pixel

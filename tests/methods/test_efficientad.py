@@ -7,6 +7,7 @@ import torch
 from iadbench.api import FitContext, InputError
 from iadbench.artifacts import load_detector
 from iadbench.plugins import get_registry
+from iadbench.precision import native_bf16, resolve_precision
 from iadbench_efficientad.core import hard_feature_loss, map_quantiles, normalise_map, quantile
 from iadbench_efficientad.detector import EfficientAD
 from iadbench_efficientad.networks import AutoEncoder, MediumPDN, SmallPDN
@@ -62,7 +63,8 @@ def test_fit_save_reload_and_seeding(tmp_path):
     pa, pb = a.predict(x[:3]), b.predict(x[:3])
     assert pa.maps.shape == (3, 64, 64)
     np.testing.assert_array_equal(pa.scores, pb.scores)
-    assert a.info == {"penalty": False, "penalty_images": 0, "teacher": "backbone:tf_efficientnet_lite0:blocks.1+blocks.2", "val_images": 1}
+    assert a.info == {"penalty": False, "penalty_images": 0, "teacher": "backbone:tf_efficientnet_lite0:blocks.2+blocks.3", "val_images": 1,
+                      "precision": resolve_precision("auto", "test")}
     a.save(tmp_path / "m")
     back = load_detector(tmp_path / "m", get_registry())
     pc = back.predict(x[:3])
@@ -82,6 +84,35 @@ def test_student_and_autoencoder_learn_at_their_own_rates():
 
     assert moved(det.ae, ae0) < 1e-9  # two Adam steps move a weight by about lr each
     assert moved(det.student, student0) > 1e-4
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no bfloat16 units (AMX or AVX-512 BF16): auto trains in fp32")
+def test_bf16_training_is_mixed_precision_of_the_same_recipe():
+    """auto trains in bfloat16 here: deterministic, and close to (not equal to) an fp32 fit,
+    since only the convolutions' arithmetic changes; prediction stays float32."""
+    x = synthetic_objects(6, 64)
+    fits = {}
+    for precision in ("auto", "auto", "fp32"):
+        det = EfficientAD(input_size=64, steps=3, precision=precision)
+        det.fit(x, FitContext(seed=0))
+        assert all(p.dtype == torch.float32 and p.is_contiguous() for p in det.student.parameters())
+        fits.setdefault(det.info["precision"], []).append(det.predict(x[:3]).maps)
+    bf16, fp32 = fits["bf16"], fits["fp32"][0]
+    np.testing.assert_array_equal(bf16[0], bf16[1])
+    assert not np.array_equal(bf16[0], fp32)
+    rel = np.abs(bf16[0] - fp32).max() / np.abs(fp32).max()
+    assert rel < 0.1, rel
+
+
+def test_teacher_from_coarser_stages_is_upsampled_to_the_student_grid():
+    """A teacher at strides 8 and 16 (blocks.2 + blocks.3) trains against the padded
+    student's input/4 grid; maps come back at the input size."""
+    det = EfficientAD(input_size=64, steps=2, teacher_layers=["blocks.2", "blocks.3"])
+    x = synthetic_objects(6, 64)
+    det.fit(x, FitContext(seed=0))
+    assert det.teacher_mean.shape == (1, 384, 1, 1)
+    assert det._raw_teacher(x[:1]).shape[-2:] == (16, 16)
+    assert det.predict(x[:2]).maps.shape == (2, 64, 64)
 
 
 def test_pdn_teacher_weights_and_penalty_folder(tmp_path):
@@ -117,6 +148,8 @@ def test_bad_parameters_are_one_line_plan_errors(tmp_path):
         EfficientAD(ae_lr=0)
     with pytest.raises(InputError, match="weight_decay"):
         EfficientAD(weight_decay=-1e-5)
+    with pytest.raises(InputError, match="precision"):
+        EfficientAD(precision="fp16")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="teacher_weights"):
         EfficientAD(teacher_weights=str(tmp_path / "junk.pth"))
