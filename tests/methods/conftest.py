@@ -40,3 +40,28 @@ def synthetic_objects(n: int, size: int = 64, seed: int = 0, defect: bool = Fals
             img[y0 : y0 + size // 8, x0 : x0 + size // 5] = (250, 30, 30)
         out[i] = np.clip(img, 0, 255).astype(np.uint8)
     return out
+
+
+def leaderboard_model_aurocs(name: str) -> tuple[float, float]:
+    """(image, pixel) AUROC of the model committed under leaderboards/models/NAME, re-scored
+    on the full MVTec AD bottle test set (only the predict pass runs, not the fit);
+    skips where the data is absent. The reference metric is scikit-learn's."""
+    from sklearn.metrics import roc_auc_score
+
+    from iadbench.api import Sample
+    from iadbench.artifacts import load_detector
+    from iadbench.images import load_images, load_masks
+    from iadbench.plugins import get_registry
+
+    root = mvtec_root() / "bottle"
+    if not root.is_dir():
+        pytest.skip(f"MVTec AD bottle not found at {root} (set IADBENCH_MVTEC_ROOT)")
+    det = load_detector(Path(__file__).resolve().parents[2] / "leaderboards" / "models" / name, get_registry())
+    test = []
+    for d in sorted((root / "test").iterdir()):
+        for p in sorted(d.glob("*.png")):
+            bad = d.name != "good"
+            test.append(Sample(p, int(bad), d.name, root / "ground_truth" / d.name / f"{p.stem}_mask.png" if bad else None))
+    pred = det.predict(load_images(test, det.input_size))
+    masks = load_masks(test, det.input_size)
+    return roc_auc_score([s.label for s in test], pred.scores), roc_auc_score(masks.ravel(), pred.maps.ravel())
