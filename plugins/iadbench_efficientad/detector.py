@@ -269,7 +269,7 @@ class EfficientAD(BackboneMixin, Detector):
                 progress.advance(task)
         self.student.eval().to(memory_format=torch.contiguous_format)
         self.ae.eval().to(memory_format=torch.contiguous_format)
-        self.training_done = {"steps": self.steps, "precision": self.precision}
+        self.training_done = {"steps": self.steps}
 
         # Quantiles of the two maps on held-out good images (else the training ones).
         ref = images[val_idx] if n_val else train
