@@ -255,12 +255,11 @@ class EfficientAD(BackboneMixin, Detector):
                 with training_autocast(self.precision):
                     s = self.student(torch.cat([x, aug]).contiguous(memory_format=layout)).float()
                     ae_out = self.ae(aug.contiguous(memory_format=layout)).float()
+                    loss = hard_feature_loss((targets[i : i + 1] - s[:1, :TEACHER_CHANNELS]) ** 2, self.mining_quantile)
                     if penalty is not None:
                         j = int(torch.randint(0, len(penalty), (), generator=gen))
                         p_out = self.student(to_float(penalty[j : j + 1]).contiguous(memory_format=layout))
-                loss = hard_feature_loss((targets[i : i + 1] - s[:1, :TEACHER_CHANNELS]) ** 2, self.mining_quantile)
-                if penalty is not None:
-                    loss = loss + p_out[:, :TEACHER_CHANNELS].float().pow(2).mean()
+                        loss = loss + p_out[:, :TEACHER_CHANNELS].float().pow(2).mean()
                 loss = loss + (t_aug - ae_out).pow(2).mean() + (ae_out - s[1:, TEACHER_CHANNELS:]).pow(2).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -62,12 +62,10 @@ def orthonormal_projection(in_channels: int, out_channels: int, seed: int) -> to
 
 
 def project_backbone(feats: dict[str, torch.Tensor], layers: list[str], projection: torch.Tensor,
-                     size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Backbone stages -> (N, 384, h, w) on the grid ``size`` (the student's), by
-    default the finest stage's; coarser stages are upsampled bilinearly."""
+                     size: tuple[int, int]) -> torch.Tensor:
+    """Backbone stages -> (N, 384, h, w) on the grid ``size`` (the student's); stages
+    on another grid are upsampled bilinearly."""
     maps = [feats[name] for name in layers]
-    if size is None:
-        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
     size = tuple(size)
     parts = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
     x = torch.cat(parts, 1)

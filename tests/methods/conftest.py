@@ -48,20 +48,15 @@ def leaderboard_model_aurocs(name: str) -> tuple[float, float]:
     skips where the data is absent. The reference metric is scikit-learn's."""
     from sklearn.metrics import roc_auc_score
 
-    from iadbench.api import Sample
     from iadbench.artifacts import load_detector
     from iadbench.images import load_images, load_masks
     from iadbench.plugins import get_registry
+    from iadbench_mvtec.plugin import MVTecAD
 
-    root = mvtec_root() / "bottle"
-    if not root.is_dir():
-        pytest.skip(f"MVTec AD bottle not found at {root} (set IADBENCH_MVTEC_ROOT)")
+    if not (mvtec_root() / "bottle").is_dir():
+        pytest.skip(f"MVTec AD bottle not found under {mvtec_root()} (set IADBENCH_MVTEC_ROOT)")
     det = load_detector(Path(__file__).resolve().parents[2] / "leaderboards" / "models" / name, get_registry())
-    test = []
-    for d in sorted((root / "test").iterdir()):
-        for p in sorted(d.glob("*.png")):
-            bad = d.name != "good"
-            test.append(Sample(p, int(bad), d.name, root / "ground_truth" / d.name / f"{p.stem}_mask.png" if bad else None))
+    test = MVTecAD(mvtec_root()).split("bottle").test  # the project's own parser, masks required
     pred = det.predict(load_images(test, det.input_size))
     masks = load_masks(test, det.input_size)
     return roc_auc_score([s.label for s in test], pred.scores), roc_auc_score(masks.ravel(), pred.maps.ravel())

@@ -68,6 +68,7 @@ def test_bad_parameters_are_input_errors():
 
 
 @pytest.mark.slow
+@pytest.mark.real_data
 def test_real_bottle_quality_of_the_leaderboard_model():
     """The model that made leaderboards/mvtec-bottle.md's conv_ae row
     (0.859 / 0.824), committed beside it

@@ -180,6 +180,7 @@ def test_slow_trained_in_house_detectors_are_opt_in_for_the_default_grid():
 
 
 @pytest.mark.slow
+@pytest.mark.real_data
 def test_real_bottle_quality_of_the_leaderboard_model():
     """The model that made leaderboards/mvtec-bottle.md's efficientad row (1.000 / 0.991),
     committed beside it (21.6 MB, trained in bf16), re-scored on the bottle test set
