@@ -20,6 +20,12 @@ bank only, so the choice can change at load time without refitting), with one th
 faiss's parallel build is not deterministic, and a single-threaded one gives the same
 graph, so the same maps, every time (the image scores are exact either way).
 
+faiss and torch may share one OpenMP runtime (when torch is imported first, faiss's
+``omp_set_num_threads`` sets torch's thread count too), so every change of faiss's
+thread count here is undone on the way out: the single-threaded build once left the
+rest of the process, torch included, on one thread (searches 2x slower, and every cost
+measured after it in the same process skewed).
+
 Graph parameters, measured on MVTec bottle's bank (19,251 x 152), 20 test images,
 2 threads: M 32 / efConstruction 80 (the first choice) found the true nearest row for
 96.3% of patches at ef 16, overestimating distances by 16% on average (a few misses by
@@ -35,6 +41,8 @@ computed, ``core.bank_neighbourhoods``).
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -57,6 +65,20 @@ def check_search(search: str) -> str:
     return search
 
 
+@contextmanager
+def faiss_threads(n: int):
+    """faiss's OpenMP thread count set to ``n`` inside, torch's and faiss's restored after."""
+    import faiss
+
+    torch_threads, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(faiss_before)
+        torch.set_num_threads(torch_threads)
+
+
 class BankSearch:
     """Nearest bank row of every query patch, image by image (see the module doc)."""
 
@@ -74,10 +96,10 @@ class BankSearch:
 
             # One thread: a parallel build inserts in a racy order, so the graph, and
             # the maps' approximate values, would differ between builds.
-            faiss.omp_set_num_threads(1)
-            index = faiss.IndexHNSWFlat(self.bank.shape[1], self.hnsw_m)
-            index.hnsw.efConstruction = self.ef_construction
-            index.add(self.bank.numpy())
+            with faiss_threads(1):
+                index = faiss.IndexHNSWFlat(self.bank.shape[1], self.hnsw_m)
+                index.hnsw.efConstruction = self.ef_construction
+                index.add(self.bank.numpy())
             self._index = index
         self._index.hnsw.efSearch = self.ef
         return self._index
@@ -89,11 +111,9 @@ class BankSearch:
         if self.search == "exact":
             d, i = nearest(queries.reshape(-1, c), self.bank, self.bank_sq)
             return d.view(n, p), i.view(n, p)
-        import faiss
-
         graph = self._hnsw()  # (built with one thread on first use)
-        faiss.omp_set_num_threads(max(1, torch.get_num_threads()))  # searching is deterministic in parallel
-        d2, idx = graph.search(queries.reshape(-1, c).contiguous().numpy(), 1)
+        with faiss_threads(torch.get_num_threads()):  # searching is deterministic in parallel
+            d2, idx = graph.search(queries.reshape(-1, c).contiguous().numpy(), 1)
         dist = torch.from_numpy(np.sqrt(np.maximum(d2[:, 0], 0))).view(n, p).clone()
         index = torch.from_numpy(idx[:, 0].astype(np.int64)).view(n, p).clone()
         for k in range(n):

@@ -61,3 +61,19 @@ def test_hnsw_build_is_deterministic():
 def test_search_parameter_is_checked():
     with pytest.raises(InputError, match="search must be one of"):
         BankSearch(torch.zeros(3, 2), "annoy")
+
+
+def test_hnsw_leaves_the_thread_count_alone():
+    # faiss shares torch's OpenMP runtime when torch is imported first: its single-threaded
+    # build once left torch (and every latency measured after it) on one thread.
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(2)
+    bank = torch.from_numpy(rng.normal(size=(500, 16)).astype(np.float32))
+    q = torch.from_numpy(rng.normal(size=(1, 50, 16)).astype(np.float32))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        BankSearch(bank, "hnsw", ef=4, hnsw_m=8)(q)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
