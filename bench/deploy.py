@@ -167,6 +167,13 @@ def latency(args: argparse.Namespace) -> None:
             io_, po = _aurocs(got.scores, got.maps, labels, masks)
             print(f"    {label} ({rt.detail}): {ms[(name, label)]:.1f} ms | scores max rel diff {rel.max():.1e} over "
                   f"{len(x)} test images | image AUROC {io_:.4f}, pixel AUROC {po:.4f}")
+    # bank scaling: each PatchCore line against the smallest bank given, same runtime
+    banks = [(det.memory_bank.shape[0], name) for name, _, det, *_ in prepared if hasattr(det, "memory_bank")]
+    if len(banks) > 1:
+        rows0, ref = min(banks)
+        for rows, name in sorted(banks)[1:]:
+            print(f"bank {rows} / {rows0} rows ({rows / rows0:.1f}x): onnx latency {ms[(name, 'onnx')] / ms[(ref, 'onnx')]:.2f}x, "
+                  f"eager {ms[(name, 'eager')] / ms[(ref, 'eager')]:.2f}x")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -57,7 +57,8 @@ given the same projected features and start. Deliberate differences:
 
 ``search`` (search.py): ``hnsw`` (default since spec version 3: a faiss HNSW graph,
 ``hnsw_ef`` = efSearch, default 16 (32 in versions 4 and 5), with an exact re-check of each
-image's top patches that makes image scores exact; maps approximate elsewhere) or
+image's top patches that makes image scores exact, since version 7 after tightening the
+largest bounds by an inverted file; maps approximate elsewhere) or
 ``exact`` (the chunked GEMM above, the default up to version 2). The gate for the
 default: pixel AUROC within 0.002 of exact search on every test image of bottle and
 magnetic tile (python -m bench.deploy search), image AUROC equal. Version 3 (152
@@ -68,7 +69,8 @@ graph: on bottle ef 16 lost 0.0036 (fails), ef 32 0.00014, ef 64 0.00000, so ef 
 ef 64). Version 6, back at 152 coordinates (version 5), is at ef 16 again: bottle
 -0.00004, magnetic tile -0.00020 (M 48 graph; ef 8 -0.00007 and -0.00050 also passes,
 but on a 77k-row bank its looser bounds need ~3 exact re-check passes an image against
-2 at ef 16). A search-time choice: a fitted bank serves either (``use_search``), and the
+2 at ef 16). Version 7 (tightening, one exact pass of one patch an image, rarely two):
+bottle -0.00000 (its 4x bank -0.00007), magnetic tile -0.00019. A search-time choice: a fitted bank serves either (``use_search``), and the
 onnx runtime runs the backbone in onnxruntime and the HNSW search here
 (``export_front`` / ``predict_from_front``).
 """
