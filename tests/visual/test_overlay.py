@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from iadbench.visual import OUTLINE_RGB, overlay, png_bytes, read_map_png, write_map_png
 from iadbench.visual.overlay import ALPHA
+from iadbench.visual.png import Z_RLE
 
 
 def _jet(value: float) -> np.ndarray:
@@ -65,6 +66,8 @@ def test_png_bytes_and_16_bit_maps_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (7, 9, 3)).astype(np.uint8)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(rgb)))), rgb)
+    # the server's fast setting (level 1, run-length matches) is lossless too
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(rgb, 1, Z_RLE)))), rgb)
     amap = rng.normal(3.0, 2.0, (33, 21)).astype(np.float32)
     path = write_map_png(tmp_path / "m.png", amap)
     with Image.open(path) as img:

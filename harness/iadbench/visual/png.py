@@ -19,9 +19,13 @@ from iadbench.errors import ImageError
 _MIN_KEY, _MAX_KEY = "iadbench:map_min", "iadbench:map_max"
 
 
-def png_bytes(array: np.ndarray, compress_level: int = 6) -> bytes:
+Z_RLE = 3  # zlib strategy: run-length matches only
+
+
+def png_bytes(array: np.ndarray, compress_level: int = 6, strategy: int = -1) -> bytes:
     """PNG bytes of an (H, W) or (H, W, 3|4) uint8 array, or an (H, W) uint16 one
-    (``compress_level`` 1 is fastest, 9 smallest)."""
+    (``compress_level`` 1 is fastest, 9 smallest; ``strategy`` a zlib strategy, -1 its
+    default)."""
     array = np.ascontiguousarray(array)
     if array.dtype == np.uint16 and array.ndim == 2:
         img = Image.fromarray(array)
@@ -30,7 +34,7 @@ def png_bytes(array: np.ndarray, compress_level: int = 6) -> bytes:
     else:
         raise ValueError(f"png_bytes takes uint8 (H,W[,3|4]) or uint16 (H,W), got {array.shape} {array.dtype}")
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=compress_level)
+    img.save(buf, format="PNG", compress_level=compress_level, compress_type=strategy)
     return buf.getvalue()
 
 
