@@ -40,6 +40,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from iadbench.artifacts import load_detector
+from iadbench.errors import InputError
 from iadbench.images import load_images, load_masks
 from iadbench.plugins import get_registry
 
@@ -146,8 +147,11 @@ def latency(args: argparse.Namespace) -> None:
         bank = f", bank {det.memory_bank.shape[0]}, search {det.search}" if hasattr(det, "memory_bank") else ""
         name = f"{det.name} {det.input_size[0]} px{bank}"
         prepared.append((name, directory, det, runtimes, x, masks, labels))
-        fns = {(name, "backbone onnx"): _cycling(open_backbone(det, args.threads), x),
-               (name, "eager"): _cycling(det.predict, x)}
+        fns = {(name, "eager"): _cycling(det.predict, x)}
+        try:  # conv_ae learns from pixels: no backbone to time alone
+            fns[(name, "backbone onnx")] = _cycling(open_backbone(det, args.threads), x)
+        except InputError:
+            pass
         for label, rt in runtimes.items():
             fns[(name, label)] = _cycling(rt.predict, x)
         groups.append(fns)
@@ -159,7 +163,8 @@ def latency(args: argparse.Namespace) -> None:
         with cache_disabled():
             eager = det.predict(x)
         ie, pe = _aurocs(eager.scores, eager.maps, labels, masks)
-        print(f"{name} ({directory}): backbone onnx {ms[(name, 'backbone onnx')]:.1f} ms | end to end eager "
+        backbone = ms.get((name, "backbone onnx"))
+        print(f"{name} ({directory}): backbone onnx {'-' if backbone is None else f'{backbone:.1f}'} ms | end to end eager "
               f"{ms[(name, 'eager')]:.1f} ms | image AUROC eager {ie:.4f}, pixel AUROC {pe:.4f}")
         for label, rt in runtimes.items():
             got = rt.predict(x)
