@@ -11,7 +11,7 @@ Two ways, chosen by the detector's ``search`` parameter:
 
   1. Tighten. The largest approximate distances are often graph failures, not anomalies
      (on bottle's 77k-row bank, ef 16 reports 70 for patches whose nearest row lies at
-     4-11). The ``recheck`` patches with the largest bounds are searched again in an
+     4-11). The ``tighten_top`` (32) patches with the largest bounds are searched again in an
      inverted-file index (k-means over the bank, ~sqrt(rows) lists, 8 probed): another
      upper bound, cheap and nearly always close to the truth. This repeats until the largest bound belongs to
      a tightened patch.
@@ -97,11 +97,11 @@ def faiss_threads(n: int):
 class BankSearch:
     """Nearest bank row of every query patch, image by image (see the module doc)."""
 
-    def __init__(self, bank: torch.Tensor, search: str = "exact", ef: int = 16, recheck: int = 32, hnsw_m: int = 48,
+    def __init__(self, bank: torch.Tensor, search: str = "exact", ef: int = 16, tighten_top: int = 32, hnsw_m: int = 48,
                  ef_construction: int = 120, tighten_probe: int = 8):
         self.bank = bank.float().contiguous()
         self.bank_sq = (self.bank * self.bank).sum(1)
-        self.search, self.ef, self.recheck, self.hnsw_m = check_search(search), int(ef), int(recheck), int(hnsw_m)
+        self.search, self.ef, self.tighten_top, self.hnsw_m = check_search(search), int(ef), int(tighten_top), int(hnsw_m)
         self.ef_construction, self.tighten_probe = int(ef_construction), int(tighten_probe)
         self._index = self._lists = None
 
@@ -178,7 +178,7 @@ class BankSearch:
             loose = (~tight).nonzero()[:, 0]
             if bool(tight.any()) and float(dist[loose].max()) <= float(dist[tight].max()):
                 break
-            top = loose[torch.argsort(dist[loose], descending=True)[: self.recheck]]
+            top = loose[torch.argsort(dist[loose], descending=True)[: self.tighten_top]]
             self._tighten(q, top, dist, index)
             tight[top] = True
         exact = torch.zeros_like(tight)

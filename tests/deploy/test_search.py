@@ -18,7 +18,7 @@ def test_hnsw_recheck_makes_each_image_maximum_exact():
     bank = torch.from_numpy(rng.normal(size=(3000, 24)).astype(np.float32))
     q = torch.from_numpy(rng.normal(size=(3, 200, 24)).astype(np.float32) * 1.3)
     # efSearch 1 makes the graph search poor on purpose: the recheck must still find the truth
-    dist, index = BankSearch(bank, "hnsw", ef=1, recheck=2)(q)
+    dist, index = BankSearch(bank, "hnsw", ef=1, tighten_top=2)(q)
     for k in range(3):
         true = cdist(q[k].numpy().astype(np.float64), bank.numpy().astype(np.float64))
         true_min = true.min(1)
