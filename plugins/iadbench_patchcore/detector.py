@@ -70,8 +70,8 @@ ef 64). Version 6, back at 152 coordinates (version 5), is at ef 16 again: bottl
 -0.00004, magnetic tile -0.00020 (M 48 graph; ef 8 -0.00007 and -0.00050 also passes,
 but on a 77k-row bank its looser bounds need ~3 exact re-check passes an image against
 2 at ef 16). Version 7 (tightening, one exact pass of one patch an image, rarely two):
-bottle -0.00000 (its 4x bank -0.00007), magnetic tile -0.00019. A search-time choice: a fitted bank serves either (``use_search``), and the
-onnx runtime runs the backbone in onnxruntime and the HNSW search here
+bottle -0.00000 (its 4x bank -0.00007), magnetic tile -0.00019. A search-time choice: a
+fitted bank serves either (``use_search``), and the onnx runtime runs the backbone in onnxruntime and the HNSW search here
 (``export_front`` / ``predict_from_front``).
 """
 

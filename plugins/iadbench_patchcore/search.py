@@ -11,10 +11,10 @@ Two ways, chosen by the detector's ``search`` parameter:
 
   1. Tighten. The largest approximate distances are often graph failures, not anomalies
      (on bottle's 77k-row bank, ef 16 reports 70 for patches whose nearest row lies at
-     4-11). The ``tighten_top`` (32) patches with the largest bounds are searched again in an
-     inverted-file index (k-means over the bank, ~sqrt(rows) lists, 8 probed): another
-     upper bound, cheap and nearly always close to the truth. This repeats until the largest bound belongs to
-     a tightened patch.
+     4-11). The ``tighten_top`` (32) patches with the largest bounds are searched again
+     in an inverted-file index (k-means over the bank, ~sqrt(rows) lists, 8 probed):
+     another upper bound, cheap and nearly always close to the truth. This repeats until
+     the largest bound belongs to a tightened patch.
   2. Exact. The patch with the largest bound is searched exactly (one pass over the
      bank); then every patch whose bound still exceeds the largest exact distance found
      (usually none) is tightened and, if still above, searched exactly in one more pass.
@@ -121,7 +121,7 @@ class BankSearch:
 
     def _inverted_file(self):
         """k-means lists over the bank (~sqrt(rows) lists, at least 39 rows a list as faiss
-        wants for training); ``tighten_probe`` probed lists give the tightening bounds."""
+        wants for training), ``tighten_probe`` of them probed a query."""
         if self._lists is None:
             import faiss
 
@@ -132,18 +132,14 @@ class BankSearch:
                 index.cp.seed = 0
                 index.train(self.bank.numpy())
                 index.add(self.bank.numpy())
+            index.nprobe = min(self.tighten_probe, lists)
             self._lists = index
         return self._lists
 
-    def _approximate(self, flat: torch.Tensor, probe: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Q, C) -> upper bounds of the nearest distances and the rows that attain them:
-        the graph's, or with ``probe`` the inverted file's over that many lists. A query
-        whose probed lists are empty gets inf."""
-        if probe is None:
-            index = self._hnsw()  # (built with one thread on first use)
-        else:
-            index = self._inverted_file()
-            index.nprobe = min(probe, index.nlist)
+    @staticmethod
+    def _bounds(index, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Q, C) -> a faiss index's upper bounds of the nearest distances and the rows that
+        attain them; a query whose probed lists are empty gets inf."""
         with faiss_threads(torch.get_num_threads()):  # searching is deterministic in parallel
             d2, idx = index.search(flat.contiguous().numpy(), 1)
         j = torch.from_numpy(idx[:, 0].astype(np.int64))
@@ -157,16 +153,15 @@ class BankSearch:
         if self.search == "exact":
             d, i = nearest(queries.reshape(-1, c), self.bank, self.bank_sq)
             return d.view(n, p), i.view(n, p)
-        dist, index = self._approximate(queries.reshape(-1, c))
+        dist, index = self._bounds(self._hnsw(), queries.reshape(-1, c))  # graph built on first use
         dist, index = dist.view(n, p), index.view(n, p)
         for k in range(n):
             self._certify(queries[k].contiguous(), dist[k], index[k])
         return dist, index
 
     def _tighten(self, q: torch.Tensor, rows: torch.Tensor, dist: torch.Tensor, index: torch.Tensor) -> None:
-        """Lower the bounds of ``rows`` (patch positions) to the inverted file's with
-        ``tighten_probe`` lists probed, where smaller."""
-        d, j = self._approximate(q[rows], self.tighten_probe)
+        """Lower the bounds of ``rows`` (patch positions) to the inverted file's, where smaller."""
+        d, j = self._bounds(self._inverted_file(), q[rows])
         better = d < dist[rows]
         dist[rows[better]], index[rows[better]] = d[better], j[better]
 
