@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +84,10 @@ class Blobs:
         return Split("example.blobs", category, train, test)
 
     def _write(self, folder: Path, level: int) -> None:
+        # Written aside and renamed into place: two cells of a parallel run may both find
+        # the category missing, and one must never read a file the other is still writing.
+        self.root.mkdir(parents=True, exist_ok=True)
+        final, folder = folder, Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=self.root))
         rng = np.random.default_rng(level)
         for sub in ("train", "test", "masks"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -98,6 +104,10 @@ class Blobs:
                 Image.fromarray(mask).save(folder / "masks" / f"{i:03d}.png")
             Image.fromarray(img).save(folder / "test" / f"{i:03d}.png")
         (folder / "done").touch()
+        try:
+            folder.rename(final)
+        except OSError:  # another process put the same images there first
+            shutil.rmtree(folder)
 
 
 @hookimpl
