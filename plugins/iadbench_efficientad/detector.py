@@ -2,7 +2,8 @@
 Millisecond-Level Latencies", WACV 2024), trained in-house.
 
 Fit: a frozen teacher (see ``teacher.py``: by default EfficientNet-Lite0 features with a
-fixed projection, or a user's PDN via ``teacher_weights``), its outputs standardised per
+fixed projection to ``teacher_channels``, or without one when None; or a user's PDN via
+``teacher_weights``), its outputs standardised per
 channel over the training images. A PDN student with twice the teacher's channels is
 trained with Adam (weight decay 1e-5, learning rates x0.1 after 95% of the steps), one
 training image per step, on the sum of
@@ -116,6 +117,7 @@ class EfficientAD(BackboneMixin, Detector):
         val_fraction: float = 0.1,
         mining_quantile: float = DEFAULT_MINING_QUANTILE,
         precision: str = "auto",
+        teacher_channels: int | None = TEACHER_CHANNELS,
     ):
         if variant not in PDNS:
             raise InputError(f"efficientad: unknown variant {variant!r} (choose from {sorted(PDNS)})")
@@ -132,6 +134,8 @@ class EfficientAD(BackboneMixin, Detector):
             raise InputError(f"efficientad: val_fraction must be in [0, 1), got {val_fraction}")
         if not 0 < float(mining_quantile) < 1:
             raise InputError(f"efficientad: mining_quantile must be in (0, 1), got {mining_quantile}")
+        if teacher_channels is not None and int(teacher_channels) < 1:
+            raise InputError(f"efficientad: teacher_channels must be >= 1 (or unset: the backbone's own), got {teacher_channels}")
         if penalty_dir and not Path(penalty_dir).expanduser().is_dir():
             raise InputError(f"efficientad: penalty_dir is not a folder: {penalty_dir}")
         self.precision = resolve_precision(precision, "efficientad")
@@ -144,6 +148,7 @@ class EfficientAD(BackboneMixin, Detector):
             ae_lr=float(ae_lr), weight_decay=float(weight_decay), teacher_weights=teacher_weights, penalty_dir=penalty_dir,
             backbone=backbone, teacher_layers=layers, val_fraction=float(val_fraction),
             mining_quantile=float(mining_quantile), precision=precision,
+            teacher_channels=None if teacher_channels is None else int(teacher_channels),
         )
         self.input_size = (int(input_size), int(input_size))
         self.variant, self.steps = variant, int(steps)
@@ -154,9 +159,13 @@ class EfficientAD(BackboneMixin, Detector):
         # A PDN teacher keeps the paper's unpadded networks (maps padded by 4 after);
         # the backbone teacher's grid is input/4, which the padded PDN matches.
         self.padding = self.teacher_state is None
+        # The teacher's width: a PDN teacher's 384; a backbone teacher's projected to
+        # ``teacher_channels`` (384, the PDN's), or its stages' own with None (set in fit).
+        self.requested_channels = None if teacher_channels is None else int(teacher_channels)
+        self.channels = TEACHER_CHANNELS
         pdn = PDNS[variant]
-        self.student = pdn(2 * TEACHER_CHANNELS, padding=self.padding)
-        self.ae = AutoEncoder(TEACHER_CHANNELS, padding=self.padding, input_size=self.input_size[0])
+        self.student = pdn(2 * self.channels, padding=self.padding)
+        self.ae = AutoEncoder(self.channels, padding=self.padding, input_size=self.input_size[0])
         self.pdn_teacher = None
         if self.teacher_state is not None:
             self.pdn_teacher = pdn(TEACHER_CHANNELS, padding=False)
@@ -177,7 +186,6 @@ class EfficientAD(BackboneMixin, Detector):
         if self.pdn_teacher is not None:
             with torch.no_grad():
                 return self.pdn_teacher(to_float(images) if x is None else x)
-        assert self.projection is not None
         if cached and images is not None:
             feats = self.features(images)
         else:
@@ -205,12 +213,19 @@ class EfficientAD(BackboneMixin, Detector):
             # Built before seeding: building a backbone (and converting its weights the
             # first time) draws from the global RNG, which would shift dropout's draws.
             c = sum(self.extractor(images[:1])[name].shape[1] for name in self.layers)
-            self.projection = orthonormal_projection(c, TEACHER_CHANNELS, seed=int(ctx.seed))
+            if self.requested_channels is None:
+                self.projection, self.channels = None, c
+            else:
+                if self.requested_channels < c:
+                    raise InputError(f"efficientad: teacher_channels {self.requested_channels} is below the backbone stages' {c} channels")
+                self.projection = orthonormal_projection(c, self.requested_channels, seed=int(ctx.seed))
+                self.channels = self.requested_channels
         torch.manual_seed(int(ctx.seed))  # initialisation and dropout
         gen = torch.Generator().manual_seed(int(ctx.seed))
         pdn = PDNS[self.variant]
-        self.student = pdn(2 * TEACHER_CHANNELS, padding=self.padding)
-        self.ae = AutoEncoder(TEACHER_CHANNELS, padding=self.padding, input_size=self.input_size[0])
+        c = self.channels
+        self.student = pdn(2 * c, padding=self.padding)
+        self.ae = AutoEncoder(c, padding=self.padding, input_size=self.input_size[0])
 
         n_val = int(round(len(images) * self.val_fraction)) if len(images) >= 5 else 0
         order = torch.randperm(len(images), generator=gen).numpy()
@@ -228,6 +243,7 @@ class EfficientAD(BackboneMixin, Detector):
             "penalty": penalty is not None,
             "penalty_images": 0 if penalty is None else len(penalty),
             "teacher": "pdn:teacher_weights" if self.pdn_teacher is not None else f"backbone:{self.backbone}:{'+'.join(self.layers)}",
+            "teacher_channels": c,
             "val_images": int(n_val),
             "precision": self.precision,
         }
@@ -255,12 +271,12 @@ class EfficientAD(BackboneMixin, Detector):
                 with training_autocast(self.precision):
                     s = self.student(torch.cat([x, aug]).contiguous(memory_format=layout)).float()
                     ae_out = self.ae(aug.contiguous(memory_format=layout)).float()
-                    loss = hard_feature_loss((targets[i : i + 1] - s[:1, :TEACHER_CHANNELS]) ** 2, self.mining_quantile)
+                    loss = hard_feature_loss((targets[i : i + 1] - s[:1, :c]) ** 2, self.mining_quantile)
                     if penalty is not None:
                         j = int(torch.randint(0, len(penalty), (), generator=gen))
                         p_out = self.student(to_float(penalty[j : j + 1]).contiguous(memory_format=layout))
-                        loss = loss + p_out[:, :TEACHER_CHANNELS].float().pow(2).mean()
-                loss = loss + (t_aug - ae_out).pow(2).mean() + (ae_out - s[1:, TEACHER_CHANNELS:]).pow(2).mean()
+                        loss = loss + p_out[:, :c].float().pow(2).mean()
+                loss = loss + (t_aug - ae_out).pow(2).mean() + (ae_out - s[1:, c:]).pow(2).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -334,8 +350,12 @@ class EfficientAD(BackboneMixin, Detector):
         if teacher and self.pdn_teacher is None:
             self.padding = False
             self.pdn_teacher = PDNS[self.variant](TEACHER_CHANNELS, padding=False).eval().requires_grad_(False)
-            self.student = PDNS[self.variant](2 * TEACHER_CHANNELS, padding=False)
-            self.ae = AutoEncoder(TEACHER_CHANNELS, padding=False, input_size=self.input_size[0])
+        # The networks' width is the teacher's, as saved (a projection's 384 by default,
+        # the stages' own channels with teacher_channels=None).
+        mean = tensors["teacher_mean"]
+        self.channels = int(mean.shape[1]) if mean.ndim == 4 else TEACHER_CHANNELS
+        self.student = PDNS[self.variant](2 * self.channels, padding=self.padding)
+        self.ae = AutoEncoder(self.channels, padding=self.padding, input_size=self.input_size[0])
         try:
             self.student.load_state_dict(part("student."))
             self.ae.load_state_dict(part("ae."))

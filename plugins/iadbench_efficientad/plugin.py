@@ -7,6 +7,7 @@ from iadbench_efficientad.detector import (
     PAPER_STEPS,
     EfficientAD,
 )
+from iadbench_efficientad.teacher import TEACHER_CHANNELS
 
 
 @hookimpl
@@ -19,7 +20,7 @@ def register_detectors(register):
                 "input_size": 256, "variant": "small", "steps": DEFAULT_STEPS, "lr": DEFAULT_LR, "ae_lr": DEFAULT_AE_LR,
                 "weight_decay": 1e-5, "teacher_weights": None, "penalty_dir": None,
                 "backbone": "efficientnet_lite0", "teacher_layers": None, "val_fraction": 0.1,
-                "mining_quantile": DEFAULT_MINING_QUANTILE, "precision": "auto",
+                "mining_quantile": DEFAULT_MINING_QUANTILE, "precision": "auto", "teacher_channels": TEACHER_CHANNELS,
             },
             description=(
                 "EfficientAD (Batzner et al. 2024): PDN student + autoencoder; default teacher is "

@@ -63,7 +63,8 @@ def test_fit_save_reload_and_seeding(tmp_path):
     pa, pb = a.predict(x[:3]), b.predict(x[:3])
     assert pa.maps.shape == (3, 64, 64)
     np.testing.assert_array_equal(pa.scores, pb.scores)
-    assert a.info == {"penalty": False, "penalty_images": 0, "teacher": "backbone:tf_efficientnet_lite0:blocks.2+blocks.3", "val_images": 1,
+    assert a.info == {"penalty": False, "penalty_images": 0, "teacher": "backbone:tf_efficientnet_lite0:blocks.2+blocks.3",
+                      "teacher_channels": 384, "val_images": 1,
                       "precision": resolve_precision("auto", "test")}
     a.save(tmp_path / "m")
     back = load_detector(tmp_path / "m", get_registry())
@@ -115,6 +116,42 @@ def test_teacher_from_coarser_stages_is_upsampled_to_the_student_grid():
     assert det.teacher_mean.shape == (1, 384, 1, 1)
     assert det._raw_teacher(x[:1]).shape[-2:] == (16, 16)
     assert det.predict(x[:2]).maps.shape == (2, 64, 64)
+
+
+def test_teacher_width_is_the_backbone_stages_own_or_a_fixed_projection(tmp_path):
+    """By default the stages (40 + 80 channels) are projected onto 384 orthonormal
+    columns, the PDN's width; None keeps the stages' own 120 (a narrower student and
+    autoencoder); a projection must not be narrower than the stages. Either kind saves
+    and reloads to the same maps."""
+    x = synthetic_objects(5, 64)
+    native = EfficientAD(input_size=64, steps=2, teacher_channels=None)
+    native.fit(x, FitContext(seed=0))
+    assert native.projection is None and native.info["teacher_channels"] == 120
+    assert native.student.state_dict()["conv4.weight"].shape[0] == 240
+    native.save(tmp_path / "native")
+    back = load_detector(tmp_path / "native", get_registry())
+    assert back.channels == 120 and back.projection is None
+    np.testing.assert_allclose(back.predict(x[:2]).maps, native.predict(x[:2]).maps, rtol=1e-5, atol=1e-6)
+    wide = EfficientAD(input_size=64, steps=2)
+    wide.fit(x, FitContext(seed=0))
+    assert wide.info["teacher_channels"] == 384 and wide.projection.shape == (384, 120)
+    q = wide.projection.double()
+    np.testing.assert_allclose((q.T @ q).numpy(), np.eye(120), atol=1e-5)  # orthonormal columns
+    assert wide.student.state_dict()["conv4.weight"].shape[0] == 768
+    wide.save(tmp_path / "wide")
+    back = load_detector(tmp_path / "wide", get_registry())
+    assert back.channels == 384
+    np.testing.assert_allclose(back.predict(x[:2]).maps, wide.predict(x[:2]).maps, rtol=1e-5, atol=1e-6)
+    narrow = EfficientAD(input_size=64, steps=2, teacher_channels=64)
+    with pytest.raises(InputError, match="teacher_channels 64 is below"):
+        narrow.fit(x, FitContext(seed=0))
+    with pytest.raises(InputError, match="teacher_channels"):
+        EfficientAD(teacher_channels=0)
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'iadbench[deploy]')")
+    from iadbench.deploy.export import export_onnx
+
+    check = export_onnx(native, tmp_path / "native.onnx", images=x[:2])  # a graph without the projection
+    assert check.max_score_rel_diff <= 1e-3 and check.max_map_rel_diff <= 1e-3
 
 
 def test_pdn_teacher_weights_and_penalty_folder(tmp_path):
