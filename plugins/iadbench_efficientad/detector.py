@@ -134,8 +134,8 @@ class EfficientAD(BackboneMixin, Detector):
             raise InputError(f"efficientad: val_fraction must be in [0, 1), got {val_fraction}")
         if not 0 < float(mining_quantile) < 1:
             raise InputError(f"efficientad: mining_quantile must be in (0, 1), got {mining_quantile}")
-        if teacher_channels is not None and int(teacher_channels) < 1:
-            raise InputError(f"efficientad: teacher_channels must be >= 1 (or unset: the backbone's own), got {teacher_channels}")
+        if teacher_channels is not None and (not isinstance(teacher_channels, int) or isinstance(teacher_channels, bool) or teacher_channels < 1):
+            raise InputError(f"efficientad: teacher_channels must be an integer >= 1 (or null: the stages' own), got {teacher_channels!r}")
         if penalty_dir and not Path(penalty_dir).expanduser().is_dir():
             raise InputError(f"efficientad: penalty_dir is not a folder: {penalty_dir}")
         self.precision = resolve_precision(precision, "efficientad")

@@ -145,8 +145,9 @@ def test_teacher_width_is_the_backbone_stages_own_or_a_fixed_projection(tmp_path
     narrow = EfficientAD(input_size=64, steps=2, teacher_channels=64)
     with pytest.raises(InputError, match="teacher_channels 64 is below"):
         narrow.fit(x, FitContext(seed=0))
-    with pytest.raises(InputError, match="teacher_channels"):
-        EfficientAD(teacher_channels=0)
+    for bad in (0, "wide", 2.5):
+        with pytest.raises(InputError, match="teacher_channels"):
+            EfficientAD(teacher_channels=bad)
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'iadbench[deploy]')")
     from iadbench.deploy.export import export_onnx
 
