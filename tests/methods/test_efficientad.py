@@ -205,14 +205,14 @@ def test_bad_parameters_are_one_line_plan_errors(tmp_path):
 
 
 def test_slow_trained_in_house_detectors_are_opt_in_for_the_default_grid():
-    """efficientad and conv_ae fit too slowly for `make run`'s grid and run when named;
-    feature_ae (seconds a factory category) is in it."""
+    """efficientad fits too slowly for `make run`'s grid and runs when named; feature_ae
+    and conv_ae (seconds a factory category) are in it."""
     from iadbench.runner.plan import DatasetEntry, DetectorEntry, Plan, expand
 
     registry = get_registry()
     cells = expand(Plan(detectors=[], all_detectors=True, datasets=[DatasetEntry("factory")]), registry, lambda d: ["fabric"])
     names = {c.detector for c in cells}
-    assert {"padim", "feature_ae"} <= names and not names & {"efficientad", "conv_ae"}
+    assert {"padim", "feature_ae", "conv_ae"} <= names and "efficientad" not in names
     named = expand(Plan(detectors=[DetectorEntry("efficientad")], datasets=[DatasetEntry("factory")]), registry, lambda d: ["fabric"])
     assert [c.detector for c in named] == ["efficientad"]
 
