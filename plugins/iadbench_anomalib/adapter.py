@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.memory import bounded_heap
+from iadbench.runner.cell import seed_everything
 from iadbench_anomalib.offline import offline_backbones, pretrained_state_dict, quiet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,6 +119,10 @@ class AnomalibDetector(Detector):
         need = self.entry.min_images(self.params)
         if len(x) < need:
             raise InputError(f"{self.name}: needs at least {need} training images, got {len(x)}")
+        # The module's random initialisation (e.g. STFPM's student) draws from the global
+        # generators: seed them here, so a fit is the seed's whatever ran before it (the
+        # harness seeds each cell too; a direct fit() call must not depend on that).
+        seed_everything(int(ctx.seed))
         self._build()
         with ExitStack() as stack:
             workdir = ctx.workdir
