@@ -7,7 +7,8 @@ convolutions alternating with 3x3 ones down to input/16, then a convolution whos
 covers the whole remaining grid into a ``latent``-dimensional bottleneck (100, the
 paper's), mirrored by transposed convolutions; LeakyReLU 0.2, a sigmoid output. We
 train on whole images resized to ``input_size``, 128 px by default (the paper trains
-on 128 px patches and tiles at test time). Loss 0.5 MSE + 0.5 (1 - SSIM); Adam lr 1e-3 (the paper: 2e-4),
+on 128 px patches and tiles at test time). Loss 0.5 MSE + 0.5 (1 - SSIM); Adam lr 1e-3
+(the paper: 2e-4),
 weight decay 1e-5, batches of 8, in bfloat16 mixed precision where the CPU has it
 (``precision``); ``epochs`` passes with flips as the only augmentation (object
 orientation matters, so none by default: ``augment=False``).
@@ -34,9 +35,9 @@ from iadbench_conv_ae.ssim import ssim_map
 # 0.755 (666 s in float32); 40 epochs at 1e-3 in bf16 0.859 / 0.824 (210 s).
 # Version 3: 128 px instead of 256 (the same 100-value bottleneck summarises a quarter
 # of the pixels, and a 4 px blur spans twice the object). Image / pixel AUROC, fit, ms
-# per image at 256 -> 128 px: bottle 0.859 / 0.824, 216 s, 31 ms -> 0.929 / 0.919, 64 s,
-# 10 ms; magnetic tile 0.622 / 0.625, 610 s -> 0.687 / 0.677, 175 s; synthetic factory
-# mean image AUROC 0.553 -> 0.578 (fabric 0.375 and metal 0.487 stay under chance: the
+# per image at 256 -> 128 px: bottle 0.859 / 0.824, 216 s, 31 ms -> 0.929 / 0.919, 61 s,
+# 10 ms; magnetic tile 0.622 / 0.625, 610 s -> 0.687 / 0.677, 188 s; synthetic factory
+# mean image AUROC 0.553 -> 0.579 (fabric 0.375 and metal 0.487 stay under chance: the
 # residual of a texture is mostly texture; floor pixel_gaussian 0.607). 128 px with
 # sigma 8 on the factory: 0.563.
 DEFAULT_INPUT_SIZE = 128

@@ -26,7 +26,7 @@ class EfficientADGraph(nn.Module):
         if self.pdn_teacher is None:
             self.trunk = TrunkFeatures(det.extractor, det.layers, det.input_size)
             self.layers, self.grid = list(det.layers), det.student_grid
-            projection = det.projection  # None: the backbone's own channels (version 4 on)
+            projection = det.projection  # None: the stages' own channels (teacher_channels=None)
             self.register_buffer("projection", None if projection is None else projection.float().clone())
         self.student = copy.deepcopy(det.student).eval()
         self.ae = copy.deepcopy(det.ae).eval()
