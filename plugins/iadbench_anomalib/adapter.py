@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from iadbench.api import Detector, FitContext, InputError, Prediction
 from iadbench.memory import bounded_heap
-from iadbench.runner.cell import seed_everything
+from iadbench.seeding import seed_everything
 from iadbench_anomalib.offline import offline_backbones, pretrained_state_dict, quiet
 
 if TYPE_CHECKING:  # pragma: no cover

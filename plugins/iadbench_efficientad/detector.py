@@ -148,7 +148,7 @@ class EfficientAD(BackboneMixin, Detector):
             ae_lr=float(ae_lr), weight_decay=float(weight_decay), teacher_weights=teacher_weights, penalty_dir=penalty_dir,
             backbone=backbone, teacher_layers=layers, val_fraction=float(val_fraction),
             mining_quantile=float(mining_quantile), precision=precision,
-            teacher_channels=None if teacher_channels is None else int(teacher_channels),
+            teacher_channels=teacher_channels,
         )
         self.input_size = (int(input_size), int(input_size))
         self.variant, self.steps = variant, int(steps)
@@ -161,7 +161,7 @@ class EfficientAD(BackboneMixin, Detector):
         self.padding = self.teacher_state is None
         # The teacher's width: a PDN teacher's 384; a backbone teacher's projected to
         # ``teacher_channels`` (384, the PDN's), or its stages' own with None (set in fit).
-        self.requested_channels = None if teacher_channels is None else int(teacher_channels)
+        self.requested_channels = teacher_channels  # validated above: None or an int >= 1
         self.channels = TEACHER_CHANNELS
         pdn = PDNS[variant]
         self.student = pdn(2 * self.channels, padding=self.padding)
@@ -352,8 +352,7 @@ class EfficientAD(BackboneMixin, Detector):
             self.pdn_teacher = PDNS[self.variant](TEACHER_CHANNELS, padding=False).eval().requires_grad_(False)
         # The networks' width is the teacher's, as saved (a projection's 384 by default,
         # the stages' own channels with teacher_channels=None).
-        mean = tensors["teacher_mean"]
-        self.channels = int(mean.shape[1]) if mean.ndim == 4 else TEACHER_CHANNELS
+        self.channels = int(tensors["teacher_mean"].shape[1])  # (1, C, 1, 1)
         self.student = PDNS[self.variant](2 * self.channels, padding=self.padding)
         self.ae = AutoEncoder(self.channels, padding=self.padding, input_size=self.input_size[0])
         try:

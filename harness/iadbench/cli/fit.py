@@ -34,8 +34,9 @@ def fit(
     import torch
 
     from iadbench.cli.run import build_plan
-    from iadbench.runner.cell import fit_on_split, save_fitted, seed_everything
+    from iadbench.runner.cell import fit_on_split, save_fitted
     from iadbench.runner.plan import expand
+    from iadbench.seeding import seed_everything
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError("already exists and is not an empty folder; choose another --out", out)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import time
 import traceback
@@ -29,6 +28,7 @@ from iadbench.runner.cost import (
     stopwatch,
 )
 from iadbench.runner.plan import Cell
+from iadbench.seeding import seed_everything
 
 # Inherited by every cell process (the forkserver starts from this environment).
 CELL_ENV = {"PYTHONWARNINGS": "ignore"}
@@ -39,14 +39,6 @@ PRELOAD = [
     "iadbench.runner.cell", "iadbench.metrics", "iadbench.images", "iadbench.plugins",
     "iadbench.backbones", "iadbench.features",
 ]
-
-
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
