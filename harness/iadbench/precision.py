@@ -1,16 +1,23 @@
-"""Training precision for detectors trained by gradient steps (public for plugins).
+"""Numeric precision for detectors built of convolutions (public for plugins).
 
-``auto`` trains convolutions in bfloat16 where the CPU multiplies bfloat16 natively
+``auto`` runs convolutions in bfloat16 where the CPU multiplies bfloat16 natively
 (Intel AMX or AVX-512 BF16: oneDNN then runs them 4x faster than float32 on two cores
-for a PDN), else in float32. Only the forward and backward passes of the trained
-networks run under autocast; the weights, the optimiser's state and the losses stay
-float32 (mixed precision), and prediction runs in float32 so that eager scores and an
-exported ONNX graph agree. The precision a fit used is recorded by the detector.
+for a PDN), else in float32. In training only the forward and backward passes of the
+trained networks run under autocast; the weights, the optimiser's state and the losses
+stay float32 (mixed precision). The precision a fit used is recorded by the detector.
+
+Prediction runs in float32 unless a detector offers a ``predict_precision`` attribute
+(``bf16`` / ``fp32``, resolved): then its ``predict`` may run under autocast, and
+``float32_predictions`` switches it to float32 for a block. Export checks use that
+block, because an ONNX graph is float32: its scores are compared with eager float32
+ones, not with bfloat16 rounding.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -45,3 +52,22 @@ def training_autocast(precision: str):
 def training_layout(precision: str) -> torch.memory_format:
     """oneDNN's bfloat16 kernels want channels-last tensors; float32 keeps the default."""
     return torch.channels_last if precision == "bf16" else torch.contiguous_format
+
+
+def inference_autocast(precision: str):
+    """The autocast context for a prediction at a resolved precision."""
+    return training_autocast(precision)
+
+
+@contextlib.contextmanager
+def float32_predictions(detector: Any) -> Iterator[None]:
+    """Within this block a detector with a ``predict_precision`` predicts in float32."""
+    before = getattr(detector, "predict_precision", None)
+    if before is None:
+        yield
+        return
+    detector.predict_precision = "fp32"
+    try:
+        yield
+    finally:
+        detector.predict_precision = before

@@ -38,7 +38,9 @@ def _padded(conv: nn.Conv2d, x: torch.Tensor, pad: int) -> torch.Tensor:
 class SmallPDN(nn.Module):
     """PDN-S: four convolutions, two 2x2 average pools; a 33x33 receptive field.
     Without padding a 256 px input gives a 56x56 grid; with padding (3 on the 4x4
-    convolutions, 1 on the pools and the 3x3) the grid is input/4 (64x64)."""
+    convolutions, 1 on the pools and the 3x3) the grid is input/4 (64x64).
+    The ReLUs work in place: on the first convolution's 8M activations a copying ReLU
+    was a fifth of a bfloat16 forward pass (same values, same gradients)."""
 
     def __init__(self, out_channels: int = 384, padding: bool = False):
         super().__init__()
@@ -52,9 +54,9 @@ class SmallPDN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.p
-        x = self.pool1(F.relu(_padded(self.conv1, imagenet_normalise(x), 3 * p)))
-        x = self.pool2(F.relu(_padded(self.conv2, x, 3 * p)))
-        return self.conv4(F.relu(_padded(self.conv3, x, p)))
+        x = self.pool1(F.relu(_padded(self.conv1, imagenet_normalise(x), 3 * p), inplace=True))
+        x = self.pool2(F.relu(_padded(self.conv2, x, 3 * p), inplace=True))
+        return self.conv4(F.relu(_padded(self.conv3, x, p), inplace=True))
 
 
 class MediumPDN(nn.Module):
@@ -74,11 +76,11 @@ class MediumPDN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.p
-        x = self.pool1(F.relu(_padded(self.conv1, imagenet_normalise(x), 3 * p)))
-        x = self.pool2(F.relu(_padded(self.conv2, x, 3 * p)))
-        x = F.relu(self.conv3(x))
-        x = F.relu(_padded(self.conv4, x, p))
-        return self.conv6(F.relu(self.conv5(x)))
+        x = self.pool1(F.relu(_padded(self.conv1, imagenet_normalise(x), 3 * p), inplace=True))
+        x = self.pool2(F.relu(_padded(self.conv2, x, 3 * p), inplace=True))
+        x = F.relu(self.conv3(x), inplace=True)
+        x = F.relu(_padded(self.conv4, x, p), inplace=True)
+        return self.conv6(F.relu(self.conv5(x), inplace=True))
 
 
 PDNS = {"small": SmallPDN, "medium": MediumPDN}

@@ -21,6 +21,7 @@ def register_detectors(register):
                 "weight_decay": 1e-5, "teacher_weights": None, "penalty_dir": None,
                 "backbone": "efficientnet_lite0", "teacher_layers": None, "val_fraction": 0.1,
                 "mining_quantile": DEFAULT_MINING_QUANTILE, "precision": "auto", "teacher_channels": TEACHER_CHANNELS,
+                "predict_precision": "auto",
             },
             description=(
                 "EfficientAD (Batzner et al. 2024): PDN student + autoencoder; default teacher is "
@@ -30,7 +31,9 @@ def register_detectors(register):
             # 2: the short-budget recipe (100 steps, student lr 1e-3, mining quantile 0.9);
             # 3: bfloat16 mixed-precision training where the CPU has it, 1,000 steps, teacher
             #    at strides 8 + 16 (blocks.2 + blocks.3; was blocks.1 + blocks.2)
-            version="3",
+            # 4: the student and autoencoder predict in bfloat16 where the CPU has it
+            #    (predict_precision; training unchanged)
+            version="4",
             tags=("student-teacher", "pretrained-backbone", "trained", "opt-in"),
             # "opt-in": left out of --all until its fit is measured within the make run budget
             preload=("torchvision.transforms.v2.functional",),

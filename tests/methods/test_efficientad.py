@@ -65,7 +65,8 @@ def test_fit_save_reload_and_seeding(tmp_path):
     np.testing.assert_array_equal(pa.scores, pb.scores)
     assert a.info == {"penalty": False, "penalty_images": 0, "teacher": "backbone:tf_efficientnet_lite0:blocks.2+blocks.3",
                       "teacher_channels": 384, "val_images": 1,
-                      "precision": resolve_precision("auto", "test")}
+                      "precision": resolve_precision("auto", "test"),
+                      "predict_precision": resolve_precision("auto", "test")}
     a.save(tmp_path / "m")
     back = load_detector(tmp_path / "m", get_registry())
     pc = back.predict(x[:3])
@@ -90,7 +91,7 @@ def test_student_and_autoencoder_learn_at_their_own_rates():
 @pytest.mark.skipif(not native_bf16(), reason="this CPU has no bfloat16 units (AMX or AVX-512 BF16): auto trains in fp32")
 def test_bf16_training_is_mixed_precision_of_the_same_recipe():
     """auto trains in bfloat16 here: deterministic, and close to (not equal to) an fp32 fit,
-    since only the convolutions' arithmetic changes; prediction stays float32."""
+    since only the convolutions' arithmetic changes (both predict at the default precision)."""
     x = synthetic_objects(6, 64)
     fits = {}
     for precision in ("auto", "auto", "fp32"):
@@ -105,6 +106,36 @@ def test_bf16_training_is_mixed_precision_of_the_same_recipe():
     # held-out quantile normalisation magnifies their absolute differences to ~12%).
     corr = np.corrcoef(bf16[0].ravel(), fp32.ravel())[0, 1]
     assert corr > 0.98, corr
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no bfloat16 units (AMX or AVX-512 BF16): auto predicts in fp32")
+def test_bf16_prediction_approximates_float32_and_export_checks_against_float32(tmp_path):
+    """auto predicts in bfloat16 here: deterministic, close to the same model's float32
+    prediction (not equal to it), and float32_predictions gives the float32 one back."""
+    from iadbench.deploy.export import export_onnx
+    from iadbench.precision import float32_predictions
+
+    x = synthetic_objects(8, 64)
+    det = EfficientAD(input_size=64, steps=3)
+    det.fit(x[:6], FitContext(seed=0))
+    assert det.predict_precision == "bf16"
+    bf16, again = det.predict(x), det.predict(x)
+    np.testing.assert_array_equal(bf16.maps, again.maps)
+    with float32_predictions(det):
+        fp32 = det.predict(x)
+    assert det.predict_precision == "bf16"  # restored
+    reference = EfficientAD(input_size=64, steps=3, predict_precision="fp32")
+    reference.load_state_tensors(det.state_tensors())
+    np.testing.assert_allclose(reference.predict(x).maps, fp32.maps, rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(bf16.maps, fp32.maps)
+    spread = fp32.maps.max() - fp32.maps.min()
+    assert np.abs(bf16.maps - fp32.maps).max() < 0.05 * spread
+    assert np.corrcoef(bf16.maps.ravel(), fp32.maps.ravel())[0, 1] > 0.99
+    # The ONNX graph is float32: its check compares it with float32 eager scores (1e-3),
+    # which bfloat16 rounding alone would not pass on every image.
+    check = export_onnx(det, tmp_path / "m.onnx", images=x)
+    assert check.max_score_rel_diff <= 1e-3 and (tmp_path / "m.onnx").is_file()
+    assert det.predict_precision == "bf16"
 
 
 def test_teacher_from_coarser_stages_is_upsampled_to_the_student_grid():
@@ -190,6 +221,8 @@ def test_bad_parameters_are_one_line_plan_errors(tmp_path):
         EfficientAD(weight_decay=-1e-5)
     with pytest.raises(InputError, match="precision"):
         EfficientAD(precision="fp16")
+    with pytest.raises(InputError, match="predict_precision"):
+        EfficientAD(predict_precision="int8")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="teacher_weights"):
         EfficientAD(teacher_weights=str(tmp_path / "junk.pth"))

@@ -4,7 +4,7 @@ The graph is ``Detector.export_module()`` traced with torch's TorchScript-based 
 exporter (opset 17): input ``images`` uint8 (N, H, W, 3) at the detector's input size,
 outputs ``score`` (N,) and ``map`` (N, H, W), batch dynamic. Before a file is written
 the graph runs in onnxruntime on check images and its scores are compared with the
-detector's own ``predict``: more than ``rtol`` relative difference refuses the export
+detector's own ``predict`` (in float32 where it could predict in bfloat16): more than ``rtol`` relative difference refuses the export
 (nothing is written, an existing file is left as it was). The file is written to a
 temporary name beside ``out`` and renamed, so a reader never sees half a graph.
 """
@@ -89,8 +89,10 @@ def compare(detector: Detector, onnx_model, images: np.ndarray, threads: int = 2
     """Scores and maps of ``onnx_model`` (serialised graph bytes, or an open runtime)
     against the detector's eager ``predict`` on ``images``."""
     from iadbench.deploy.runtime import OnnxRuntime
+    from iadbench.precision import float32_predictions
 
-    eager = detector.predict(images)
+    with float32_predictions(detector):  # the graph is float32 (iadbench.precision)
+        eager = detector.predict(images)
     runtime = OnnxRuntime(onnx_model, threads=threads) if isinstance(onnx_model, bytes) else onnx_model
     got = runtime.predict(images)
     ref = np.abs(eager.scores).clip(min=1e-12)
