@@ -68,6 +68,22 @@ def test_runtime_selection(padim, images):
     assert isinstance(open_runtime(baseline, "auto"), EagerRuntime)
 
 
+def test_auto_runtime_keeps_a_bfloat16_detector_eager(efficientad):
+    """A detector predicting in bfloat16 is faster eager than as a float32 graph: auto
+    keeps it eager; asked for, onnx still works."""
+    from iadbench.precision import float32_predictions
+
+    assert efficientad.exportable
+    with float32_predictions(efficientad):
+        assert resolve_runtime(efficientad, "auto") == "onnx"
+    before, efficientad.predict_precision = efficientad.predict_precision, "bf16"  # as auto resolves on AMX
+    try:
+        assert resolve_runtime(efficientad, "auto") == "eager"
+        assert resolve_runtime(efficientad, "onnx") == "onnx"
+    finally:
+        efficientad.predict_precision = before
+
+
 def test_patchcore_onnx_runtime_splits_at_the_search(patchcore, images):
     """HNSW search (the default) cannot live in a graph: the onnx runtime runs the
     backbone and embedding in onnxruntime and the faiss search in Python."""
