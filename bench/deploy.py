@@ -12,7 +12,8 @@ the search variants, measured round-robin in one process.
 
 ``latency``: model folders (``adbench fit``) scored on their category's test images,
 batch 1, 2 threads, in one process: per model, its backbone alone in onnxruntime and the
-model end to end in eager and in onnxruntime, interleaved round-robin in blocks of
+model end to end in eager (and in float32 eager too where it predicts in bfloat16, with
+the scores' difference and both AUROCs) and in onnxruntime, interleaved round-robin in blocks of
 ``BLOCK`` calls after an untimed one, each call the next test image; then the largest
 relative score difference and image/pixel AUROC of both runtimes over the test set.
 Models are timed one after another, not interleaved with each other: a line runs one
@@ -117,6 +118,17 @@ def _interleaved(fns: dict, repeats: int, block: int = BLOCK) -> dict[str, float
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def _in_float32(det):
+    """``det.predict`` forced to float32 (a detector that predicts in bfloat16)."""
+    from iadbench.precision import float32_predictions
+
+    def predict(images: np.ndarray):
+        with float32_predictions(det):
+            return det.predict(images)
+
+    return predict
+
+
 def _cycling(predict, images: np.ndarray):
     """A call scoring the next test image (batch 1) each time: PatchCore's exact re-check
     takes more passes on some images than on others, so one image repeated is not its
@@ -148,6 +160,8 @@ def latency(args: argparse.Namespace) -> None:
         name = f"{det.name} {det.input_size[0]} px{bank}"
         prepared.append((name, directory, det, runtimes, x, masks, labels))
         fns = {(name, "eager"): _cycling(det.predict, x)}
+        if getattr(det, "predict_precision", None) == "bf16":  # its float32 eager path beside the bf16 one
+            fns[(name, "eager fp32")] = _cycling(_in_float32(det), x)
         try:  # conv_ae learns from pixels: no backbone to time alone
             fns[(name, "backbone onnx")] = _cycling(open_backbone(det, args.threads), x)
         except InputError:
@@ -166,6 +180,13 @@ def latency(args: argparse.Namespace) -> None:
         backbone = ms.get((name, "backbone onnx"))
         print(f"{name} ({directory}): backbone onnx {'-' if backbone is None else f'{backbone:.1f}'} ms | end to end eager "
               f"{ms[(name, 'eager')]:.1f} ms | image AUROC eager {ie:.4f}, pixel AUROC {pe:.4f}")
+        if (name, "eager fp32") in ms:
+            with cache_disabled():
+                f32 = _in_float32(det)(x)
+            rel = np.abs(f32.scores - eager.scores) / np.abs(f32.scores)
+            i32, p32 = _aurocs(f32.scores, f32.maps, labels, masks)
+            print(f"    eager in bfloat16 against float32 ({ms[(name, 'eager fp32')]:.1f} ms, {ms[(name, 'eager fp32')] / ms[(name, 'eager')]:.2f}x "
+                  f"the bf16 time): scores max rel diff {rel.max():.1e} | image AUROC fp32 {i32:.4f}, pixel AUROC {p32:.4f}")
         for label, rt in runtimes.items():
             got = rt.predict(x)
             rel = np.abs(got.scores - eager.scores) / np.abs(eager.scores)
