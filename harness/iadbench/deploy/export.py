@@ -4,9 +4,10 @@ The graph is ``Detector.export_module()`` traced with torch's TorchScript-based 
 exporter (opset 17): input ``images`` uint8 (N, H, W, 3) at the detector's input size,
 outputs ``score`` (N,) and ``map`` (N, H, W), batch dynamic. Before a file is written
 the graph runs in onnxruntime on check images and its scores are compared with the
-detector's own ``predict`` (in float32 where it could predict in bfloat16): more than ``rtol`` relative difference refuses the export
-(nothing is written, an existing file is left as it was). The file is written to a
-temporary name beside ``out`` and renamed, so a reader never sees half a graph.
+detector's own ``predict``, in float32 where it could predict in bfloat16: more than
+``rtol`` relative difference refuses the export (nothing is written, an existing file
+is left as it was). The file is written to a temporary name beside ``out`` and renamed,
+so a reader never sees half a graph.
 """
 
 from __future__ import annotations
