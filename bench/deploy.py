@@ -160,7 +160,7 @@ def latency(args: argparse.Namespace) -> None:
         name = f"{det.name} {det.input_size[0]} px{bank}"
         prepared.append((name, directory, det, runtimes, x, masks, labels))
         fns = {(name, "eager"): _cycling(det.predict, x)}
-        if getattr(det, "predict_precision", None) == "bf16":  # its float32 eager path beside the bf16 one
+        if det.predict_precision == "bf16":  # its float32 eager path beside the bf16 one
             fns[(name, "eager fp32")] = _cycling(_in_float32(det), x)
         try:  # conv_ae learns from pixels: no backbone to time alone
             fns[(name, "backbone onnx")] = _cycling(open_backbone(det, args.threads), x)

@@ -50,6 +50,10 @@ class Detector(ABC):
     name: str = ""
     #: (height, width) the harness resizes images to.
     input_size: tuple[int, int] = (256, 256)
+    #: Arithmetic of ``predict``: "fp32", or "bf16" where a detector runs part of it in
+    #: bfloat16 (efficientad). Export checks switch it with
+    #: ``iadbench.precision.float32_predictions``; ``--runtime auto`` keeps "bf16" eager.
+    predict_precision: str = "fp32"
 
     def __init__(self, **params: Any):
         self.params = dict(params)

@@ -6,9 +6,9 @@ for a PDN), else in float32. In training only the forward and backward passes of
 trained networks run under autocast; the weights, the optimiser's state and the losses
 stay float32 (mixed precision). The precision a fit used is recorded by the detector.
 
-Prediction runs in float32 unless a detector offers a ``predict_precision`` attribute
-(``bf16`` / ``fp32``, resolved): then its ``predict`` may run under autocast, and
-``float32_predictions`` switches it to float32 for a block. Export checks use that
+Prediction runs in float32 unless a detector sets ``Detector.predict_precision`` to
+``bf16``: then its ``predict`` may run under autocast, and ``float32_predictions``
+switches it to float32 for a block. Export checks use that
 block, because an ONNX graph is float32: its scores are compared with eager float32
 ones, not with bfloat16 rounding.
 """
@@ -61,11 +61,8 @@ def inference_autocast(precision: str):
 
 @contextlib.contextmanager
 def float32_predictions(detector: Any) -> Iterator[None]:
-    """Within this block a detector with a ``predict_precision`` predicts in float32."""
-    before = getattr(detector, "predict_precision", None)
-    if before is None:
-        yield
-        return
+    """Within this block ``detector`` predicts in float32 (``Detector.predict_precision``)."""
+    before = detector.predict_precision
     detector.predict_precision = "fp32"
     try:
         yield

@@ -155,7 +155,7 @@ def resolve_runtime(detector: Detector, runtime: str = "auto") -> str:
     runtime = check_runtime(runtime)
     exports = detector.exportable or detector.split_runtime
     if runtime == "auto":
-        if getattr(detector, "predict_precision", None) == "bf16":
+        if detector.predict_precision == "bf16":
             # Its eager path runs in bfloat16, the graph in float32: eager is the faster
             # one (efficientad at 256 px: ~60 against ~190 ms an image on 2 cores).
             return "eager"
