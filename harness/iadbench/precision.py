@@ -8,20 +8,22 @@ stay float32 (mixed precision). The precision a fit used is recorded by the dete
 
 Prediction runs in float32 unless a detector sets ``Detector.predict_precision`` to
 ``bf16``: then its ``predict`` may run under autocast, and ``float32_predictions``
-switches it to float32 for a block. Export checks use that
-block, because an ONNX graph is float32: its scores are compared with eager float32
-ones, not with bfloat16 rounding.
+switches it to float32 for a block. Export checks use that block, because an ONNX graph
+is float32: its scores are compared with eager float32 ones, not with bfloat16 rounding.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from iadbench.errors import InputError
+
+if TYPE_CHECKING:
+    from iadbench.detector import Detector
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -60,7 +62,7 @@ def inference_autocast(precision: str):
 
 
 @contextlib.contextmanager
-def float32_predictions(detector: Any) -> Iterator[None]:
+def float32_predictions(detector: Detector) -> Iterator[None]:
     """Within this block ``detector`` predicts in float32 (``Detector.predict_precision``)."""
     before = detector.predict_precision
     detector.predict_precision = "fp32"

@@ -8,9 +8,8 @@ covers the whole remaining grid into a ``latent``-dimensional bottleneck (100, t
 paper's), mirrored by transposed convolutions; LeakyReLU 0.2, a sigmoid output. We
 train on whole images resized to ``input_size``, 128 px by default (the paper trains
 on 128 px patches and tiles at test time). Loss 0.5 MSE + 0.5 (1 - SSIM); Adam lr 1e-3
-(the paper: 2e-4),
-weight decay 1e-5, batches of 8, in bfloat16 mixed precision where the CPU has it
-(``precision``); ``epochs`` passes with flips as the only augmentation (object
+(the paper: 2e-4), weight decay 1e-5, batches of 8, in bfloat16 mixed precision where
+the CPU has it (``precision``); ``epochs`` passes with flips as the only augmentation (object
 orientation matters, so none by default: ``augment=False``).
 Anomaly map: 0.5 x the per-pixel squared error + 0.5 x (1 - SSIM), both averaged over
 the colour channels, blurred (sigma 4 px); image score = its maximum.

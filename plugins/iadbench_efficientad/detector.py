@@ -40,10 +40,11 @@ map 0.963 / 0.963); on magnetic tile 0.748 / 0.715 against 0.667 / 0.634.
 Prediction (version 4): the student and the autoencoder run in bfloat16 where the CPU
 has it (``predict_precision``, ``auto``); the teacher and the maps stay float32. At
 256 px, batch 1, on 2 cores: 230 -> 61 ms an image on bottle, 228 -> 60 on magnetic
-tile, the same image / pixel AUROC and AUPRO on both to three decimals. An
-ONNX export is float32 and is checked against float32 eager predictions. The student and
-teacher squared errors are computed in one batch of two (the training image and its
-jittered copy) instead of two forward passes, which gives the same gradients.
+tile, the same image / pixel AUROC and AUPRO on both to three decimals. An ONNX export
+is float32 and is checked against float32 eager predictions.
+The student and teacher squared errors are computed in one batch of two (the training
+image and its jittered copy) instead of two forward passes, which gives the same
+gradients.
 """
 
 from __future__ import annotations

@@ -71,8 +71,6 @@ def test_runtime_selection(padim, images):
 def test_auto_runtime_keeps_a_bfloat16_detector_eager(efficientad):
     """A detector predicting in bfloat16 is faster eager than as a float32 graph: auto
     keeps it eager; asked for, onnx still works."""
-    from iadbench.precision import float32_predictions
-
     assert efficientad.exportable
     with float32_predictions(efficientad):
         assert resolve_runtime(efficientad, "auto") == "onnx"
