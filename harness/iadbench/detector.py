@@ -54,6 +54,16 @@ class Detector(ABC):
     #: bfloat16 (efficientad). Export checks switch it with
     #: ``iadbench.precision.float32_predictions``; ``--runtime auto`` keeps "bf16" eager.
     predict_precision: str = "fp32"
+    #: How ``fit_out_of_fold`` scores each training image without refitting, in words
+    #: for the record ("leave-one-out": the exact model fitted without that image;
+    #: "self-excluded bank": scored against the memory bank less that image's rows).
+    #: None: the detector has no such shortcut and the harness calibrates its
+    #: threshold on good images held out from fit instead.
+    out_of_fold: str | None = None
+    #: True where refitting is cheap enough (seconds on a small training set) for the
+    #: harness to calibrate a small training set by k-fold refits instead of holding
+    #: out the few images a tail fit would then lack (``runner.cell.choose_calibration``).
+    calibration_refits: bool = False
 
     def __init__(self, **params: Any):
         self.params = dict(params)
@@ -61,6 +71,14 @@ class Detector(ABC):
     @abstractmethod
     def fit(self, images: np.ndarray, ctx: FitContext) -> None:
         """Learn from good images only."""
+
+    def fit_out_of_fold(self, images: np.ndarray, ctx: FitContext) -> Prediction:
+        """Optional (set ``out_of_fold`` when implemented): fit on all ``images`` exactly
+        as ``fit`` does, and return for every image the prediction that a model fitted
+        on the others gives it (scores (N,), maps (N, H, W)). The harness fixes the
+        threshold on these out-of-fold scores, so they must be as close as the method
+        allows to how the final model scores good images it has never seen."""
+        raise NotImplementedError(f"detector '{self.name}' has no out-of-fold shortcut")
 
     @abstractmethod
     def predict(self, images: np.ndarray) -> Prediction:

@@ -5,14 +5,17 @@ everything downstream (predict, export, serve)::
 
     config.json         the detector artifact (iadbench.detector, unchanged)
     model.safetensors
-    model.json          threshold and its rule, pixel threshold, display range, info
+    model.json          threshold and its rule, pixel threshold, display range, info,
+                        and the calibration scores they were fixed on
 
-The threshold is on raw image scores, fixed on held-out good training images. The
-display range is two raw map values shown as 0 and 1 on heatmaps, fixed from the same
-held-out good maps, so every image of a model is drawn on one scale. The pixel
-threshold (the outline drawn on overlays) is the same rule applied to the per-image
-maximum of the held-out good maps: a region is outlined where the map rises above what
-good images' maps reach.
+The threshold is on raw image scores, fixed on good training images' calibration
+scores: each image scored by a model that did not fit it (out of fold, or held out
+from fit; ``iadbench.calibration``). The display range is two raw map values shown as
+0 and 1 on heatmaps, fixed from the same images' maps, so every image of a model is
+drawn on one scale. The pixel threshold (the outline drawn on overlays) is the same
+rule applied to the per-image maximum of those maps: a region is outlined where the map
+rises above what good images' maps reach. The calibration scores and map maxima are
+kept, so ``adbench threshold`` can re-decide both without refitting.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class FittedModel:
     display_range: tuple[float, float]
     info: dict[str, Any]
     pixel_threshold: float | None = None  # raw map level outlined on overlays
+    # {"method", "images", "estimate", "scores", "map_maxima"}; None for folders written
+    # before calibration scores were kept
+    calibration: dict[str, Any] | None = None
 
 
 @dataclass
@@ -61,12 +67,20 @@ class ImageResult:
     map_input: np.ndarray = field(repr=False)
 
 
+#: Maps the display range's lower percentile is taken over (evenly spaced): hundreds of
+#: out-of-fold maps would cost seconds of sorting for the same median.
+DISPLAY_SAMPLE = 64
+
+
 def display_range_from_maps(maps: np.ndarray) -> tuple[float, float]:
-    """The display range from held-out good maps (see DISPLAY_PERCENTILES)."""
-    maps = np.asarray(maps, dtype=np.float64)
+    """The display range from good images' calibration maps (see DISPLAY_PERCENTILES)."""
+    maps = np.asarray(maps)
     if maps.size == 0:
         return (0.0, 1.0)
-    lo, hi = np.percentile(maps, DISPLAY_PERCENTILES)
+    sample = maps[np.unique(np.linspace(0, len(maps) - 1, min(len(maps), DISPLAY_SAMPLE)).round().astype(int))]
+    lo = float(np.percentile(sample.astype(np.float64), DISPLAY_PERCENTILES[0]))
+    top = DISPLAY_PERCENTILES[1]
+    hi = float(maps.max()) if top >= 100 else float(np.percentile(maps.astype(np.float64), top))
     if not hi > lo:
         hi = lo + 1.0
     return (float(lo), float(hi))
@@ -81,6 +95,7 @@ def write_model(
     display_range: tuple[float, float],
     info: dict[str, Any],
     pixel_threshold: float | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> Path:
     """Save the detector artifact and model.json into ``directory``; returns it."""
     directory = Path(detector.save(directory))
@@ -93,11 +108,31 @@ def write_model(
         "pixel_threshold": _num(pixel_threshold),
         "display_range": [float(display_range[0]), float(display_range[1])],
         "info": info,
+        **({"calibration": calibration} if calibration is not None else {}),
     }
+    write_model_json(directory, body)
+    return directory
+
+
+def write_model_json(directory: Path, body: dict[str, Any]) -> None:
+    """model.json replaced atomically: a reader sees the old file or the new one."""
     tmp = directory / (MODEL_FILE + ".tmp")
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=json_default))
     os.replace(tmp, directory / MODEL_FILE)
-    return directory
+
+
+def read_model_json(directory: Path) -> dict[str, Any]:
+    """model.json of a model folder, with one-line errors naming the folder."""
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise InputError(f"not a usable model folder: missing {MODEL_FILE}", directory)
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"not a usable model folder: unreadable {MODEL_FILE} ({exc})", directory) from None
+    if not isinstance(body, dict) or body.get("format") != MODEL_FORMAT:
+        raise InputError(f"not a usable model folder: {MODEL_FILE} has an unsupported format", directory)
+    return body
 
 
 def load_model(directory: str | Path) -> FittedModel:
@@ -137,6 +172,7 @@ def load_model(directory: str | Path) -> FittedModel:
             display_range=(float(display[0]), float(display[1])),
             info=dict(body.get("info") or {}),
             pixel_threshold=None if body.get("pixel_threshold") is None else float(body["pixel_threshold"]),
+            calibration=body.get("calibration") if isinstance(body.get("calibration"), dict) else None,
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise bad(f"{MODEL_FILE} lacks or mangles a field ({type(exc).__name__}: {exc})") from None

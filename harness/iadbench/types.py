@@ -84,7 +84,9 @@ class Prediction:
 class EvalData:
     """Everything a metric function may look at, at the detector's input size.
 
-    ``threshold`` was fixed on held-out good training images, never on the test set.
+    ``threshold`` was fixed on good training images' calibration scores, never on the
+    test set; ``calibration_scores`` are those scores (each image scored by a model
+    that did not fit it), for metrics that fix thresholds of their own.
     ``masks`` is None when the dataset has no pixel ground truth.
     """
 
@@ -94,6 +96,7 @@ class EvalData:
     masks: np.ndarray | None  # (N, H, W) bool
     threshold: float
     defect_types: list[str]
+    calibration_scores: np.ndarray | None = None
 
 
 @dataclass

@@ -68,6 +68,9 @@ def reconstruction_error(net: nn.Module, emb: torch.Tensor, mean: torch.Tensor, 
 
 class FeatureAE(BackboneMixin, Detector):
     name = "feature_ae"
+    # a fit takes seconds on a small training set, where a 10% holdout leaves too few
+    # calibration scores: the harness refits on folds there instead
+    calibration_refits = True
 
     def __init__(
         self,

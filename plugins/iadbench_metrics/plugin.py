@@ -3,7 +3,7 @@
 from iadbench.api import MetricSpec, hookimpl
 from iadbench.metrics import aupro, classification, image, pixel
 
-_AT_THRESHOLD = "at the threshold fixed on held-out good training images (never the test set)"
+_AT_THRESHOLD = "at the threshold fixed on good training images' calibration scores (never the test set)"
 
 
 @hookimpl
@@ -83,3 +83,10 @@ def register_metrics(register):
     for spec in specs:
         spec.higher_is_better = True
         register(spec)
+    register(MetricSpec(
+        "fpr",
+        classification.false_alarm_rate,
+        higher_is_better=False,
+        level="image",
+        description=f"False-alarm rate achieved on good test images {_AT_THRESHOLD}",
+    ))

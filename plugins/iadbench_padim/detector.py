@@ -28,6 +28,7 @@ by Cholesky in float64, anomalib by float32 linalg.inv.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,45 @@ DEFAULT_N_FEATURES = {
 }
 
 
+# Positions per block of the leave-one-out pass (its float64 copies: block x N x d).
+LOO_POSITIONS = 128
+
+
+@contextmanager
+def single_thread():
+    """One torch thread inside: torch's batched LAPACK loop over thousands of small
+    matrices runs ~10x slower when each tiny factorisation is itself multi-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def leave_one_out_mahalanobis_sq(centred: torch.Tensor, scatter: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """(P, N) squared Mahalanobis distance of each training embedding to the Gaussian fitted
+    at its position on the other N - 1 embeddings, exactly, from the full fit's statistics.
+
+    ``centred`` (P, N, d) are the embeddings less the full mean, ``scatter`` (P, d, d) the
+    sum of their outer products. Without image i (d_i its centred embedding) the mean
+    moves to mean - d_i / (N - 1), so x_i - mean_-i = N / (N - 1) d_i, and the scatter is
+    downdated by rank one, S_-i = S - N / (N - 1) d_i d_i^T. With A = S / (N - 2) + eps I
+    the left-out covariance is A - c d_i d_i^T, c = N / ((N - 1)(N - 2)), and by
+    Sherman-Morrison d_i^T (A - c d_i d_i^T)^-1 d_i = m / (1 - c m), m = d_i^T A^-1 d_i.
+    One factorisation per position serves every image, in float64: 1 - c m cancels for
+    an image that dominates its position's spread."""
+    n = centred.shape[1]
+    a = scatter.double() / (n - 2)
+    a.diagonal(dim1=1, dim2=2).add_(epsilon)
+    with single_thread():
+        a_inv = torch.cholesky_inverse(torch.linalg.cholesky(a))
+    d = centred.double()
+    m = (torch.bmm(d, a_inv) * d).sum(-1)  # (P, N)
+    c = n / ((n - 1) * (n - 2))
+    return (n / (n - 1)) ** 2 * m / (1.0 - c * m)
+
+
 def mahalanobis_sq(emb: torch.Tensor, mean: torch.Tensor, inv_cov: torch.Tensor) -> torch.Tensor:
     """Squared Mahalanobis distances, emb (N, P, d), mean (P, d), inv_cov (P, d, d) -> (N, P)."""
     delta = (emb - mean).transpose(0, 1)  # (P, N, d): one batched product over positions
@@ -68,6 +108,7 @@ def mahalanobis_sq(emb: torch.Tensor, mean: torch.Tensor, inv_cov: torch.Tensor)
 
 class Padim(BackboneMixin, Detector):
     name = "padim"
+    out_of_fold = "leave-one-out"
 
     def __init__(
         self,
@@ -118,6 +159,31 @@ class Padim(BackboneMixin, Detector):
         return torch.cat(parts, 1).flatten(2).transpose(1, 2).contiguous()
 
     def fit(self, images: np.ndarray, ctx: FitContext) -> None:
+        self._fit(images, ctx, keep=False)
+
+    def fit_out_of_fold(self, images: np.ndarray, ctx: FitContext) -> Prediction:
+        """Fit as ``fit`` does, and score every training image with the exact leave-one-out
+        Gaussians (see ``leave_one_out_mahalanobis_sq``): no refit, no second backbone pass."""
+        if len(images) < 3:
+            raise InputError("padim: leave-one-out scores need at least 3 training images")
+        centred, scatter = self._fit(images, ctx, keep=True)
+        n = centred.shape[1]
+        out = torch.empty(n, centred.shape[0])
+        for s in range(0, centred.shape[0], LOO_POSITIONS):  # positions in blocks: float64 copies stay small
+            out[:, s : s + LOO_POSITIONS] = leave_one_out_mahalanobis_sq(
+                centred[s : s + LOO_POSITIONS], scatter[s : s + LOO_POSITIONS], self.epsilon
+            ).T.float()
+        del centred, scatter
+        assert self.grid is not None
+        maps = torch.cat([
+            patch_maps_to_pixels(out[i : i + self.batch_size].clamp_min_(0).sqrt_().view(-1, *self.grid), self.input_size, self.sigma)
+            for i in range(0, n, self.batch_size)
+        ])
+        return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
+
+    def _fit(self, images: np.ndarray, ctx: FitContext, keep: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The fit; with ``keep`` also returns the centred embeddings (P, N, d) and each
+        position's scatter matrix (P, d, d), which the leave-one-out scores need."""
         self._check_images(images)
         if len(images) < 2:
             raise InputError("padim: needs at least 2 training images for a covariance")
@@ -135,18 +201,15 @@ class Padim(BackboneMixin, Detector):
         # Per-position covariance as one batched product (P, d, N) @ (P, N, d).
         ep = emb.permute(1, 0, 2).contiguous()
         del emb
-        cov = torch.bmm(ep.transpose(1, 2), ep).div_(n - 1)
-        del ep
+        cov = torch.bmm(ep.transpose(1, 2), ep)
+        scatter = cov.clone() if keep else None
+        cov.div_(n - 1)
+        if not keep:
+            del ep
         cov.diagonal(dim1=1, dim2=2).add_(self.epsilon)
-        # Inverse through Cholesky in float64 (cov + eps I is SPD, maybe ill-conditioned).
-        # One thread: torch's batched LAPACK loop over thousands of small matrices runs
-        # ~10x slower when each tiny factorisation is itself multi-threaded.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with single_thread():
             self.inv_cov = torch.cholesky_inverse(torch.linalg.cholesky(cov.double())).float()
-        finally:
-            torch.set_num_threads(threads)
+        return (ep, scatter) if keep else None
 
     def predict(self, images: np.ndarray) -> Prediction:
         if self.mean is None or self.inv_cov is None:

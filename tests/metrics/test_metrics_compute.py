@@ -13,7 +13,7 @@ from iadbench.types import EvalData, MetricSpec
 
 NAMES = {
     "image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "aupro",
-    "precision", "recall", "f1", "accuracy",
+    "precision", "recall", "f1", "accuracy", "fpr",
 }
 
 
@@ -42,17 +42,17 @@ def make_data(labels, with_masks=True, threshold=0.5, seed=0):
     )
 
 
-def test_plugin_registers_the_ten_metrics(registry):
+def test_plugin_registers_the_eleven_metrics(registry):
     metrics = {n: s for n, s in registry.metrics.items() if s.plugin == "metrics"}
     assert set(metrics) == NAMES
     assert {n for n, s in metrics.items() if s.headline} == {"image_auroc", "pixel_auroc", "aupro", "f1"}
     assert {n for n, s in metrics.items() if s.level == "pixel"} == {"pixel_auroc", "pixel_ap", "aupro"}
-    assert all(s.higher_is_better and s.description for s in metrics.values())
+    assert all(s.higher_is_better == (n != "fpr") and s.description for n, s in metrics.items())
     assert "oracle" in metrics["image_f1_max"].description
     assert "test set" in metrics["image_f1_max"].description
     assert "0.3" in metrics["aupro"].description
-    for name in ("precision", "recall", "f1", "accuracy"):
-        assert "held-out good training images" in metrics[name].description
+    for name in ("precision", "recall", "f1", "accuracy", "fpr"):
+        assert "calibration scores" in metrics[name].description and "never the test set" in metrics[name].description
 
 
 def test_all_metrics_defined_on_a_normal_cell(registry):
@@ -66,7 +66,7 @@ def test_all_metrics_defined_on_a_normal_cell(registry):
 def test_undefined_metrics_become_nan_with_reasons(registry):
     specs = {n: registry.metrics[n] for n in NAMES}
     values, reasons = compute_metrics(make_data([0, 0, 0], with_masks=False), specs)
-    assert set(reasons) == NAMES - {"accuracy"}
+    assert set(reasons) == NAMES - {"accuracy", "fpr"}  # both defined on good images alone
     assert all(math.isnan(values[n]) for n in reasons)
     assert reasons["image_auroc"] == "no defective test image"
     assert "no masks" in reasons["aupro"]

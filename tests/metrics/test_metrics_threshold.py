@@ -1,4 +1,4 @@
-"""Threshold rules fixed on held-out good scores."""
+"""Threshold rules fixed on good images' calibration scores."""
 
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ from iadbench.errors import InputError, UndefinedMetric
 from iadbench.metrics.threshold import (
     DEFAULT_RULE,
     UndefinedThreshold,
+    calibrate,
     describe_rule,
     fit_threshold,
     parse_rule,
@@ -26,14 +27,27 @@ def test_rule_values():
     assert fit_threshold(HOLDOUT, " Quantile : 0.75 ") == pytest.approx(3.25)
 
 
-def test_default_rule_is_the_99th_percentile():
-    assert DEFAULT_RULE == "quantile:0.99"
-    scores = np.arange(101.0)
-    assert fit_threshold(scores) == pytest.approx(99.0)
+def test_default_rule_targets_one_percent_false_alarms():
+    assert DEFAULT_RULE == "fpr:0.01"
+    scores = np.arange(2001.0)  # enough scores for the empirical 0.99-quantile
+    assert fit_threshold(scores) == pytest.approx(np.quantile(scores, 0.99), rel=1e-3)
+
+
+def test_fpr_rule_carries_its_estimate():
+    scores = np.random.default_rng(0).gamma(4.0, size=3000)
+    est = calibrate(scores, "fpr:0.05")
+    assert est.method == "empirical" and est.low <= est.value <= est.high and est.n == 3000
+    assert (scores > est.value).mean() == pytest.approx(0.05, abs=0.002)
+    tail = calibrate(scores[:300], "fpr:0.005")  # 1.5 expected exceedances: beyond the data
+    assert tail.method == "tail" and tail.low < tail.value < tail.high
+    plain = calibrate(scores, "quantile:0.9")
+    assert plain.method == "quantile" and np.isnan(plain.low)
+    assert parse_rule("fpr:0.01").target_fpr == 0.01 and parse_rule("max").target_fpr is None
 
 
 @pytest.mark.parametrize(
-    "rule", ["quantile:99", "quantile", "quantile:", "quantile:abc", "sigma:nan", "max:3", "p99", "", "sigma:inf"]
+    "rule", ["quantile:99", "quantile", "quantile:", "quantile:abc", "sigma:nan", "max:3", "p99", "", "sigma:inf",
+             "fpr:0", "fpr:1.5", "fpr:abc", "fpr:1", "fpr:-0.01", "fpr"]
 )
 def test_bad_rules_raise_input_error_naming_the_rule(rule):
     with pytest.raises(InputError) as err:
@@ -45,7 +59,7 @@ def test_bad_rules_raise_input_error_naming_the_rule(rule):
 
 
 def test_undefined_holdouts():
-    with pytest.raises(UndefinedThreshold, match="no held-out"):
+    with pytest.raises(UndefinedThreshold, match="no calibration scores"):
         fit_threshold(np.array([]), "max")
     with pytest.raises(UndefinedMetric, match="NaN"):
         fit_threshold(np.array([1.0, np.nan]), "quantile:0.9")
@@ -55,7 +69,8 @@ def test_undefined_holdouts():
 
 
 def test_descriptions():
-    assert describe_rule("quantile:0.99") == "0.99-quantile of held-out good training image scores"
-    assert describe_rule("sigma:3") == "mean + 3 std of held-out good training image scores"
-    assert describe_rule("max") == "maximum of held-out good training image scores"
+    assert describe_rule("quantile:0.99") == "0.99-quantile of good training images' calibration scores"
+    assert describe_rule("sigma:3") == "mean + 3 std of good training images' calibration scores"
+    assert describe_rule("max") == "maximum of good training images' calibration scores"
+    assert describe_rule("fpr:0.01").startswith("false-alarm rate 0.01 on good images")
     assert str(parse_rule("sigma:2.5")) == "sigma:2.5"

@@ -53,7 +53,7 @@ def model_dir(category, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "m"
     rc = cli("fit", "pixel_gaussian", "--dataset", "folder", "--dataset-path", f"folder={category.parent}",
              "--category", "widget", "--set", "pixel_gaussian.input_size=32", "--threshold", "max",
-             "--out", str(out), "--threads", "1")
+             "--calibration", "holdout", "--out", str(out), "--threads", "1")
     assert rc == 0
     return out
 

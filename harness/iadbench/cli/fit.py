@@ -23,8 +23,9 @@ def fit(
     data_root: Path | None = typer.Option(None, "--data-root", envvar="IADBENCH_DATA_ROOT", help="Folder holding mvtec_ad/, visa/, ksdd2/ ..."),
     dataset_path: list[str] = typer.Option([], "--dataset-path", help="Explicit dataset folder, NAME=PATH."),
     set_: list[str] = typer.Option([], "--set", help="Detector parameter, DETECTOR.KEY=VALUE (repeatable)."),
-    threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on held-out good images (default quantile:0.99)."),
-    holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out (default 0.1)."),
+    threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on good images' calibration scores (default fpr:0.01)."),
+    holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out where the detector has no out-of-fold scores (default 0.1)."),
+    calibration: str | None = typer.Option(None, "--calibration", help="auto (default: out-of-fold where the detector has it) or holdout."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (default: all cores)."),
 ) -> None:
     """Fit once, as a run's cell does (same seeding, holdout and threshold rule), and
@@ -42,7 +43,7 @@ def fit(
         raise InputError("already exists and is not an empty folder; choose another --out", out)
     registry = get_registry()
     plan = build_plan([detector], [dataset] if dataset else [], [category], [seed], False, data_root,
-                      dataset_path, set_, threshold, None if holdout is None else holdout)
+                      dataset_path, set_, threshold, None if holdout is None else holdout, calibration)
 
     def categories_of(entry) -> list[str]:
         return list(_resolve(registry, entry.name, plan.data_root, entry.path, entry.params).categories())
@@ -59,7 +60,7 @@ def fit(
         fitted = fit_on_split(
             registry.detector(cell.detector), cell.params, split, seed=cell.seed,
             holdout_fraction=s["holdout_fraction"], threshold_rule=s["threshold_rule"], threads=threads,
-            workdir=workdir, predict_batch=s["predict_batch"],
+            workdir=workdir, predict_batch=s["predict_batch"], calibration=s["calibration"],
         )
         save_fitted(fitted, out, s["threshold_rule"], {
             "detector": cell.detector, "params": cell.params, "dataset": cell.dataset,
@@ -68,10 +69,11 @@ def fit(
         })
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    console.print(
-        f"model written to {out}: threshold {fitted.threshold:.6g} ({s['threshold_rule']} on "
-        f"{len(fitted.hold_idx)} held-out good images), fit {fitted.fit_s:.1f} s"
-    )
+    how = (f"{len(fitted.calibration_scores)} good images scored {fitted.calibration}" if fitted.calibration != "holdout"
+           else f"{len(fitted.hold_idx)} held-out good images")
+    console.print(f"model written to {out}: threshold {fitted.threshold:.6g} ({s['threshold_rule']} on {how}), fit {fitted.fit_s:.1f} s")
+    if fitted.threshold_note:
+        console.print(f"note: {fitted.threshold_note}")
 
 
 def _resolve(registry, name, data_root, path, params):

@@ -48,6 +48,7 @@ def build_plan(
     params: list[str],
     threshold: str | None,
     holdout: float | None,
+    calibration: str | None = None,
 ) -> Plan:
     overrides = parse_assignments(params, "--set")
     unknown = set(overrides) - set(detectors) - (set(get_registry().detectors) if all_detectors else set())
@@ -64,6 +65,8 @@ def build_plan(
         if not 0 <= holdout < 1:
             raise InputError(f"--holdout {holdout} must be in [0, 1)")
         settings.holdout_fraction = holdout
+    if calibration is not None:
+        settings.calibration = calibration.strip().lower()
     return Plan(
         detectors=[DetectorEntry(d, overrides.get(d, {})) for d in dict.fromkeys(detectors)],
         datasets=[DatasetEntry(n, list(categories) or None, paths.get(n)) for n in dict.fromkeys(names)],
@@ -88,8 +91,9 @@ def run(
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Where results go (default runs/<time>-<id>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir: skip cells done, rerun failed ones."),
     workers: int | None = typer.Option(None, "--workers", help="Cells in parallel (default: sized for this machine)."),
-    threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on held-out good images, e.g. quantile:0.99 or sigma:3."),
-    holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out for the threshold (default 0.1)."),
+    threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on good images' calibration scores: fpr:0.01 (target false-alarm rate; the default), quantile:0.99, sigma:3 or max."),
+    holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out for the threshold where a detector has no out-of-fold scores (default 0.1)."),
+    calibration: str | None = typer.Option(None, "--calibration", help="auto (default): out-of-fold scores of every good training image where the detector has them, else a holdout; holdout: always hold out."),
     cell_timeout: float | None = typer.Option(None, "--cell-timeout", help="Seconds before a cell is killed and recorded as failed."),
     executor: str | None = typer.Option(None, "--executor", help="Where cells run: local (default) or ray."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto or HOST:PORT); without it --executor ray starts a local instance."),
@@ -111,7 +115,7 @@ def run(
         if data_root:
             plan.data_root = str(data_root.resolve())
     else:
-        plan = build_plan(detector, dataset, category, seed, all_, data_root, dataset_path, set_, threshold, holdout)
+        plan = build_plan(detector, dataset, category, seed, all_, data_root, dataset_path, set_, threshold, holdout, calibration)
 
     # Where cells run never changes a result, so these may also change on --resume.
     if executor is not None:

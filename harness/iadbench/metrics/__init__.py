@@ -5,7 +5,7 @@ One module per idea, each a set of pure functions over numpy arrays:
 - image:          image AUROC, AP and the F1-max oracle (threshold chosen on the test set)
 - pixel:          pixel AUROC and AP over all pixels of all test images
 - aupro:          area under the per-region-overlap curve to FPR 0.3, normalised
-- threshold:      fixing the decision threshold on held-out good training images
+- threshold:      the threshold rules (re-exported from iadbench.calibration.rules)
 - classification: precision, recall, F1 and accuracy at that threshold
 - compute:        compute_metrics, which runs registered MetricSpecs on EvalData
 
@@ -16,12 +16,7 @@ here; array functions live in their modules (``iadbench.metrics.aupro.aupro`` et
 so no re-export hides a submodule of the same name.
 """
 
-from iadbench.metrics.aupro import pixel_aupro
-from iadbench.metrics.classification import accuracy, f1, precision, predict, recall
-from iadbench.metrics.compute import compute_metrics
-from iadbench.metrics.image import best_f1, image_ap, image_auroc, image_f1_max
-from iadbench.metrics.pixel import pixel_ap, pixel_auroc
-from iadbench.metrics.threshold import (
+from iadbench.calibration.rules import (
     DEFAULT_RULE,
     ThresholdRule,
     UndefinedThreshold,
@@ -29,6 +24,11 @@ from iadbench.metrics.threshold import (
     fit_threshold,
     parse_rule,
 )
+from iadbench.metrics.aupro import pixel_aupro
+from iadbench.metrics.classification import accuracy, f1, precision, predict, recall
+from iadbench.metrics.compute import compute_metrics
+from iadbench.metrics.image import best_f1, image_ap, image_auroc, image_f1_max
+from iadbench.metrics.pixel import pixel_ap, pixel_auroc
 
 __all__ = [
     "DEFAULT_RULE",

@@ -1,7 +1,7 @@
-"""Image-level precision, recall, F1 and accuracy at a fixed threshold.
+"""Image-level precision, recall, F1, accuracy and false-alarm rate at a fixed threshold.
 
-The threshold comes from held-out good training images (see threshold.py), never
-from the test set; an image is predicted defective when ``score > threshold``.
+The threshold comes from good training images' calibration scores
+(``iadbench.calibration``), never from the test set; an image is predicted defective when ``score > threshold``.
 Precision, recall and F1 describe the defective class, so they are undefined when
 the test set holds no defective image; precision is also undefined when no image is
 predicted defective (F1 is then 0: the detector found none of the defects).
@@ -26,7 +26,7 @@ def predict(scores: np.ndarray, threshold: float) -> np.ndarray:
 
 def _inputs(labels, scores, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     if threshold is None or not math.isfinite(float(threshold)):
-        raise UndefinedMetric("no threshold could be fixed on held-out good images")
+        raise UndefinedMetric("no threshold could be fixed on good images' calibration scores")
     y, s = image_inputs(labels, scores)
     return y, predict(s, threshold)
 
@@ -63,6 +63,15 @@ def f1_at(labels, scores, threshold: float) -> float:
     return _checked(f1_score(y, pred, zero_division=np.nan))
 
 
+def false_alarm_rate_at(labels, scores, threshold: float) -> float:
+    """Share of good test images predicted defective: what the threshold's false-alarm
+    target promised, as achieved."""
+    y, pred = _inputs(labels, scores, threshold)
+    if y.all():
+        raise UndefinedMetric("no good test image")
+    return float(pred[y == 0].mean())
+
+
 def accuracy_at(labels, scores, threshold: float) -> float:
     y, pred = _inputs(labels, scores, threshold)
     return float(accuracy_score(y, pred))
@@ -78,6 +87,10 @@ def recall(data: EvalData) -> float:
 
 def f1(data: EvalData) -> float:
     return f1_at(data.labels, data.scores, data.threshold)
+
+
+def false_alarm_rate(data: EvalData) -> float:
+    return false_alarm_rate_at(data.labels, data.scores, data.threshold)
 
 
 def accuracy(data: EvalData) -> float:

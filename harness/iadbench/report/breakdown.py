@@ -27,6 +27,39 @@ def read_scores(cell_dir: str | Path) -> pd.DataFrame | None:
     return frame
 
 
+def read_calibration(cell_dir: str | Path):
+    """A cell's calibration scores (good training images scored by models that did not
+    fit them; ``calibration.csv``) as an array, or None."""
+    import numpy as np
+
+    path = Path(cell_dir) / "calibration.csv"
+    if not path.is_file():
+        return None
+    try:
+        values = pd.read_csv(path)["score"].to_numpy(dtype=float)
+    except Exception:  # noqa: BLE001 - a damaged file only loses its picture
+        return None
+    return values if values.size and np.isfinite(values).all() else None
+
+
+def tail_curve(calibration, threshold: float | None, points: int = 12) -> list[tuple[float, float]] | None:
+    """(threshold, estimated false-alarm rate) beyond the largest calibration score, up to
+    ``threshold``, from the tail fit: where the threshold lies past the data."""
+    import math
+
+    import numpy as np
+
+    from iadbench.calibration.tail import rate_above
+
+    top = float(np.max(calibration))
+    if threshold is None or not math.isfinite(threshold) or threshold <= top:
+        return None
+    try:
+        return [(float(t), rate_above(calibration, float(t)).value) for t in np.linspace(top, threshold, points)]
+    except Exception:  # noqa: BLE001 - the picture goes without its tail
+        return None
+
+
 def defect_breakdown(scores: pd.DataFrame, threshold: float | None) -> pd.DataFrame:
     """One row per defect type: ``images``, ``auroc`` (vs good images; NaN without any)
     and ``recall`` at ``threshold`` (NaN without one)."""

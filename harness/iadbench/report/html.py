@@ -2,7 +2,8 @@
 
 No server, no CDN, no script: the page opens from disk. It shows the leaderboard
 tables, the cost chart (latency vs image AUROC, one point per detector) and, per cell,
-the image-level ROC and PR curves, the score histograms with the held-out threshold,
+the image-level ROC and PR curves, the score histograms with the calibrated threshold,
+false alarms and recall by threshold beside the calibration scores and their tail fit,
 the per-defect-type table and a gallery of the worst and a few best test images
 (image | ground-truth outline | heatmap), drawn from what each cell kept
 (``scores.csv``, ``gallery.safetensors``).
@@ -23,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from iadbench.report import plots
-from iadbench.report.breakdown import defect_breakdown, read_scores
+from iadbench.report.breakdown import defect_breakdown, read_calibration, read_scores, tail_curve
 from iadbench.report.gallery import read_gallery
-from iadbench.report.leaderboard import DEFAULT_HEADLINE, cost_table, metric_table
+from iadbench.report.leaderboard import DEFAULT_HEADLINE, cost_table, metric_table, verdict_table
 from iadbench.report.records import load_runs
 from iadbench.types import MetricSpec
 
@@ -94,10 +95,18 @@ def _cell_section(row: pd.Series, files: Path) -> str:
         src = _write_png(files, f"{key}_curves.png",
                          plots.cell_figure(scores["label"].to_numpy(), scores["score"].to_numpy(), threshold))
         parts.append(f'<img src="{_esc(src)}" alt="ROC, PR and score histograms of {_esc(title)}" width="792">')
+        calibration = read_calibration(row["cell_dir"])
+        if calibration is not None:
+            verdicts = row.get("verdicts") if isinstance(row.get("verdicts"), dict) else {}
+            target = verdicts.get("target_fpr")
+            src = _write_png(files, f"{key}_calibration.png", plots.calibration_figure(
+                calibration, scores["label"].to_numpy(), scores["score"].to_numpy(), threshold, target,
+                tail_curve(calibration, threshold)))
+            parts.append(f'<img src="{_esc(src)}" alt="false alarms and recall by threshold, {_esc(title)}" width="504">')
         table = defect_breakdown(scores, threshold)
         if not table.empty:
             parts.append("<p class='note'>Per defect type: AUROC against the good test images, recall at the "
-                         "held-out threshold.</p>" + frame_html(table, index=False))
+                         "calibrated threshold.</p>" + frame_html(table, index=False))
     else:
         parts.append("<p class='note'>no per-image scores kept for this cell</p>")
     gallery = read_gallery(Path(row["cell_dir"]))
@@ -157,6 +166,12 @@ def render_html(run_dirs: list[Path], files: Path, metrics: dict[str, MetricSpec
         if spec is not None and spec.description:
             body.append(f"<p class='note'>{_esc(spec.description)}</p>")
         body.append(frame_html(metric_table(frame, name, spec.higher_is_better if spec else True)))
+    verdicts = verdict_table(frame)
+    if not verdicts.empty:
+        body.append("<h2>Verdicts</h2><p class='note'>What each threshold did on the test set: false alarms on good "
+                    "images against the rule's target and recall on defective ones (95% Clopper-Pearson intervals), "
+                    "and recall at 1% and 5% false-alarm thresholds calibrated on good training images only.</p>")
+        body.append(frame_html(verdicts, index=False))
     costs = cost_table(frame)
     body.append("<h2>Cost</h2>")
     body.append(frame_html(costs) if not costs.empty else "<p>no successful cell</p>")

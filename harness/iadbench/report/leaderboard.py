@@ -26,6 +26,7 @@ MISSING = "missing"
 FAILED = "failed"
 UNDEFINED = "n/a"
 DEFAULT_HEADLINE = ["image_auroc", "pixel_auroc", "aupro", "f1"]
+VERDICT_BUDGETS = (0.01, 0.05)  # the budgets the verdict table shows recall at (records hold more)
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -141,6 +142,79 @@ def cost_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def _rate(entry: dict[str, Any] | None, pct: bool, interval: bool) -> str:
+    """A rate from a record's verdicts ({value, low, high, k, n}) as text."""
+    if not isinstance(entry, dict) or entry.get("value") is None:
+        return "–"
+    show = _pct if pct else (lambda v: _fmt(v, 2))
+    text = show(entry["value"])
+    if interval and entry.get("low") is not None:
+        text += f" [{show(entry['low'])}, {show(entry['high'])}]"
+    return text
+
+
+def verdict_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per detector and column: how the threshold was calibrated, the false-alarm rate it
+    achieved on good test images against its target, its recall, and recall at fixed
+    false-alarm budgets whose thresholds come from the calibration scores. Averaged over
+    seeds; intervals (95%, Clopper-Pearson) shown for single-seed cells."""
+    ok = frame[(frame["status"] == "ok") & frame.get("verdicts", pd.Series(None, index=frame.index)).map(
+        lambda v: isinstance(v, dict))]
+    rows = []
+    for (det, col), group in ok.groupby(["detector", "column"]):
+        single = len(group) == 1
+
+        def mean_rate(path: tuple[str, ...], group=group, single=single) -> dict[str, Any] | None:
+            entries = []
+            for v in group["verdicts"]:
+                for part in path:
+                    v = v.get(part) if isinstance(v, dict) else None
+                entries.append(v)
+            if single:
+                return entries[0]
+            values = [e["value"] for e in entries if isinstance(e, dict) and e.get("value") is not None]
+            return {"value": float(np.mean(values))} if values else None
+
+        first = group.iloc[0]
+        cal = first.get("calibration") or {}
+        target = first["verdicts"].get("target_fpr")
+        achieved = _rate(mean_rate(("fpr",)), True, single)
+        f1 = pd.to_numeric(group.get("metrics.f1", pd.Series(dtype=float)), errors="coerce").mean()
+        f1_max = pd.to_numeric(group.get("metrics.image_f1_max", pd.Series(dtype=float)), errors="coerce").mean()
+        rows.append({
+            "detector": det,
+            "column": col,
+            "threshold": f"`{first.get('threshold_rule')}`",
+            "calibration": f"{cal.get('method', '?')}, {cal.get('images', '?')} images" if cal else "–",
+            "FPR achieved / target": f"{achieved} / {_pct(target)}" if target is not None else achieved,
+            "recall": _rate(mean_rate(("recall",)), False, single),
+            **{f"recall @{budget:.0%}": _rate(mean_rate(("budgets", f"{budget:g}", "recall")), False, False)
+               + f" ({_rate(mean_rate(('budgets', f'{budget:g}', 'fpr')), True, False)})"
+               for budget in VERDICT_BUDGETS},
+            "F1 / F1-max": f"{'–' if math.isnan(f1) else _fmt(f1, 2)} / {'–' if math.isnan(f1_max) else _fmt(f1_max, 2)}",
+        })
+    return pd.DataFrame(rows)
+
+
+def verdict_section(frame: pd.DataFrame) -> list[str]:
+    table = verdict_table(frame)
+    if table.empty:
+        return []
+    return ["", "## Verdicts", "",
+            "_What the threshold does on the line. `FPR achieved / target`: share of good test images flagged "
+            "against the rule's target, 95% Clopper-Pearson interval in brackets; `recall`: share of defective "
+            "test images flagged. `recall @N%`: at the threshold calibrated for N% false alarms on the good "
+            "training images' calibration scores (never the test set), with the false-alarm rate that threshold "
+            "achieved on the test set in parentheses. `calibration`: how the good training images were scored "
+            "(leave-one-out or self-excluded bank: every image, by a model that did not fit it; holdout: a share "
+            "kept out of fit). F1-max chooses its threshold on the test labels: an oracle bound, not a verdict._",
+            "", table.to_markdown(index=False)]
+
+
 def _environment_footer(infos: list[dict[str, Any]]) -> str:
     lines = ["## Environment", ""]
     for info in infos:
@@ -153,8 +227,11 @@ def _environment_footer(infos: list[dict[str, Any]]) -> str:
             f"{env.get('workers')} worker(s) x {env.get('torch_threads_per_cell')} torch threads), "
             f"Python {env.get('python')}, git {env.get('git_sha') or 'unknown'}; {versions}. "
             f"Feature cache {env.get('feature_cache', 'on')}. "
-            f"Threshold rule `{settings.get('threshold_rule')}` on {settings.get('holdout_fraction')} "
-            f"of the good training images held out from fit."
+            + (f"Threshold rule `{settings.get('threshold_rule')}` on {settings.get('holdout_fraction')} "
+               "of the good training images held out from fit." if "calibration" not in settings else
+               f"Threshold rule `{settings.get('threshold_rule')}` on calibration scores ({settings.get('calibration')}: "
+               f"out of fold where the detector has it, else {settings.get('holdout_fraction')} of the good training "
+               "images held out from fit).")
         )
     return "\n".join(lines)
 
@@ -218,6 +295,7 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
             parts += [f"_{spec.description}_", ""]
         table = metric_table(frame, name, spec.higher_is_better if spec else True)
         parts.append(table.to_markdown())
+    parts += verdict_section(frame)
     parts += defect_sections(frame)
     parts += ["", "## Cost", "", "_Measured in each cell's own process: batch-1 latency after warm-up, "
               "throughput at batch 16, peak resident memory of the whole cell; latency and throughput with "

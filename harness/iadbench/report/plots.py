@@ -60,7 +60,7 @@ class _CellFigure:
         edges = np.linspace(0, 1, 31)
         self.good = self.hist_ax.stairs(np.zeros(30), edges, fill=True, alpha=0.55, color="C2", label="good")
         self.bad = self.hist_ax.stairs(np.zeros(30), edges, fill=True, alpha=0.55, color="C3", label="defective")
-        self.threshold = self.hist_ax.axvline(0, color="k", ls="--", lw=1, label="held-out threshold")
+        self.threshold = self.hist_ax.axvline(0, color="k", ls="--", lw=1, label="threshold")
         self.hist_ax.legend(fontsize=7, loc="upper center")
         self.hist_ax.set_xlabel("raw score")
         self.hist_ax.xaxis.set_major_locator(MaxNLocator(4))
@@ -114,10 +114,49 @@ _CELL_FIGURE: list[_CellFigure] = []
 
 def cell_figure(labels: np.ndarray, scores: np.ndarray, threshold: float | None) -> bytes:
     """ROC and PR curves (image level) and histograms of good vs defective test
-    scores with the held-out threshold drawn, side by side."""
+    scores with the calibrated threshold drawn, side by side."""
     if not _CELL_FIGURE:
         _CELL_FIGURE.append(_CellFigure())
     return _CELL_FIGURE[0].draw(labels, scores, threshold)
+
+
+def calibration_figure(calibration: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float | None,
+                       target: float | None, tail: list[tuple[float, float]] | None = None) -> bytes:
+    """What a threshold does, as rates against the threshold (log scale): the share of
+    calibration scores above each value (what the calibration predicts for good parts),
+    the share of good test images above it (what happened), the share of defective ones
+    (recall); the tail fit beyond the calibration data where one was used, the threshold
+    and its false-alarm target."""
+    fig = _figure(7.0, 3.4)
+    ax = fig.subplots()
+    fig.subplots_adjust(left=0.1, right=0.7, bottom=0.15, top=0.9)
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=float)
+
+    def survival(values: np.ndarray, **style) -> None:
+        values = np.sort(values[np.isfinite(values)])
+        if values.size:
+            share = 1.0 - np.arange(1, values.size + 1) / values.size
+            ax.step(np.r_[values[0], values], np.r_[1.0, share], where="post", **style)
+
+    survival(np.asarray(calibration, dtype=float), color="C0", label=f"calibration, good ({len(calibration)})")
+    survival(scores[labels == 0], color="C2", label=f"test, good ({int((labels == 0).sum())})")
+    survival(scores[labels == 1], color="C3", label=f"test, defective ({int((labels == 1).sum())})")
+    if tail:
+        ax.plot([t for t, _ in tail], [r for _, r in tail], color="C0", ls=":", label="tail fit")
+    if threshold is not None and math.isfinite(threshold):
+        ax.axvline(threshold, color="k", ls="--", lw=1, label="threshold")
+    if target:
+        ax.axhline(target, color="0.5", lw=0.8, label=f"target {target:.1%}")
+    ax.set_yscale("log")
+    floor = 0.5 / max(len(calibration), 1, len(scores))
+    ax.set_ylim(max(1e-4, min(floor, target / 3 if target else floor)), 1.5)
+    ax.set_xlabel("raw score threshold")
+    ax.set_ylabel("share of images above it")
+    ax.set_title("false alarms and recall by threshold", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    ax.grid(alpha=0.3)
+    return _png(fig)
 
 
 def cost_chart(points: list[tuple[str, float, float]]) -> bytes:

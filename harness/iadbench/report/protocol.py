@@ -78,7 +78,7 @@ def protocol_line(rows: Iterable[Mapping[str, Any]]) -> str:
         backbones[det] = backbones.get(det) or backbone_text(params)
         sizes[det] = sizes.get(det) or _size(row)
         settings = row.get("settings") if isinstance(row.get("settings"), Mapping) else {}
-        thresholds.add((settings.get("threshold_rule"), settings.get("holdout_fraction")))
+        thresholds.add((settings.get("threshold_rule"), settings.get("holdout_fraction"), settings.get("calibration")))
 
     parts = []
     backbone = _one_or_per_detector(backbones)
@@ -94,14 +94,20 @@ def protocol_line(rows: Iterable[Mapping[str, Any]]) -> str:
         parts.append(f"whole images resized to each detector's input size ({PER_DETECTOR}), no centre crop")
     else:
         parts.append(f"whole images resized to {f'{size} px' if size else 'the input size'}, no centre crop")
-    known = {t for t in thresholds if t != (None, None)}
+    known = {t for t in thresholds if t != (None, None, None)}
     if len(known) == 1:
-        rule, fraction = known.pop()
+        rule, fraction, calibration = known.pop()
         share = f"{fraction:.0%}" if isinstance(fraction, (int, float)) else str(fraction)
-        parts.append(f"threshold `{rule}` on {share} of the good training images, held out from fit")
+        if calibration is None:  # records from before out-of-fold calibration
+            parts.append(f"threshold `{rule}` on {share} of the good training images, held out from fit")
+        elif calibration == "holdout":
+            parts.append(f"threshold `{rule}` on {share} of the good training images, held out from fit (calibration `holdout`)")
+        else:
+            parts.append(f"threshold `{rule}` on out-of-fold scores of every good training image where the detector has "
+                         f"them (see Verdicts), else on {share} of them held out from fit")
     elif known:
-        listed = "; ".join(f"`{r}` on {f}" for r, f in sorted(known, key=str))
-        parts.append(f"threshold rule or held-out fraction differs between runs ({listed})")
+        listed = "; ".join(f"`{r}` on {f}" + (f" ({c})" if c else "") for r, f, c in sorted(known, key=str))
+        parts.append(f"threshold rule, calibration or held-out fraction differs between runs ({listed})")
     return (
         "Protocol: " + "; ".join(parts) + ". Paper tables often use other backbones, "
         "sizes and centre crops: compare with them only where these match."

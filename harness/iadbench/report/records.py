@@ -89,6 +89,9 @@ def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame,
         row["threshold"] = (rec.get("threshold") or {}).get("value")
         row["display_range"] = (rec.get("threshold") or {}).get("display_range")
         row["pixel_threshold"] = (rec.get("threshold") or {}).get("pixel_value")
+        row["threshold_rule"] = (rec.get("threshold") or {}).get("rule")
+        row["calibration"] = (rec.get("threshold") or {}).get("calibration")
+        row["verdicts"] = rec.get("verdicts")
         for name, interval in ((rec.get("intervals") or {}).items()):
             if isinstance(interval, list) and len(interval) == 2:
                 row[f"ci.{name}"] = interval

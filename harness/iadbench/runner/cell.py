@@ -68,13 +68,16 @@ def _predict_batched(detector, images: np.ndarray, batch: int):
 
 @dataclass
 class FitResult:
-    """A detector fitted the way every cell fits one, with what the holdout fixed."""
+    """A detector fitted the way every cell fits one, with what its calibration fixed."""
 
     detector: Any
     size: tuple[int, int]
     fit_idx: np.ndarray
     hold_idx: np.ndarray
-    holdout_scores: np.ndarray
+    calibration: str  # how the calibration scores were made: the detector's out_of_fold, or "holdout"
+    calibration_scores: np.ndarray  # good training images, each scored by a model that did not fit it
+    calibration_map_maxima: np.ndarray  # the largest value of each of their maps
+    threshold_estimate: Any  # iadbench.calibration.tail.Estimate, None when no threshold could be fixed
     threshold: float
     threshold_note: str | None
     pixel_threshold: float | None
@@ -82,67 +85,144 @@ class FitResult:
     fit_s: float
     fit_cache_hits: int
 
+    def calibration_info(self) -> dict[str, Any]:
+        """What the record and the model folder say about the calibration."""
+        return {
+            "method": self.calibration,
+            "images": int(len(self.calibration_scores)),
+            "estimate": self.threshold_estimate.to_dict() if self.threshold_estimate is not None else None,
+        }
+
+
+CALIBRATIONS = ("auto", "holdout", "kfold")
+#: Folds of the k-fold calibration (each refit sees 80% of the good images).
+KFOLD = 5
+
+
+def choose_calibration(requested: str, detector, n_train: int, holdout_fraction: float) -> str:
+    """How the good training images get their calibration scores: "out-of-fold" (the
+    detector's exact shortcut: one fit on every image), "kfold" (one fit on every
+    image plus KFOLD refits, each scoring the fifth it did not see) or "holdout" (a
+    seeded ``holdout_fraction`` kept out of the one fit).
+
+    "auto" takes the shortcut where there is one; else k-fold where the detector says
+    its refits are cheap (``Detector.calibration_refits``) and a holdout would hold too
+    few images for a tail fit (fewer than MIN_TAIL_SCORES); else the holdout."""
+    from iadbench.calibration.tail import MIN_TAIL_SCORES
+
+    if requested == "holdout" or n_train < KFOLD:
+        return "holdout"
+    if requested == "kfold":
+        return "kfold"
+    if detector.out_of_fold is not None:
+        return "out-of-fold"
+    if detector.calibration_refits and round(n_train * holdout_fraction) < MIN_TAIL_SCORES:
+        return "kfold"
+    return "holdout"
+
+
+def _kfold_scores(spec, params, images: np.ndarray, seed: int, workdir: Path, threads: int, batch: int):
+    """Each image scored by the refit that left its fold out (folds seeded by ``seed``);
+    refit j is seeded with seed + 1 + j, so the final model's own fit is untouched."""
+    from iadbench.detector import FitContext
+    from iadbench.types import Prediction
+
+    folds = np.random.default_rng(seed).permutation(len(images)) % KFOLD
+    scores = np.empty(len(images))
+    maps = np.empty((len(images), *images.shape[1:3]), np.float32)
+    for j in range(KFOLD):
+        seed_everything(seed + 1 + j)
+        refit = spec.factory(**params)
+        refit.fit(images[folds != j], FitContext(seed=seed + 1 + j, workdir=workdir / f"fold{j}", threads=threads))
+        held = _predict_batched(refit, images[folds == j], batch)
+        scores[folds == j], maps[folds == j] = held.scores, held.maps
+    return Prediction(scores, maps)
+
 
 def fit_on_split(spec, params: dict[str, Any], split, *, seed: int, holdout_fraction: float,
-                 threshold_rule: str, threads: int, workdir: Path, predict_batch: int) -> FitResult:
-    """Fit on the good training images minus a seeded holdout, then score the holdout:
-    it fixes the image threshold, the pixel threshold (the rule over each held-out map's
-    maximum) and the display range of heatmaps. Global RNGs must already be seeded.
-    Shared by a grid cell and ``adbench fit`` so both give the same model."""
+                 threshold_rule: str, threads: int, workdir: Path, predict_batch: int,
+                 calibration: str = "auto") -> FitResult:
+    """Fit and calibrate (see ``choose_calibration``): the calibration scores fix the
+    image threshold, their maps' maxima the pixel threshold (the same rule), and their
+    maps the display range of heatmaps. Global RNGs must already be seeded. Shared by a
+    grid cell and ``adbench fit`` so both give the same model."""
+    from iadbench.calibration.rules import calibrate
     from iadbench.detector import FitContext
     from iadbench.errors import InputError
     from iadbench.features import STATS as FEATURE_CACHE_STATS
     from iadbench.images import load_images
-    from iadbench.metrics.threshold import fit_threshold
     from iadbench.model import display_range_from_maps
 
     if not split.train:
         raise InputError(f"{split.dataset}:{split.category} has no good training images")
+    if calibration not in CALIBRATIONS:
+        raise InputError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
     detector = spec.factory(**params)
     if not detector.name:
         detector.name = spec.name
     size = tuple(detector.input_size)
-    fit_idx, hold_idx = split_holdout(len(split.train), holdout_fraction, seed)
+    how = choose_calibration(calibration, detector, len(split.train), holdout_fraction)
+    if how == "holdout":
+        fit_idx, hold_idx = split_holdout(len(split.train), holdout_fraction, seed)
+    else:
+        fit_idx, hold_idx = np.arange(len(split.train)), np.zeros(0, dtype=np.int64)
     train_images = load_images([split.train[i] for i in fit_idx], size)
     holdout_images = load_images([split.train[i] for i in hold_idx], size)
 
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = FitContext(seed=seed, workdir=workdir, threads=threads)
     hits_before = FEATURE_CACHE_STATS["hits"]
-    with stopwatch() as fit_time:
-        detector.fit(train_images, ctx)
+    with stopwatch() as fit_time:  # calibration scoring is part of the fit's cost
+        if how == "out-of-fold":
+            held = detector.fit_out_of_fold(train_images, ctx)
+        else:
+            detector.fit(train_images, ctx)
+            if how == "kfold":
+                held = _kfold_scores(spec, params, train_images, seed, workdir, threads, predict_batch)
     fit_cache_hits = FEATURE_CACHE_STATS["hits"] - hits_before
+    if how == "holdout":
+        held = _predict_batched(detector, holdout_images, predict_batch)
+    else:
+        # warm the model up on a few images, as the holdout pass does (the caller times what follows)
+        _predict_batched(detector, train_images[:predict_batch], predict_batch)
 
-    # The holdout goes first and warms the model up (the caller times what follows).
-    held = _predict_batched(detector, holdout_images, predict_batch)
-    threshold, threshold_note = float("nan"), None
+    estimate, threshold, threshold_note = None, float("nan"), None
     try:
-        threshold = fit_threshold(held.scores, threshold_rule)
+        estimate = calibrate(held.scores, threshold_rule)
+        threshold = estimate.value
+        threshold_note = estimate.note
     except Exception as exc:  # noqa: BLE001 - recorded, threshold metrics become NaN
         threshold_note = str(exc)
+    map_maxima = held.maps.reshape(len(held.maps), -1).max(axis=1) if len(held.maps) else np.zeros(0)
     pixel_threshold = None
     try:
-        if len(held.maps):
-            pixel_threshold = fit_threshold(held.maps.reshape(len(held.maps), -1).max(axis=1), threshold_rule)
+        if len(map_maxima):
+            pixel_threshold = calibrate(map_maxima, threshold_rule).value
     except Exception:  # noqa: BLE001 - no outline on overlays then
         pixel_threshold = None
-    # Too few good images for a holdout: the display range falls back to the fit
+    # Too few good images for a calibration: the display range falls back to the fit
     # images' maps (a range only; no threshold is ever fixed on fitted images).
     display_maps = held.maps if len(held.maps) else _predict_batched(detector, train_images, predict_batch).maps
     return FitResult(
-        detector=detector, size=size, fit_idx=fit_idx, hold_idx=hold_idx, holdout_scores=held.scores,
-        threshold=threshold, threshold_note=threshold_note, pixel_threshold=pixel_threshold,
-        display_range=display_range_from_maps(display_maps), fit_s=fit_time[0], fit_cache_hits=fit_cache_hits,
+        detector=detector, size=size, fit_idx=fit_idx, hold_idx=hold_idx,
+        calibration={"out-of-fold": detector.out_of_fold, "kfold": f"{KFOLD}-fold refits"}.get(how, "holdout"),
+        calibration_scores=np.asarray(held.scores, dtype=np.float64), calibration_map_maxima=map_maxima,
+        threshold_estimate=estimate, threshold=threshold, threshold_note=threshold_note,
+        pixel_threshold=pixel_threshold, display_range=display_range_from_maps(display_maps),
+        fit_s=fit_time[0], fit_cache_hits=fit_cache_hits,
     )
 
 
 def save_fitted(fitted: FitResult, directory: Path, threshold_rule: str, info: dict[str, Any]) -> Path:
-    """The model folder (iadbench.model format) of a fitted detector."""
+    """The model folder (iadbench.model format) of a fitted detector, with its
+    calibration scores so that its threshold can be re-decided without refitting."""
     from iadbench.model import write_model
 
     return write_model(
         directory, fitted.detector, threshold=fitted.threshold, threshold_rule=threshold_rule,
         display_range=fitted.display_range, pixel_threshold=fitted.pixel_threshold,
+        calibration={**fitted.calibration_info(), "scores": fitted.calibration_scores.tolist(),
+                     "map_maxima": np.asarray(fitted.calibration_map_maxima, dtype=np.float64).tolist()},
         info={**info, "holdout_images": int(len(fitted.hold_idx)), "train_images": int(len(fitted.fit_idx)),
               "threshold_note": fitted.threshold_note},
     )
@@ -152,6 +232,8 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     """Do the cell's work in this process and return the record's payload."""
     import torch
 
+    from iadbench.calibration.rules import parse_rule
+    from iadbench.calibration.verdicts import verdicts
     from iadbench.datasets import resolve_dataset
     from iadbench.features import cache_disabled
     from iadbench.images import load_images, load_masks
@@ -178,7 +260,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     fitted = fit_on_split(
         spec, cell.params, split, seed=cell.seed, holdout_fraction=s["holdout_fraction"],
         threshold_rule=s["threshold_rule"], threads=threads, workdir=cell_dir / "work",
-        predict_batch=s["predict_batch"],
+        predict_batch=s["predict_batch"], calibration=s.get("calibration", "auto"),
     )
     detector, size, threshold, threshold_note = fitted.detector, fitted.size, fitted.threshold, fitted.threshold_note
     fit_idx, hold_idx = fitted.fit_idx, fitted.hold_idx
@@ -198,6 +280,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         masks=masks,
         threshold=threshold,
         defect_types=[t.defect_type for t in split.test],
+        calibration_scores=fitted.calibration_scores,
     )
     metrics, reasons = compute_metrics(data, registry.metrics)
     if threshold_note:  # the fitting error says more than "threshold is NaN"
@@ -208,6 +291,8 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         intervals = cell_intervals(labels, prediction.scores, prediction.maps, masks)
     except Exception as exc:  # noqa: BLE001
         intervals = {"error": f"{type(exc).__name__}: {exc}"}
+    rule = parse_rule(s["threshold_rule"])
+    verdict = verdicts(labels, prediction.scores, threshold, rule.target_fpr, fitted.calibration_scores)
 
     # Cost, with the feature cache off so that no number benefits from earlier cells.
     predict_fn, backbone_fn, runtime = _latency_runtime(cell.runtime, detector, threads)
@@ -222,6 +307,8 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         "seed": cell.seed, "cell_key": cell.key, "settings": s,
     })
     _write_scores(cell_dir / "scores.csv", split.test, prediction.scores)
+    _write_calibration(cell_dir / "calibration.csv", [split.train[i] for i in (fitted.hold_idx if len(fitted.hold_idx) else fitted.fit_idx)],
+                       fitted.calibration_scores)
     gallery_error = None
     try:  # the report's pictures are extra, like the intervals
         write_gallery(cell_dir, split.test, test_images, prediction.maps, masks, prediction.scores)
@@ -239,7 +326,10 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
             "holdout_images": int(len(hold_idx)),
             "pixel_value": fitted.pixel_threshold,
             "display_range": list(fitted.display_range),
+            "calibration": fitted.calibration_info(),
+            **({"note": threshold_note} if threshold_note else {}),
         },
+        "verdicts": verdict,
         "counts": {
             "train": int(len(fit_idx)),
             "holdout": int(len(hold_idx)),
@@ -321,6 +411,19 @@ def _write_scores(path: Path, samples, scores: np.ndarray) -> None:
         w.writerow(["path", "label", "defect_type", "score"])
         for sample, score in zip(samples, scores):
             w.writerow([str(sample.path), sample.label, sample.defect_type, repr(float(score))])
+
+
+def _write_calibration(path: Path, samples, scores: np.ndarray) -> None:
+    """The calibration scores beside the test scores, for the report and re-deciding."""
+    import csv
+
+    if len(samples) != len(scores):  # no calibration images (too few good images)
+        samples = []
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "score"])
+        for sample, score in zip(samples, scores):
+            w.writerow([str(sample.path), repr(float(score))])
 
 
 def main(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iadbench.calibration.rules import DEFAULT_RULE
 from iadbench.errors import InputError
 from iadbench.plugins import Registry
 
@@ -42,8 +43,12 @@ class DatasetEntry:
 class Settings:
     """Evaluation settings; all of them enter every cell's key."""
 
-    holdout_fraction: float = 0.1  # good training images kept out of fit, for the threshold
-    threshold_rule: str = "quantile:0.99"
+    # Where the threshold's calibration scores come from: "auto" scores every good training
+    # image out of fold where the detector has a shortcut for it (then fit sees them all),
+    # else holds ``holdout_fraction`` of them out of fit; "holdout" always holds out.
+    calibration: str = "auto"
+    holdout_fraction: float = 0.1
+    threshold_rule: str = DEFAULT_RULE
     latency_images: int = 10  # batch-1 latency is measured over this many test images
     warmup: int = 1
     predict_batch: int = 16
@@ -283,9 +288,12 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
     if not resolved:
         raise InputError("no available detector to run (see `adbench list detectors`)")
 
-    from iadbench.metrics.threshold import parse_rule
+    from iadbench.calibration.rules import parse_rule
+    from iadbench.runner.cell import CALIBRATIONS
 
     parse_rule(plan.settings.threshold_rule)  # a misspelt rule fails here, not in every cell
+    if plan.settings.calibration not in CALIBRATIONS:
+        raise InputError(f"calibration {plan.settings.calibration!r} is not one of {', '.join(CALIBRATIONS)}")
     settings = asdict(plan.settings)
     cells: list[Cell] = []
     for ds in plan.datasets:
