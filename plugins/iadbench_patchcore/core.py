@@ -5,7 +5,8 @@
   with most of the work done as a few large matrix products.
 * ``nearest``: nearest-neighbour distances by ||a||^2 + ||b||^2 - 2ab in chunks.
 * ``bank_neighbourhoods``, ``reweighted_score`` and ``image_scores``: the paper's
-  image-score reweighting (eq. 7), the neighbourhoods precomputed once per bank.
+  image-score reweighting (eq. 7), the neighbourhoods precomputed once per bank
+  (``row_neighbourhood``: one row's, in a bank with some rows left out).
 """
 
 from __future__ import annotations
@@ -141,6 +142,15 @@ def bank_neighbourhoods(bank: torch.Tensor, bank_sq: torch.Tensor, b: int, chunk
         d2[torch.arange(rows.shape[0]), torch.arange(s, s + rows.shape[0])] = -1.0  # the row itself first, even with duplicates
         out[s : s + chunk] = torch.topk(d2, b, dim=1, largest=False).indices
     return out
+
+
+def row_neighbourhood(bank: torch.Tensor, bank_sq: torch.Tensor, row: int, b: int) -> torch.Tensor:
+    """(b,) one row of ``bank_neighbourhoods``: ``row`` itself, then its b - 1 nearest other
+    rows, by the same arithmetic. Rows whose ``bank_sq`` is +inf are never neighbours
+    (how out-of-fold scoring leaves an image's own rows out; b must not exceed the rest)."""
+    d2 = torch.addmm(bank_sq.unsqueeze(0), bank[row : row + 1], bank.T, alpha=-2)[0].add_(bank_sq[row]).clamp_min_(0)
+    d2[row] = -1.0
+    return torch.topk(d2, b, largest=False).indices
 
 
 def reweighted_score(patch: torch.Tensor, support: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,15 @@ rarely two: the search of bottle's 4x bank (coreset 40%) went from 20 to ~12 ms 
 (HNSW 9, tighten 1, exact 1-3). eq. 7's neighbourhood of m* is not a pass either (it is
 looked up in the table the fit computed, ``core.bank_neighbourhoods``).
 
+Excluded rows (``exclude``, one set per image; PatchCore's out-of-fold scores leave out
+the rows taken from the image's own patches): the graph and the inverted file search
+with a faiss filter (``Exclusion``; the graph is still traversed through excluded rows,
+only results skip them, so neither index is rebuilt) and the exact passes see those
+rows' squared norms as +inf. Every distance is then an upper bound of the nearest
+distance in the bank less those rows, and the certification above makes each image's
+maximum exact in that smaller bank. Filtered graph search costs ~13% more than plain
+(magnetic tile's 61k-row bank: 14.8 vs 13.1 ms for an image's 1024 patches).
+
 The inverted file alone as the search (2 lists probed for every patch) was tried: on
 bottle its maps are closer to exact than the graph's (largest map difference 6% of the
 maximum against 67%: the graph's failures are rare but far off) and it is faster, but on
@@ -57,6 +66,7 @@ graph: 0.0002), over the 0.002 gate, so it only tightens.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -137,19 +147,23 @@ class BankSearch:
         return self._lists
 
     @staticmethod
-    def _bounds(index, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _bounds(index, flat: torch.Tensor, params=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(Q, C) -> a faiss index's upper bounds of the nearest distances and the rows that
-        attain them; a query whose probed lists are empty gets inf."""
+        attain them; a query whose probed lists are empty (or, filtered by ``params``, hold
+        no allowed row) gets inf."""
         with faiss_threads(torch.get_num_threads()):  # searching is deterministic in parallel
-            d2, idx = index.search(flat.contiguous().numpy(), 1)
+            d2, idx = index.search(flat.contiguous().numpy(), 1, params=params)
         j = torch.from_numpy(idx[:, 0].astype(np.int64))
         d = torch.from_numpy(np.sqrt(np.maximum(d2[:, 0], 0))).masked_fill_(j < 0, float("inf"))
         return d, j
 
-    def __call__(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, queries: torch.Tensor, exclude: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """queries (N, P, C) -> (distances (N, P), bank indices (N, P)); per image, the
-        largest distance and its index are exact."""
+        largest distance and its index are exact. ``exclude`` (one index tensor per image):
+        bank rows image k may not match, as if deleted from the bank (see ``Exclusion``)."""
         n, p, c = queries.shape
+        if exclude is not None:
+            return self._excluding(queries, exclude)
         if self.search == "exact":
             d, i = nearest(queries.reshape(-1, c), self.bank, self.bank_sq)
             return d.view(n, p), i.view(n, p)
@@ -159,33 +173,75 @@ class BankSearch:
             self._certify(queries[k].contiguous(), dist[k], index[k])
         return dist, index
 
-    def _tighten(self, q: torch.Tensor, rows: torch.Tensor, dist: torch.Tensor, index: torch.Tensor) -> None:
+    def _excluding(self, queries: torch.Tensor, exclude: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``__call__`` with rows left out, image by image (each image its own filter)."""
+        n, p, _ = queries.shape
+        if len(exclude) != n:
+            raise ValueError(f"exclude holds {len(exclude)} row sets for {n} images")
+        dist, index = torch.empty(n, p, dtype=self.bank.dtype), torch.empty(n, p, dtype=torch.long)
+        for k in range(n):
+            ex = Exclusion(self, exclude[k])
+            q = queries[k].contiguous()
+            if self.search == "exact":
+                dist[k], index[k] = nearest(q, self.bank, ex.bank_sq)
+                continue
+            dist[k], index[k] = self._bounds(self._hnsw(), q, ex.hnsw)
+            self._certify(q, dist[k], index[k], ex)
+        return dist, index
+
+    def _tighten(self, q: torch.Tensor, rows: torch.Tensor, dist: torch.Tensor, index: torch.Tensor,
+                 ex: Exclusion | None = None) -> None:
         """Lower the bounds of ``rows`` (patch positions) to the inverted file's, where smaller."""
-        d, j = self._bounds(self._inverted_file(), q[rows])
+        d, j = self._bounds(self._inverted_file(), q[rows], ex.ivf if ex is not None else None)
         better = d < dist[rows]
         dist[rows[better]], index[rows[better]] = d[better], j[better]
 
-    def _certify(self, q: torch.Tensor, dist: torch.Tensor, index: torch.Tensor) -> None:
+    def _certify(self, q: torch.Tensor, dist: torch.Tensor, index: torch.Tensor, ex: Exclusion | None = None) -> None:
         """One image, in place: tighten the largest bounds, then search exactly until the
-        largest exact distance found is >= every bound left (module doc)."""
+        largest exact distance found is >= every bound left (module doc). With ``ex`` every
+        step searches the bank less its rows: the bounds stay bounds of that smaller
+        bank's nearest distances, so the same argument makes its maximum exact."""
+        bank_sq = ex.bank_sq if ex is not None else self.bank_sq
         tight = torch.zeros_like(dist, dtype=torch.bool)
         while not bool(tight.all()):
             loose = (~tight).nonzero()[:, 0]
             if bool(tight.any()) and float(dist[loose].max()) <= float(dist[tight].max()):
                 break
             top = loose[torch.argsort(dist[loose], descending=True)[: self.tighten_top]]
-            self._tighten(q, top, dist, index)
+            self._tighten(q, top, dist, index, ex)
             tight[top] = True
         exact = torch.zeros_like(tight)
         todo = dist.argmax().view(1)
         while todo.numel():
-            dist[todo], index[todo] = nearest(q[todo], self.bank, self.bank_sq)
+            dist[todo], index[todo] = nearest(q[todo], self.bank, bank_sq)
             exact[todo] = True
             largest = dist[exact].max()
             above = ((dist > largest) & ~exact).nonzero()[:, 0]
             loose = above[~tight[above]]
             if loose.numel():
-                self._tighten(q, loose, dist, index)
+                self._tighten(q, loose, dist, index, ex)
                 tight[loose] = True
                 above = above[dist[above] > largest]
             todo = above
+
+
+class Exclusion:
+    """Bank rows one query image may not match, in each search's terms: squared norms
+    +inf for the exact passes (||q||^2 + inf - 2 q.b is never the minimum) and a faiss
+    filter for the graph and the inverted file (their traversal still passes through
+    the excluded rows, only results skip them, so the graph needs no rebuild). Faiss
+    holds raw pointers to the bitmap and the selector: they live as long as this."""
+
+    def __init__(self, search: BankSearch, rows: torch.Tensor):
+        self.bank_sq = search.bank_sq.clone()
+        self.bank_sq[rows] = float("inf")
+        self.hnsw = self.ivf = None
+        if search.search != "exact":
+            import faiss
+
+            allowed = np.ones(search.bank.shape[0], dtype=bool)
+            allowed[rows.numpy()] = False
+            self._bitmap = np.packbits(allowed, bitorder="little")
+            self._selector = faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(self._bitmap))
+            self.hnsw = faiss.SearchParametersHNSW(sel=self._selector, efSearch=search.ef)
+            self.ivf = faiss.SearchParametersIVF(sel=self._selector, nprobe=search._inverted_file().nprobe)
