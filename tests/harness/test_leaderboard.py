@@ -137,3 +137,24 @@ def test_compare_does_not_pair_a_label_whose_setup_changed(tmp_path):
     assert all(name.startswith("padim [") for name in table["detector"])
     same = compare(a, make_run(tmp_path / "c", [("padim", "c1", 0, "ok", 0.70, 1.0)], params={"n_features": 50}))
     assert list(same["status"]) == ["ok/ok"] and same["Δ image_auroc"].iloc[0] == pytest.approx(-0.2)
+
+
+def test_verdict_table_shows_achieved_against_target(tmp_path):
+    from iadbench.calibration.verdicts import verdicts
+    from iadbench.report.leaderboard import verdict_table
+
+    run = make_run(tmp_path / "v", [("alpha", "c1", 0, "ok", 0.9, 1.0)])
+    store = RunStore(run)
+    rec = store.latest_records().popitem()[1]
+    labels = [0] * 50 + [1] * 10
+    scores = [0.1] * 48 + [0.9, 0.9] + [0.95] * 7 + [0.2] * 3  # 2 of 50 goods and 7 of 10 defects flagged
+    rec["verdicts"] = verdicts(labels, scores, 0.5, 0.01, [0.1 * i for i in range(30)])
+    rec["threshold"] = {"rule": "fpr:0.01", "value": 0.5, "calibration": {"method": "leave-one-out", "images": 30}}
+    rec["metrics"]["image_f1_max"] = 0.88
+    store.append(rec)
+    row = verdict_table(load_runs([run])[0]).iloc[0]
+    assert row["FPR achieved / target"].startswith("4.0% [") and row["FPR achieved / target"].endswith("/ 1.0%")
+    assert row["recall"].startswith("0.70 [") and row["calibration"] == "leave-one-out, 30 images"
+    assert row["F1 / F1-max"] == "0.90 / 0.88" and row["threshold"] == "`fpr:0.01`"
+    assert "## Verdicts" in render([run])
+    assert "## Verdicts" not in render([make_run(tmp_path / "old", [("alpha", "c1", 0, "ok", 0.9, 1.0)])])  # old records
