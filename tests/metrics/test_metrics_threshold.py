@@ -27,10 +27,10 @@ def test_rule_values():
     assert fit_threshold(HOLDOUT, " Quantile : 0.75 ") == pytest.approx(3.25)
 
 
-def test_default_rule_targets_one_percent_false_alarms():
-    assert DEFAULT_RULE == "fpr:0.01"
-    scores = np.arange(2001.0)  # enough scores for the empirical 0.99-quantile
-    assert fit_threshold(scores) == pytest.approx(np.quantile(scores, 0.99), rel=1e-3)
+def test_default_rule_targets_half_a_percent_false_alarms():
+    assert DEFAULT_RULE == "fpr:0.005"
+    scores = np.arange(4001.0)  # enough scores for the empirical 0.995-quantile
+    assert fit_threshold(scores) == pytest.approx(np.quantile(scores, 0.995), rel=1e-3)
 
 
 def test_fpr_rule_carries_its_estimate():

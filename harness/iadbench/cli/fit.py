@@ -23,7 +23,7 @@ def fit(
     data_root: Path | None = typer.Option(None, "--data-root", envvar="IADBENCH_DATA_ROOT", help="Folder holding mvtec_ad/, visa/, ksdd2/ ..."),
     dataset_path: list[str] = typer.Option([], "--dataset-path", help="Explicit dataset folder, NAME=PATH."),
     set_: list[str] = typer.Option([], "--set", help="Detector parameter, DETECTOR.KEY=VALUE (repeatable)."),
-    threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on good images' calibration scores (default fpr:0.01)."),
+    threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on good images' calibration scores (default fpr:0.005)."),
     holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out where the detector has no out-of-fold scores (default 0.1)."),
     calibration: str | None = typer.Option(None, "--calibration", help="auto (default: out-of-fold where the detector has it) or holdout."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (default: all cores)."),

@@ -91,7 +91,7 @@ def run(
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Where results go (default runs/<time>-<id>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir: skip cells done, rerun failed ones."),
     workers: int | None = typer.Option(None, "--workers", help="Cells in parallel (default: sized for this machine)."),
-    threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on good images' calibration scores: fpr:0.01 (target false-alarm rate; the default), quantile:0.99, sigma:3 or max."),
+    threshold: str | None = typer.Option(None, "--threshold", help="Threshold rule on good images' calibration scores: fpr:0.005 (target false-alarm rate on good parts; the default), quantile:0.99, sigma:3 or max."),
     holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out for the threshold where a detector has no out-of-fold scores (default 0.1)."),
     calibration: str | None = typer.Option(None, "--calibration", help="auto (default): out-of-fold scores of every good training image where the detector has them, else a holdout; holdout: always hold out."),
     cell_timeout: float | None = typer.Option(None, "--cell-timeout", help="Seconds before a cell is killed and recorded as failed."),
