@@ -53,6 +53,13 @@ def test_parameter_and_name_errors(registry):
     plan.settings.threshold_rule = "quantil:0.9"
     with pytest.raises(InputError, match="quantil"):
         expand(plan, registry, cats)
+    for rule in ("fpr:0", "fpr:1.5", "fpr:abc"):  # a false-alarm target outside (0, 1) fails before any cell
+        plan.settings.threshold_rule = rule
+        with pytest.raises(InputError, match=rule):
+            expand(plan, registry, cats)
+    plan.settings.threshold_rule, plan.settings.calibration = "fpr:0.01", "loo"
+    with pytest.raises(InputError, match="calibration 'loo' is not one of auto, holdout, kfold"):
+        expand(plan, registry, cats)
     with pytest.raises(InputError, match="NAME.KEY=VALUE"):
         parse_assignments(["a=1"], "--set")
     assert parse_assignments(["a.k=[1, 2]", "a.s=text"], "--set") == {"a": {"k": [1, 2], "s": "text"}}
