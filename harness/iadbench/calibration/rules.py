@@ -114,15 +114,10 @@ def calibrate(scores: np.ndarray, rule: str | ThresholdRule = DEFAULT_RULE) -> E
     Raises InputError for a malformed rule, UndefinedThreshold when the scores
     cannot support one (none, non-finite, or a single score for ``sigma``).
     """
-    from iadbench.calibration.tail import Estimate, threshold_for_rate
+    from iadbench.calibration.tail import Estimate, checked_scores, threshold_for_rate
 
     parsed = parse_rule(rule)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if scores.size == 0:
-        raise UndefinedThreshold("no calibration scores of good images to fix a threshold on")
-    n_bad = scores.size - int(np.isfinite(scores).sum())
-    if n_bad:
-        raise UndefinedThreshold(f"{n_bad} calibration scores are NaN or infinite")
+    scores = checked_scores(scores)
     if parsed.kind == "fpr":
         return threshold_for_rate(scores, parsed.param)
     if parsed.kind == "max":

@@ -126,7 +126,7 @@ class Estimate:
 # --- validation ------------------------------------------------------------------------
 
 
-def _scores(scores) -> np.ndarray:
+def checked_scores(scores) -> np.ndarray:
     x = np.asarray(scores, dtype=np.float64).reshape(-1)
     if x.size == 0:
         raise UndefinedThreshold("no calibration scores to fix a threshold on")
@@ -332,7 +332,7 @@ def threshold_for_rate(scores, rate: float, *, confidence: float = 0.90) -> Esti
     if not 0.0 < r < 1.0:
         raise InputError(f"false-alarm rate {rate!r} is outside (0, 1) (e.g. 0.01, not 1)")
     conf = _confidence(confidence)
-    x = _scores(scores)
+    x = checked_scores(scores)
     n = x.size
 
     if n * r >= EMPIRICAL_EXCEEDANCES - 1e-9:
@@ -376,7 +376,7 @@ def rate_above(scores, threshold: float, *, confidence: float = 0.90) -> Estimat
     if not math.isfinite(t):
         raise InputError(f"threshold {threshold!r} is not a finite number")
     conf = _confidence(confidence)
-    x = _scores(scores)
+    x = checked_scores(scores)
     n = x.size
     count = int(n - np.searchsorted(x, t, side="right"))
 
@@ -390,7 +390,7 @@ def rate_above(scores, threshold: float, *, confidence: float = 0.90) -> Estimat
                 note = tail + "; counted"
             elif t > tail.u:
                 return _tail_rate(tail, t, conf)
-    low, high = _clopper_pearson(count, n, conf)
+    low, high = clopper_pearson(count, n, conf)
     return Estimate(count / n, low, high, "empirical", n, note=note)
 
 
@@ -401,7 +401,8 @@ def _max(x: np.ndarray, note: str) -> Estimate:
     return Estimate(float(x[-1]), math.nan, math.nan, "max", int(x.size), note=note)
 
 
-def _clopper_pearson(count: int, n: int, confidence: float) -> tuple[float, float]:
+def clopper_pearson(count: int, n: int, confidence: float) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of a binomial proportion count / n."""
     alpha = 1.0 - confidence
     low = float(stats.beta.ppf(alpha / 2, count, n - count + 1)) if count > 0 else 0.0
     high = float(stats.beta.ppf(1 - alpha / 2, count + 1, n - count)) if count < n else 1.0

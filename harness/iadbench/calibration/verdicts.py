@@ -23,13 +23,11 @@ CONFIDENCE = 0.95
 
 def proportion(k: int, n: int, confidence: float = CONFIDENCE) -> dict[str, Any]:
     """k of n with its Clopper-Pearson interval; value and ends None when n is 0."""
-    from scipy.stats import beta
+    from iadbench.calibration.tail import clopper_pearson
 
     if n <= 0:
         return {"value": None, "low": None, "high": None, "k": int(k), "n": int(n)}
-    alpha = 1.0 - confidence
-    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    low, high = clopper_pearson(k, n, confidence)
     return {"value": k / n, "low": low, "high": high, "k": int(k), "n": int(n)}
 
 

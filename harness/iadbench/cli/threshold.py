@@ -104,10 +104,8 @@ def _run_test_scores(model: Path, body: dict) -> list[tuple[int, float]] | None:
 
 
 def _test_rates(test: list[tuple[int, float]], value: float) -> tuple[str, str]:
-    good = [s for y, s in test if y == 0]
-    bad = [s for y, s in test if y == 1]
+    """Good test images flagged and defective ones caught at ``value``, as k/n."""
+    from iadbench.calibration.verdicts import rates_at
 
-    def share(xs: list[float]) -> str:
-        return f"{sum(s > value for s in xs)}/{len(xs)}" if xs else "-"
-
-    return share(good), share(bad)
+    rates = rates_at([y for y, _ in test], [s for _, s in test], value)
+    return tuple(f"{r['k']}/{r['n']}" if r["n"] else "-" for r in (rates["fpr"], rates["recall"]))

@@ -85,6 +85,11 @@ class FitResult:
     fit_s: float
     fit_cache_hits: int
 
+    @property
+    def calibration_idx(self) -> np.ndarray:
+        """The good training images the calibration scores belong to, in their order."""
+        return self.hold_idx if self.calibration == "holdout" else self.fit_idx
+
     def calibration_info(self) -> dict[str, Any]:
         """What the record and the model folder say about the calibration."""
         return {
@@ -307,8 +312,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         "seed": cell.seed, "cell_key": cell.key, "settings": s,
     })
     _write_scores(cell_dir / "scores.csv", split.test, prediction.scores)
-    _write_calibration(cell_dir / "calibration.csv", [split.train[i] for i in (fitted.hold_idx if len(fitted.hold_idx) else fitted.fit_idx)],
-                       fitted.calibration_scores)
+    _write_calibration(cell_dir / "calibration.csv", [split.train[i] for i in fitted.calibration_idx], fitted.calibration_scores)
     gallery_error = None
     try:  # the report's pictures are extra, like the intervals
         write_gallery(cell_dir, split.test, test_images, prediction.maps, masks, prediction.scores)
@@ -417,8 +421,6 @@ def _write_calibration(path: Path, samples, scores: np.ndarray) -> None:
     """The calibration scores beside the test scores, for the report and re-deciding."""
     import csv
 
-    if len(samples) != len(scores):  # no calibration images (too few good images)
-        samples = []
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "score"])
