@@ -16,8 +16,8 @@ import pytest
 
 from iadbench.errors import InputError
 from iadbench.plugins import Registry
+from iadbench.results.store import LOCK_FILE, RunStore
 from iadbench.runner.plan import DatasetEntry, DetectorEntry, Plan, expand
-from iadbench.runner.store import LOCK_FILE, RunStore
 from iadbench.types import DatasetSpec, DetectorSpec
 from testkit import adbench, plugin_env
 
@@ -94,7 +94,7 @@ def test_lock_is_exclusive_and_names_the_holder(tmp_path):
     with store.locked():
         assert (tmp_path / "run" / LOCK_FILE).read_text().strip() == str(os.getpid())
         code = (
-            "from pathlib import Path; from iadbench.runner.store import RunStore\n"
+            "from pathlib import Path; from iadbench.results.store import RunStore\n"
             f"with RunStore(Path({str(tmp_path / 'run')!r})).locked(): pass\n"
         )
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

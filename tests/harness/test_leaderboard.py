@@ -9,7 +9,7 @@ import pytest
 from iadbench.report.compare import compare
 from iadbench.report.leaderboard import cost_table, metric_table, render
 from iadbench.report.records import load_runs
-from iadbench.runner.store import RunStore
+from iadbench.results.store import RunStore
 
 
 def make_run(path: Path, rows: list[tuple], params: dict | None = None, version: str = "1") -> Path:
@@ -145,7 +145,7 @@ def test_verdict_table_shows_achieved_against_target(tmp_path):
 
     run = make_run(tmp_path / "v", [("alpha", "c1", 0, "ok", 0.9, 1.0)])
     store = RunStore(run)
-    rec = store.latest_records().popitem()[1]
+    rec = store.latest_records().popitem()[1].to_json()
     labels = [0] * 50 + [1] * 10
     scores = [0.1] * 48 + [0.9, 0.9] + [0.95] * 7 + [0.2] * 3  # 2 of 50 goods and 7 of 10 defects flagged
     rec["verdicts"] = verdicts(labels, scores, 0.5, 0.01, [0.1 * i for i in range(30)])

@@ -9,9 +9,9 @@ from rich.console import Console
 from iadbench.report.leaderboard import render
 from iadbench.report.protocol import PER_DETECTOR, protocol_line
 from iadbench.report.summary import summary
+from iadbench.results.store import RunStore
 from iadbench.runner.plan import Cell
 from iadbench.runner.runner import RunOutcome
-from iadbench.runner.store import RunStore
 
 SETTINGS = {"threshold_rule": "sigma:3", "holdout_fraction": 0.2}
 OURS = {"backbone": "efficientnet_lite0", "weights": None, "input_size": 256}

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from iadbench.detector import CONFIG_FILE, WEIGHTS_FILE, read_artifact
 from iadbench.errors import InputError
-from iadbench.runner.store import RunStore
+from iadbench.results.store import RunStore
 from iadbench.switches import env_flag
 
 
@@ -21,14 +21,18 @@ def store(tmp_path):
     return s
 
 
+def rec(key: str, status: str = "ok", **extra) -> dict:
+    return {"key": key, "status": status, "detector": "d", "dataset": "ds", "category": "c", "seed": 0, **extra}
+
+
 def test_repair_cuts_only_a_torn_last_line(store):
-    good = json.dumps({"key": "a", "status": "ok"}) + "\n"
+    good = json.dumps(rec("a")) + "\n"
     store.records_file.write_text(good + '{"key": "b", "sta')
     assert store.repair() == len('{"key": "b", "sta')
     assert store.records_file.read_text() == good
     assert store.repair() == 0  # already whole
-    store.append({"key": "c", "status": "ok"})
-    assert [r["key"] for r in store.records()] == ["a", "c"]
+    store.append(rec("c"))
+    assert [r.key for r in store.records()] == ["a", "c"]
 
 
 def test_repair_of_an_empty_file_and_of_a_lone_torn_line(store):
@@ -40,12 +44,11 @@ def test_repair_of_an_empty_file_and_of_a_lone_torn_line(store):
 
 
 def test_latest_records_prefer_ok_over_later_failures(store):
-    for rec in ({"key": "a", "status": "failed"}, {"key": "a", "status": "ok", "n": 1},
-                {"key": "a", "status": "failed"}, {"key": "b", "status": "failed", "n": 1},
-                {"key": "b", "status": "failed", "n": 2}):
-        store.append(rec)
+    for r in (rec("a", "failed"), rec("a", "ok", seed=1), rec("a", "failed"),
+              rec("b", "failed", seed=1), rec("b", "failed", seed=2)):
+        store.append(r)
     latest = store.latest_records()
-    assert latest["a"]["n"] == 1 and latest["b"]["n"] == 2
+    assert latest["a"].seed == 1 and latest["b"].seed == 2
     assert store.done_keys() == {"a"}
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iadbench.report.gallery import write_gallery
-from iadbench.runner.store import RunStore
+from iadbench.results.store import RunStore
 from iadbench.types import Sample
+from iadbench.visual.gallery import write_gallery
 
 #: (path, label, defect_type, score) of one category's test set.
 SCORES = [

@@ -16,17 +16,18 @@ import pandas as pd
 
 from iadbench.errors import InputError
 from iadbench.report.training import CAPPED_MARK, capped
-from iadbench.runner.plan import setup_id
-from iadbench.runner.store import RunStore
+from iadbench.results.identity import setup_id
+from iadbench.results.record import CellRecord
+from iadbench.results.store import RunStore
 
 #: What a cell is matched on across runs (``detector`` is the display name built from these).
 MATCH_COLUMNS = ["label", "identity", "dataset", "category", "seed"]
 ID_COLUMNS = ["detector", "dataset", "category", "seed"]
 
 
-def identity_hash(record: dict[str, Any]) -> str:
+def identity_hash(record: CellRecord) -> str:
     """Six hex digits of the record's setup (resolved params, detector name, version)."""
-    return setup_id(record.get("detector_name"), record.get("detector_version"), record.get("params"))[:6]
+    return setup_id(record.detector_name, record.detector_version, record.params)[:6]
 
 
 def shared_labels(frame: pd.DataFrame) -> list[str]:
@@ -55,46 +56,45 @@ def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame,
     ``latest``: keep only each detector's newest version (see ``superseded``); what was
     left out is in ``frame.attrs["superseded"]`` (name, version, category and run of each
     cell: attrs are copied into every frame derived from this one, so they stay small)."""
-    infos, rows, run_settings, cell_dirs = [], {}, {}, {}
+    infos, rows, cell_dirs = [], {}, {}
     for run_dir in run_dirs:
         store = RunStore(Path(run_dir))
-        info = store.run_info()
-        infos.append(info)
-        settings = (info.get("plan") or {}).get("settings") or {}
-        for key, rec in store.latest_records().items():
-            if key in rows and rows[key].get("status") == "ok" and rec.get("status") != "ok":
+        infos.append(store.run_info())
+        for key, rec in store.latest_records().items():  # migrated to the current schema
+            if key in rows and rows[key].ok and not rec.ok:
                 continue
             rows[key] = rec
-            run_settings[key] = settings
             cell_dirs[key] = str(Path(run_dir) / "cells" / key)
     if not rows:
         raise InputError("no records in " + ", ".join(str(p) for p in run_dirs))
     flat = []
     for key, rec in rows.items():
-        row = {k: rec.get(k) for k in ["key", "dataset", "category", "seed", "status", "error"]}
-        row["label"] = rec.get("detector")
+        row = {"key": rec.key, "dataset": rec.dataset, "category": rec.category, "seed": rec.seed,
+               "status": rec.status, "error": rec.error}
+        row["label"] = rec.detector
         row["identity"] = identity_hash(rec)
-        row["detector_name"] = rec.get("detector_name") or rec.get("detector")
-        row["detector_version"] = rec.get("detector_version")
-        for group in ("metrics", "cost"):
-            for name, value in (rec.get(group) or {}).items():
-                row[f"{group}.{name}"] = value
-        row["params"] = rec.get("params")
-        row["input_size"] = rec.get("input_size")
-        # records written before settings were copied into them: their run's plan
-        row["settings"] = rec.get("settings") or run_settings[key]
-        row["training"] = rec.get("training")
+        row["detector_name"] = rec.detector_name
+        row["detector_version"] = rec.detector_version
+        for name, value in rec.metrics.items():
+            row[f"metrics.{name}"] = value
+        for name, value in rec.cost.model_dump().items():
+            row[f"cost.{name}"] = value
+        row["params"] = rec.params
+        row["input_size"] = rec.input_size
+        row["settings"] = rec.settings
+        row["training"] = rec.training.model_dump() if rec.training else None
         # what the visual report and per-defect tables read: scores.csv, gallery, model
         row["cell_dir"] = cell_dirs[key]
-        row["threshold"] = (rec.get("threshold") or {}).get("value")
-        row["display_range"] = (rec.get("threshold") or {}).get("display_range")
-        row["pixel_threshold"] = (rec.get("threshold") or {}).get("pixel_value")
-        row["threshold_rule"] = (rec.get("threshold") or {}).get("rule")
-        row["calibration"] = (rec.get("threshold") or {}).get("calibration")
-        row["verdicts"] = rec.get("verdicts")
-        for name, interval in ((rec.get("intervals") or {}).items()):
-            if isinstance(interval, list) and len(interval) == 2:
-                row[f"ci.{name}"] = interval
+        threshold = rec.threshold
+        row["threshold"] = threshold.value if threshold else None
+        row["display_range"] = threshold.display_range if threshold else None
+        row["pixel_threshold"] = threshold.pixel_value if threshold else None
+        row["threshold_rule"] = threshold.rule if threshold else None
+        row["calibration"] = threshold.calibration.model_dump(mode="json", exclude_none=True) \
+            if threshold and threshold.calibration else None
+        row["verdicts"] = rec.verdicts.model_dump(mode="json") if rec.verdicts else None
+        for name, interval in (rec.intervals.bounds() if rec.intervals else {}).items():
+            row[f"ci.{name}"] = interval
         flat.append(row)
     frame = pd.DataFrame(flat)
     dropped = superseded(frame) if latest else frame.iloc[:0]

@@ -1,7 +1,7 @@
 """A run's results on disk.
 
 ``run.json`` holds the resolved plan and the environment; ``records.jsonl`` one JSON
-line per finished cell, appended, flushed and fsynced as the cell ends, by the runner
+line per finished cell (``iadbench.results.record.CellRecord``), appended, flushed and fsynced as the cell ends, by the runner
 process only. A line torn by a kill is cut off on the next open, so a resumed run
 never reads or extends a corrupt file.
 """
@@ -14,11 +14,13 @@ import json
 import math
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from iadbench.errors import InputError
+from iadbench.results.record import CellRecord, NewerSchemaError
 
 RUN_FILE = "run.json"
 RECORDS_FILE = "records.jsonl"
@@ -108,36 +110,53 @@ class RunStore:
             f.truncate(keep)
             return len(data) - keep
 
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(clean_json(record), sort_keys=True, default=str)
+    def append(self, record: CellRecord | dict[str, Any]) -> None:
+        """Append one record; a dict is validated (and migrated) first, so nothing that
+        does not fit the schema reaches the file."""
+        if not isinstance(record, CellRecord):
+            record = CellRecord.from_json(record, self._run_settings())
+        line = json.dumps(clean_json(record.to_json()), sort_keys=True, default=str)
         with self._lock, self.records_file.open("a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every complete record, oldest first; unparsable lines are skipped."""
+    def _run_settings(self) -> dict[str, Any]:
+        """The plan's settings, which version 0 records did not copy into themselves."""
+        try:
+            return (json.loads(self.run_file.read_text()).get("plan") or {}).get("settings") or {}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def records(self) -> Iterator[CellRecord]:
+        """Every complete record, oldest first, migrated to the current schema. A line
+        that is not JSON or not a record is skipped with a warning naming it; a record
+        of a newer schema than this iadbench reads is an InputError."""
         if not self.records_file.is_file():
             return
+        settings = self._run_settings()
         with self.records_file.open(encoding="utf-8") as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 if not line.endswith("\n"):
                     break  # torn by a kill; repair() removes it
                 try:
-                    yield json.loads(line)
+                    data = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                try:
+                    yield CellRecord.from_json(data, settings)
+                except NewerSchemaError as exc:
+                    raise InputError(str(exc), self.records_file) from None
+                except InputError as exc:
+                    warnings.warn(f"{self.records_file}:{number}: skipped: {exc}", stacklevel=2)
 
-    def latest_records(self) -> dict[str, dict[str, Any]]:
+    def latest_records(self) -> dict[str, CellRecord]:
         """Per cell key, its ok record if it has one, else its latest failure."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, CellRecord] = {}
         for rec in self.records():
-            key = rec.get("key")
-            if key is None:
-                continue
-            if rec.get("status") == "ok" or out.get(key, {}).get("status") != "ok":
-                out[key] = rec
+            if rec.ok or not (rec.key in out and out[rec.key].ok):
+                out[rec.key] = rec
         return out
 
     def done_keys(self) -> set[str]:
-        return {k for k, r in self.latest_records().items() if r.get("status") == "ok"}
+        return {k for k, r in self.latest_records().items() if r.ok}

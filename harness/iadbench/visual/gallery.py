@@ -1,6 +1,7 @@
 """The few test images a cell keeps for its report: the worst cases (highest-scored
 good images, lowest-scored defective ones) and a few best ones, each as a small
-thumbnail of the image, its ground-truth mask and its raw anomaly map.
+thumbnail of the image, its ground-truth mask and its raw anomaly map. The cell
+writes it (``write_gallery``) and the report reads it (``read_gallery``).
 
 Stored beside the cell's records as ``gallery.safetensors`` (uint8 images, uint8
 masks, float16 maps; never pickle) + ``gallery.json`` (which image is which). At most

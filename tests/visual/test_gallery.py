@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from iadbench.report.gallery import BEST, WORST, pick, read_gallery, write_gallery
 from iadbench.types import Sample
+from iadbench.visual.gallery import BEST, WORST, pick, read_gallery, write_gallery
 
 
 def test_pick_takes_the_worst_and_best_of_each_class():
