@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iadbench.api import DatasetError, DatasetSpec, Split, hookimpl
-from iadbench.layouts import GOOD_DEFECT, MVTEC, find_categories, parse_good_defect, parse_mvtec
+from iadbench.layouts import GOOD_DEFECT, MVTEC, find_categories, holds_layout, parse_good_defect, parse_mvtec
 
 NAME = "folder"
 
@@ -60,6 +60,11 @@ class FolderDataset:
         )
 
 
+def holds_folder(path: Path) -> bool:
+    """An MVTec-like or good/defect category, or a folder of them."""
+    return holds_layout(path, (MVTEC, GOOD_DEFECT))
+
+
 @hookimpl
 def register_datasets(register):
     register(
@@ -70,5 +75,6 @@ def register_datasets(register):
             params={"test_fraction": 0.2, "seed": 0},
             description="Your own images: an MVTec-like tree or good/ + defect folders (masks optional)",
             version="1",
+            detect=holds_folder,
         )
     )

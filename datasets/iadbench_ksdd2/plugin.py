@@ -88,6 +88,15 @@ class KSDD2:
         return Split(dataset=s.dataset, category=s.category, train=list(s.train), test=list(s.test), notes=dict(s.notes))
 
 
+def holds_ksdd2(path: Path) -> bool:
+    """A KSDD2 root: train/ and test/ of images with <id>_GT masks beside them (and no
+    train/good/, which would make it MVTec-like)."""
+    train, test = path / "train", path / "test"
+    if not (train.is_dir() and test.is_dir()) or (train / "good").is_dir():
+        return False
+    return any(p.stem.endswith(GT_SUFFIX) for p in train.iterdir())
+
+
 @hookimpl
 def register_datasets(register):
     register(
@@ -97,5 +106,6 @@ def register_datasets(register):
             subdir="ksdd2",
             description="KolektorSDD2 (train/test with <id>_GT.png masks; unsupervised: good training images only)",
             version="1",
+            detect=holds_ksdd2,
         )
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iadbench.api import DatasetError, DatasetSpec, Split, hookimpl
-from iadbench.layouts import MVTEC, find_categories, parse_mvtec
+from iadbench.layouts import MVTEC, find_categories, holds_layout, parse_mvtec
 
 NAME = "mvtec"
 CATEGORIES = (
@@ -50,6 +50,11 @@ class MVTecAD:
         return split
 
 
+def holds_mvtec(path: Path) -> bool:
+    """An MVTec-like category, or a folder of them."""
+    return holds_layout(path, (MVTEC,))
+
+
 @hookimpl
 def register_datasets(register):
     register(
@@ -59,5 +64,6 @@ def register_datasets(register):
             subdir="mvtec_ad",
             description="MVTec AD (15 categories; train/good, test/<defect>, ground_truth masks)",
             version="1",
+            detect=holds_mvtec,
         )
     )

@@ -115,6 +115,11 @@ class VisA:
         return Split(dataset=NAME, category=category, train=train, test=test, notes=notes)
 
 
+def holds_visa(path: Path) -> bool:
+    """A VisA root: it has the split_csv/ folder."""
+    return (path / "split_csv").is_dir()
+
+
 @hookimpl
 def register_datasets(register):
     register(
@@ -125,5 +130,6 @@ def register_datasets(register):
             params={"split_csv": "split_csv/1cls.csv"},
             description="VisA (12 categories; split_csv/1cls.csv with normal/anomaly labels and masks)",
             version="1",
+            detect=holds_visa,
         )
     )

@@ -23,6 +23,8 @@ good/defect (one category, no split of its own)::
     images moves at most a few others.
 
 Either layout may also be a parent folder whose sub-folders are categories.
+Benchmarks with layouts of their own (a split file, masks beside images) parse them in
+their plugins; each DatasetSpec's ``detect`` says which folders it reads.
 
 In every image folder, hidden files and OS litter (.DS_Store, Thumbs.db, desktop.ini,
 __MACOSX, ._*) are skipped; any other non-image file is an error, as is an empty
@@ -48,8 +50,6 @@ MASK_SUFFIX = "_mask"
 
 MVTEC = "mvtec"
 GOOD_DEFECT = "good_defect"
-KSDD2 = "ksdd2"
-VISA = "visa"
 
 
 def abspath(path: str | Path) -> Path:
@@ -298,20 +298,35 @@ def _finish(split: Split) -> Split:
 
 
 def detect_layout(path: Path) -> str | None:
-    """Which layout the folder itself holds, or None."""
+    """Which of the two layouts the folder itself holds, or None."""
     if not path.is_dir():
         return None
-    if (path / "split_csv").is_dir():
-        return VISA
-    train, test = path / "train", path / "test"
-    if train.is_dir() and test.is_dir() and not (train / GOOD).is_dir():
-        if any(p.stem.endswith("_GT") for p in train.iterdir()):
-            return KSDD2
-    if train.is_dir() or test.is_dir():
+    if (path / "train").is_dir() or (path / "test").is_dir():
         return MVTEC  # a half-made tree too, so its parser can say what is missing
     if (path / GOOD).is_dir():
         return GOOD_DEFECT
     return None
+
+
+def _has_good_images(folder: Path, layout: str) -> bool:
+    return (folder / "train" / GOOD).is_dir() if layout == MVTEC else (folder / GOOD).is_dir()
+
+
+def holds_layout(root: Path, layouts: tuple[str, ...]) -> bool:
+    """True when ``root``, or one of its sub-folders, is a category in one of ``layouts``
+    with its good images where the layout keeps them (train/good/, or good/): a
+    stricter test than find_categories, which also takes half-made trees so that their
+    parser can say what is missing. A dataset plugin's ``detect`` for these layouts."""
+    if not root.is_dir():
+        return False
+    own = detect_layout(root)
+    if own in layouts:
+        return _has_good_images(root, own)
+    try:
+        folders = subfolders(root)
+    except DatasetError:
+        return False
+    return any((layout := detect_layout(f)) in layouts and _has_good_images(f, layout) for f in folders)
 
 
 def find_categories(root: Path, layouts: tuple[str, ...]) -> dict[str, tuple[Path, str]]:

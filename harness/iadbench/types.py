@@ -103,15 +103,19 @@ class EvalData:
 class DetectorSpec:
     """A detector a plugin offers.
 
-    ``factory(**params)`` builds an unfitted Detector; ``params`` are its defaults and
-    every key a user may override. An unavailable detector stays listed, with why;
-    it runs only when named with parameters (e.g. a local weights file) that may
-    make it available.
+    ``factory(**params)`` builds an unfitted Detector. Its signature declares the
+    parameters (iadbench.params): ``params`` may be omitted, and is then the
+    signature's defaults; where given, every key must be a parameter of the factory
+    with the same default (else the plugin is reported broken), and those keys are the
+    ones a user may override. A factory taking ``**kwargs`` declares nothing itself:
+    then ``params`` are the truth. An unavailable detector stays listed, with why; it
+    runs only when named with parameters (e.g. a local weights file) that may make it
+    available.
     """
 
     name: str
     factory: Callable[..., Detector]
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] | None = None  # None: the factory signature's defaults
     description: str = ""
     version: str = "0"
     available: bool = True
@@ -125,7 +129,28 @@ class DetectorSpec:
     # "source": "where the number comes from"}. Each result records it next to the
     # length actually used, so a leaderboard can flag runs far shorter than the paper's.
     published_training: dict[str, Any] | None = None
+    # Peak memory of one cell in MB, where known: the Ray executor asks the scheduler
+    # for it with each cell (None: ask for CPUs only).
+    memory_mb: int | None = None
+    # The params naming the pretrained backbone (an arch name) and its weights file, for
+    # the protocol line above leaderboards (iadbench.report.protocol); None: no
+    # pretrained backbone, or no weights param.
+    backbone_param: str | None = None
+    weights_param: str | None = None
     plugin: str = ""  # filled in by the registry
+
+    def __post_init__(self) -> None:
+        from iadbench.params import check_spec, default_params
+
+        if self.params is None:
+            self.params = default_params(self.factory)
+        if self.memory_mb is not None and (
+            isinstance(self.memory_mb, bool) or not isinstance(self.memory_mb, int) or self.memory_mb < 1
+        ):
+            from iadbench.errors import PluginError
+
+            raise PluginError(f"detector '{self.name}': memory_mb must be a positive integer or None, got {self.memory_mb!r}")
+        check_spec(self)
 
 
 @dataclass
@@ -135,6 +160,7 @@ class DatasetSpec:
     ``factory(path, **params)`` returns a Dataset. ``path`` is the explicit path a user
     gave, else ``<data-root>/<subdir>``, else None (the plugin decides: the synthetic
     factory generates into a cache, a public benchmark raises DatasetError).
+    ``subdir`` is None for a dataset with no fixed home under the data root.
     """
 
     name: str
@@ -144,11 +170,32 @@ class DatasetSpec:
     description: str = ""
     version: str = "0"
     plugin: str = ""
+    # "Does this folder hold my layout?" (a cheap look at names, no decoding): how
+    # `adbench data check PATH` picks the dataset that reads a folder. A dataset
+    # without a ``subdir`` (your own folder) is asked before a public benchmark.
+    detect: Callable[[Path], bool] | None = None
 
 
 @dataclass
 class MetricSpec:
-    """A metric the harness computes from EvalData. ``fn`` may raise UndefinedMetric."""
+    """A metric the harness computes from EvalData. ``fn`` may raise UndefinedMetric.
+
+    The flags tell reports how to show it, so the core names no metric: ``label`` is
+    its name in prose ("image AUROC"), ``short`` its column header in narrow tables
+    ("img AUROC"); ``headline`` gives it a leaderboard table of its own (and a column
+    of `adbench compare`), ``summary`` a column of the table `adbench run` prints at
+    the end. ``needs_threshold``: it is computed at the calibrated threshold, so it has
+    no value without one. ``oracle_of`` names the metric this one bounds by choosing
+    its threshold on the test labels (an F1-max of an F1): the leaderboard's Verdicts
+    table shows the two side by side.
+
+    ``interval`` asks for a 95% bootstrap interval per cell (iadbench.metrics.intervals):
+    "image" resamples test images stratified by label and recomputes ``fn`` from labels,
+    scores, threshold and calibration scores only (no maps); "pixel" resamples whole
+    images with their maps and masks (costly: fewer resamples). ``resample``, if given,
+    replaces that recomputation: ``resample(data, counts)`` gets (B, N) draw counts of
+    each test image and returns the B resampled values at once.
+    """
 
     name: str
     fn: Callable[[EvalData], float]
@@ -156,4 +203,51 @@ class MetricSpec:
     level: str = "image"  # "image" or "pixel"
     description: str = ""
     headline: bool = False  # shown as its own leaderboard table
+    plugin: str = ""
+    label: str = ""
+    short: str = ""
+    summary: bool = False
+    needs_threshold: bool = False
+    oracle_of: str | None = None
+    interval: str | None = None  # "image", "pixel" or None
+    resample: Callable[[EvalData, np.ndarray], np.ndarray] | None = None
+
+    @property
+    def title(self) -> str:
+        """The name people read: ``label``, else the registered name."""
+        return self.label or self.name
+
+    @property
+    def column(self) -> str:
+        """A narrow table's header: ``short``, else the title."""
+        return self.short or self.title
+
+
+@dataclass
+class ExecutorOptions:
+    """How the runner wants cells run; an executor takes what applies to it."""
+
+    workers: int | None = 1  # None: the executor sizes itself (ray: per node)
+    timeout_s: float | None = None  # per cell; None: no limit
+    preload: list[str] = field(default_factory=list)  # modules to import once, not per cell
+    address: str | None = None  # a cluster to join, for executors that take one
+    memory_mb: Callable[[Any], int | None] | None = None  # a cell's memory, from its DetectorSpec
+
+
+@dataclass
+class ExecutorSpec:
+    """Where a run's cells run (``adbench run --executor NAME``), offered by a plugin.
+
+    ``factory(options: ExecutorOptions)`` returns an executor: ``submit(CellTask) ->
+    Future[result dict]`` and ``shutdown(cancel=False)`` (iadbench.executors).
+    ``check(address)``, called at plan time before the run folder exists, raises
+    InputError where the executor cannot run here (e.g. its package is missing).
+    ``takes_address``: it can join a cluster at ``--address``.
+    """
+
+    name: str
+    factory: Callable[[ExecutorOptions], Any]
+    description: str = ""
+    takes_address: bool = False
+    check: Callable[[str | None], None] | None = None
     plugin: str = ""

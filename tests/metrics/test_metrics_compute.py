@@ -102,3 +102,24 @@ def test_shape_mismatch_is_recorded_as_error(registry):
     values, reasons = compute_metrics(data, {"pixel_auroc": registry.metrics["pixel_auroc"]})
     assert math.isnan(values["pixel_auroc"])
     assert reasons["pixel_auroc"].startswith("error: ValueError")
+
+
+def test_threshold_note_becomes_the_reason_of_threshold_metrics_only():
+    def needs(data):
+        if math.isnan(data.threshold):
+            raise UndefinedMetric("threshold is NaN")
+        return 1.0
+
+    def undefined(data):
+        raise UndefinedMetric("no masks")
+
+    specs = {
+        "at_threshold": MetricSpec("at_threshold", needs, needs_threshold=True),
+        "ranking": MetricSpec("ranking", undefined),
+        "count": MetricSpec("count", lambda data: len(data.labels), needs_threshold=True),
+    }
+    data = make_data([0, 1], threshold=math.nan)
+    values, reasons = compute_metrics(data, specs, threshold_note="3 calibration images are too few")
+    assert reasons == {"at_threshold": "no threshold: 3 calibration images are too few", "ranking": "no masks"}
+    assert values["count"] == 2.0  # a value stays a value
+    assert compute_metrics(data, specs)[1]["at_threshold"] == "threshold is NaN"

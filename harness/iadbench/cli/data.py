@@ -1,9 +1,10 @@
 """``adbench data check PATH_OR_NAME``: validate a dataset and summarise it.
 
-The first command to run on your own folder. A folder path is recognised as an
-MVTec-like tree or a good/defect folder (checked by the ``folder`` plugin), or as a
-VisA or KSDD2 root; a name is looked up among the registered datasets. Every image
-and mask is decoded, so what passes here loads in a run.
+The first command to run on your own folder. A folder path is read by the registered
+dataset whose ``detect`` claims it: with the built-in plugins an MVTec-like tree or a
+good/defect folder by ``folder``, a VisA or KSDD2 root by its own plugin; a name is
+looked up among the registered datasets. Every image and mask is decoded, so what
+passes here loads in a run.
 """
 
 from __future__ import annotations
@@ -16,18 +17,37 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from iadbench.cli import console, data_app, err_console
+from iadbench.cli.app import console, data_app, err_console
 from iadbench.datasets import resolve_dataset
 from iadbench.errors import DatasetError, ImageError
 from iadbench.images import decode_image, decode_mask
-from iadbench.layouts import KSDD2, VISA, detect_layout
-from iadbench.types import GOOD, Split
+from iadbench.types import GOOD, DatasetSpec, Split
+
+#: data check's options, passed to a dataset that takes them (good/defect folders hold out test images)
+FOLDER_OPTIONS = ("test_fraction", "seed")
 
 
 def _looks_like_path(target: str, names: set[str]) -> bool:
     if target in names:
         return os.sep in target or target.startswith(".")
     return os.sep in target or target.startswith((".", "~")) or Path(target).exists()
+
+
+def _claims(spec: DatasetSpec, path: Path) -> bool:
+    try:
+        return bool(spec.detect(path))
+    except OSError:  # an unreadable folder is nobody's layout
+        return False
+
+
+def reader_of(path: Path, datasets: dict[str, DatasetSpec]) -> DatasetSpec | None:
+    """The dataset that reads the folder ``path``: the first whose ``detect`` claims it,
+    datasets of your own folders (no ``subdir``) asked before public benchmarks, whose
+    layouts are also MVTec-like trees. A folder nobody claims goes to the first dataset
+    of your own folders, so that its parser says what is missing; None without one."""
+    ordered = sorted((s for s in datasets.values() if s.detect is not None), key=lambda s: s.subdir is not None)
+    claimed = next((s for s in ordered if _claims(s, path)), None)
+    return claimed or next((s for s in ordered if s.subdir is None), None)
 
 
 def _open_dataset(target: str, data_root: Path | None, test_fraction: float, seed: int):
@@ -41,10 +61,11 @@ def _open_dataset(target: str, data_root: Path | None, test_fraction: float, see
         raise DatasetError("folder not found", path)
     if not path.is_dir():
         raise DatasetError("not a folder (data check takes a dataset folder or a dataset name)", path)
-    layout = detect_layout(path)
-    if layout in (VISA, KSDD2):
-        return layout, resolve_dataset(registry, layout, path=path)
-    return "folder", resolve_dataset(registry, "folder", path=path, test_fraction=test_fraction, seed=seed)
+    spec = reader_of(path, registry.datasets)
+    if spec is None:
+        raise DatasetError("no registered dataset reads this folder (none declares a layout it detects)", path)
+    options = {k: v for k, v in zip(FOLDER_OPTIONS, (test_fraction, seed)) if k in spec.params}
+    return spec.name, resolve_dataset(registry, spec.name, path=path, **options)
 
 
 def _decode_all(split: Split) -> tuple[Counter, dict[str, list[float]], list[str]]:

@@ -8,6 +8,8 @@ One module per idea, each a set of pure functions over numpy arrays:
 - threshold:      the threshold rules (re-exported from iadbench.calibration.rules)
 - classification: precision, recall, F1 and accuracy at that threshold
 - compute:        compute_metrics, which runs registered MetricSpecs on EvalData
+- intervals:      bootstrap intervals and paired p-values of the metrics whose specs ask
+- auroc_resampling: the exact fast resamples of image and pixel AUROC
 
 Functions that take EvalData raise UndefinedMetric with a reason where a metric has
 no meaning (one class only, constant scores, no masks); compute_metrics turns that

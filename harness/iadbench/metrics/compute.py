@@ -10,12 +10,15 @@ from iadbench.types import EvalData, MetricSpec
 
 
 def compute_metrics(
-    data: EvalData, specs: Mapping[str, MetricSpec]
+    data: EvalData, specs: Mapping[str, MetricSpec], threshold_note: str | None = None
 ) -> tuple[dict[str, float], dict[str, str]]:
     """(values, reasons): each metric's value, NaN where it is undefined or failed.
 
     ``reasons`` maps each NaN metric to why: the UndefinedMetric message, or
     ``"error: <Type>: <message>"`` when the metric itself raised something else.
+    ``threshold_note`` says why no threshold could be fixed; it then becomes the
+    reason of every NaN metric that ``needs_threshold`` (it says more than "the
+    threshold is NaN").
     """
     values: dict[str, float] = {}
     reasons: dict[str, str] = {}
@@ -33,4 +36,8 @@ def compute_metrics(
             reasons[name] = f"metric returned {value}"
             value = math.nan
         values[name] = value
+    if threshold_note:
+        for name, spec in specs.items():
+            if spec.needs_threshold and name in reasons:
+                reasons[name] = f"no threshold: {threshold_note}"
     return values, reasons

@@ -62,3 +62,27 @@ def image_ap(data: EvalData) -> float:
 
 def image_f1_max(data: EvalData) -> float:
     return f1_max(data.labels, data.scores)
+
+
+def ap_resamples(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Average precision of each bootstrap resample (rows of ``counts``: draws per
+    image), exactly as ``average_precision`` gives on the resampled images: one
+    descending sort, then weighted true and false positives at each distinct score."""
+    y, s = _ranked(labels, scores)
+    order = np.argsort(-s, kind="stable")
+    hit = y[order].astype(bool)
+    weights = np.asarray(counts, dtype=np.float64)[:, order]
+    last = np.r_[np.flatnonzero(np.diff(s[order])), s.size - 1]  # the last image of each tie group
+    tp = np.cumsum(weights * hit, axis=1)[:, last]
+    fp = np.cumsum(weights * ~hit, axis=1)[:, last]
+    recall_gain = np.diff(tp, axis=1, prepend=0.0) / tp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+    return (recall_gain * precision).sum(axis=1)
+
+
+def image_ap_resamples(data: EvalData, counts: np.ndarray) -> np.ndarray:
+    return ap_resamples(data.labels, data.scores, counts)
+
+
+image_ap_resamples.method = "exact, from one ranking"

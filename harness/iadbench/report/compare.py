@@ -2,32 +2,47 @@
 identity (params, detector name and version), dataset, category and seed: a label
 whose setup changed between the runs is two detectors, not one with a delta.
 
-Each shared cell also gets a paired bootstrap p-value for its image AUROC difference
-(iadbench.report.intervals.paired_p_value): both cells' per-image scores (scores.csv),
-matched by image path, are resampled together, so the test images' own difficulty
-cancels out. Pairs of the same detector on the same images differ only by seed or
-version; a small p says the difference is larger than test-set sampling explains."""
+The metrics compared are the registered headline metrics. Each shared cell also gets
+a paired bootstrap p-value (iadbench.metrics.intervals.paired_p_value) for each of
+those that can be recomputed from per-image scores alone (an image-level interval,
+no threshold): both cells' scores (scores.csv), matched by image path, are resampled
+together, so the test images' own difficulty cancels out. Pairs of the same detector
+on the same images differ only by seed or version; a small p says the difference is
+larger than test-set sampling explains."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from iadbench.report.records import ID_COLUMNS, MATCH_COLUMNS, display_names, load_runs
+from iadbench.types import EvalData, MetricSpec
 
-COMPARED = [
-    "metrics.image_auroc",
-    "metrics.pixel_auroc",
-    "metrics.aupro",
-    "metrics.f1",
-    "cost.fit_s",
-    "cost.latency_ms_p50",
-    "cost.peak_rss_mb",
-]
+COMPARED_COST = ["cost.fit_s", "cost.latency_ms_p50", "cost.peak_rss_mb"]
 
 
-def compare(run_a: Path, run_b: Path) -> pd.DataFrame:
+def _registry_metrics() -> dict[str, MetricSpec]:
+    from iadbench.plugins import get_registry
+
+    return get_registry().metrics
+
+
+def compared_metrics(specs: Mapping[str, MetricSpec]) -> list[str]:
+    return [name for name, spec in specs.items() if spec.headline]
+
+
+def paired_metrics(specs: Mapping[str, MetricSpec]) -> list[str]:
+    """Headline metrics a paired p-value can be computed for from scores.csv."""
+    return [name for name in compared_metrics(specs)
+            if specs[name].interval == "image" and not specs[name].needs_threshold]
+
+
+def compare(run_a: Path, run_b: Path, specs: Mapping[str, MetricSpec] | None = None) -> pd.DataFrame:
+    specs = _registry_metrics() if specs is None else specs
     a, _ = load_runs([run_a])
     b, _ = load_runs([run_b])
     merged = a.merge(b, on=MATCH_COLUMNS, how="outer", suffixes=(" A", " B"), indicator=True)
@@ -38,12 +53,13 @@ def compare(run_a: Path, run_b: Path) -> pd.DataFrame:
         {"both": f"{sa}/{sb}", "left_only": "only in A", "right_only": "only in B"}[m]
         for sa, sb, m in zip(merged.get("status A"), merged.get("status B"), merged["_merge"])
     ]
-    out["p image AUROC"] = [
-        _paired_p(da, db) if m == "both" and sa == "ok" and sb == "ok" else float("nan")
-        for da, db, sa, sb, m in zip(merged.get("cell_dir A"), merged.get("cell_dir B"), merged.get("status A"),
-                                     merged.get("status B"), merged["_merge"])
-    ]
-    for col in COMPARED:
+    for name in paired_metrics(specs):
+        out[f"p {specs[name].title}"] = [
+            _paired_p(specs[name], da, db) if m == "both" and sa == "ok" and sb == "ok" else float("nan")
+            for da, db, sa, sb, m in zip(merged.get("cell_dir A"), merged.get("cell_dir B"), merged.get("status A"),
+                                         merged.get("status B"), merged["_merge"])
+        ]
+    for col in [f"metrics.{name}" for name in compared_metrics(specs)] + COMPARED_COST:
         ca, cb = f"{col} A", f"{col} B"
         if ca not in merged or cb not in merged:
             continue
@@ -56,11 +72,19 @@ def compare(run_a: Path, run_b: Path) -> pd.DataFrame:
     return out.sort_values(ID_COLUMNS).reset_index(drop=True)
 
 
-def _paired_p(cell_a: str, cell_b: str) -> float:
-    """Paired bootstrap p-value of two cells' image AUROC on their shared test images
-    (NaN when scores are missing, the images differ, or AUROC is undefined)."""
+def _scores_data(frame: pd.DataFrame, suffix: str) -> EvalData:
+    """A cell's per-image scores as EvalData with no maps and no threshold."""
+    n = len(frame)
+    return EvalData(labels=frame[f"label{suffix}"].to_numpy(), scores=frame[f"score{suffix}"].to_numpy(dtype=float),
+                    maps=np.zeros((n, 0, 0), np.float32), masks=None, threshold=math.nan,
+                    defect_types=[str(d) for d in frame[f"defect_type{suffix}"]])
+
+
+def _paired_p(spec: MetricSpec, cell_a: str, cell_b: str) -> float:
+    """Paired bootstrap p-value of two cells' ``spec`` metric on their shared test
+    images (NaN when scores are missing, the images differ, or the metric is undefined)."""
+    from iadbench.metrics.intervals import paired_p_value
     from iadbench.report.breakdown import read_scores
-    from iadbench.report.intervals import paired_p_value
 
     a, b = read_scores(cell_a), read_scores(cell_b)
     if a is None or b is None:
@@ -68,5 +92,8 @@ def _paired_p(cell_a: str, cell_b: str) -> float:
     both = a.merge(b, on="path", suffixes=(" a", " b"))
     if both.empty or (both["label a"] != both["label b"]).any():
         return float("nan")
-    p = paired_p_value(both["label a"].to_numpy(), both["score a"].to_numpy(), both["score b"].to_numpy())
+    try:
+        p = paired_p_value(spec, _scores_data(both, " a"), _scores_data(both, " b"))
+    except Exception:  # noqa: BLE001 - a plugin's broken resampler only loses its p-value
+        return float("nan")
     return float("nan") if p is None else p

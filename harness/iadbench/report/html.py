@@ -1,7 +1,8 @@
 """The visual report of one or more runs: one static HTML page plus its PNGs.
 
 No server, no CDN, no script: the page opens from disk. It shows the leaderboard
-tables, the cost chart (latency vs image AUROC, one point per detector) and, per cell,
+tables, the cost chart (latency vs the first headline metric, image AUROC with the
+built-in metrics, one point per detector) and, per cell,
 the image-level ROC and PR curves, the score histograms with the calibrated threshold,
 false alarms and recall by threshold beside the calibration scores and their tail fit,
 the per-defect-type table and a gallery of the worst and a few best test images
@@ -25,10 +26,10 @@ import pandas as pd
 
 from iadbench.report import plots
 from iadbench.report.breakdown import defect_breakdown, read_calibration, read_scores, tail_curve
-from iadbench.report.gallery import read_gallery
-from iadbench.report.leaderboard import DEFAULT_HEADLINE, cost_table, metric_table, verdict_table
+from iadbench.report.leaderboard import cost_table, metric_table, registered_metrics, verdict_table
 from iadbench.report.records import load_runs
 from iadbench.types import MetricSpec
+from iadbench.visual.gallery import read_gallery
 
 GT_RGB = (255, 0, 0)
 
@@ -153,8 +154,8 @@ def render_html(run_dirs: list[Path], files: Path, metrics: dict[str, MetricSpec
                 title: str = "Run report") -> str:
     """The page's HTML; pictures are written into ``files`` as it goes."""
     frame, infos = load_runs(run_dirs)
-    specs = metrics or {}
-    headline = [n for n, s in specs.items() if s.headline] or DEFAULT_HEADLINE
+    specs = registered_metrics(metrics)
+    headline = [n for n, s in specs.items() if s.headline]
     body = [f"<h1>{_esc(title)}</h1>",
             f"<p class='note'>{frame['key'].nunique()} cells from {len(infos)} run(s): "
             f"{_esc(', '.join(str(i.get('run_id')) for i in infos))}. Missing cells are shown as such; bold marks the "
@@ -166,7 +167,7 @@ def render_html(run_dirs: list[Path], files: Path, metrics: dict[str, MetricSpec
         if spec is not None and spec.description:
             body.append(f"<p class='note'>{_esc(spec.description)}</p>")
         body.append(frame_html(metric_table(frame, name, spec.higher_is_better if spec else True)))
-    verdicts = verdict_table(frame)
+    verdicts = verdict_table(frame, specs)
     if not verdicts.empty:
         body.append("<h2>Verdicts</h2><p class='note'>What each threshold did on the test set: false alarms on good "
                     "images against the rule's target and recall on defective ones (95% Clopper-Pearson intervals), "
@@ -175,14 +176,16 @@ def render_html(run_dirs: list[Path], files: Path, metrics: dict[str, MetricSpec
     costs = cost_table(frame)
     body.append("<h2>Cost</h2>")
     body.append(frame_html(costs) if not costs.empty else "<p>no successful cell</p>")
-    ok = frame[frame["status"] == "ok"]
-    points = []
-    for det, group in ok.groupby("detector"):
-        latency = pd.to_numeric(group.get("cost.latency_ms_p50"), errors="coerce").mean()
-        quality = pd.to_numeric(group.get("metrics.image_auroc"), errors="coerce").mean()
-        points.append((str(det), float(latency), float(quality)))
-    src = _write_png(files, "cost.png", plots.cost_chart(points))
-    body.append(f'<img src="{_esc(src)}" alt="latency per image vs image AUROC, one point per detector">')
+    if headline:  # speed against the first headline metric
+        quality = specs[headline[0]]
+        ok = frame[frame["status"] == "ok"]
+        points = []
+        for det, group in ok.groupby("detector"):
+            latency = pd.to_numeric(group.get("cost.latency_ms_p50"), errors="coerce").mean()
+            value = pd.to_numeric(group.get(f"metrics.{quality.name}"), errors="coerce").mean()
+            points.append((str(det), float(latency), float(value)))
+        src = _write_png(files, "cost.png", plots.cost_chart(points, quality.title, quality.higher_is_better))
+        body.append(f'<img src="{_esc(src)}" alt="latency per image vs {_esc(quality.title)}, one point per detector">')
     body.append("<h2>Cells</h2>")
     ordered = frame.sort_values(["column", "detector", "seed"])
     sections = _cell_sections([row for _, row in ordered.iterrows()], files)

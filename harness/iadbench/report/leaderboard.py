@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,16 @@ from iadbench.types import MetricSpec
 MISSING = "missing"
 FAILED = "failed"
 UNDEFINED = "n/a"
-DEFAULT_HEADLINE = ["image_auroc", "pixel_auroc", "aupro", "f1"]
 VERDICT_BUDGETS = (0.01, 0.05)  # the budgets the verdict table shows recall at (records hold more)
+
+
+def registered_metrics(specs: Mapping[str, MetricSpec] | None = None) -> Mapping[str, MetricSpec]:
+    """``specs`` if given, else the registry's metrics (what every report shows by default)."""
+    if specs:
+        return specs
+    from iadbench.plugins import get_registry
+
+    return get_registry().metrics
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -157,11 +166,13 @@ def _rate(entry: dict[str, Any] | None, pct: bool, interval: bool) -> str:
     return text
 
 
-def verdict_table(frame: pd.DataFrame) -> pd.DataFrame:
+def verdict_table(frame: pd.DataFrame, specs: Mapping[str, MetricSpec] | None = None) -> pd.DataFrame:
     """Per detector and column: how the threshold was calibrated, the false-alarm rate it
     achieved on good test images against its target, its recall, and recall at fixed
     false-alarm budgets whose thresholds come from the calibration scores. Averaged over
-    seeds; intervals (95%, Clopper-Pearson) shown for single-seed cells."""
+    seeds; intervals (95%, Clopper-Pearson) shown for single-seed cells. Last, each
+    metric beside its oracle bound (``MetricSpec.oracle_of``), e.g. ``F1 / F1-max``."""
+    pairs = _oracle_pairs(registered_metrics(specs))
     ok = frame[(frame["status"] == "ok") & frame.get("verdicts", pd.Series(None, index=frame.index)).map(
         lambda v: isinstance(v, dict))]
     rows = []
@@ -183,8 +194,11 @@ def verdict_table(frame: pd.DataFrame) -> pd.DataFrame:
         cal = first.get("calibration") or {}
         target = first["verdicts"].get("target_fpr")
         achieved = _rate(mean_rate(("fpr",)), True, single)
-        f1 = pd.to_numeric(group.get("metrics.f1", pd.Series(dtype=float)), errors="coerce").mean()
-        f1_max = pd.to_numeric(group.get("metrics.image_f1_max", pd.Series(dtype=float)), errors="coerce").mean()
+
+        def mean(name: str, group=group) -> str:
+            value = pd.to_numeric(group.get(f"metrics.{name}", pd.Series(dtype=float)), errors="coerce").mean()
+            return "–" if math.isnan(value) else _fmt(value, 2)
+
         rows.append({
             "detector": det,
             "column": col,
@@ -195,15 +209,24 @@ def verdict_table(frame: pd.DataFrame) -> pd.DataFrame:
             **{f"recall @{budget:.0%}": _rate(mean_rate(("budgets", f"{budget:g}", "recall")), False, False)
                + f" ({_rate(mean_rate(('budgets', f'{budget:g}', 'fpr')), True, False)})"
                for budget in VERDICT_BUDGETS},
-            "F1 / F1-max": f"{'–' if math.isnan(f1) else _fmt(f1, 2)} / {'–' if math.isnan(f1_max) else _fmt(f1_max, 2)}",
+            **{f"{metric.column} / {oracle.column}": f"{mean(metric.name)} / {mean(oracle.name)}"
+               for metric, oracle in pairs},
         })
     return pd.DataFrame(rows)
 
 
-def verdict_section(frame: pd.DataFrame) -> list[str]:
-    table = verdict_table(frame)
+def _oracle_pairs(specs: Mapping[str, MetricSpec]) -> list[tuple[MetricSpec, MetricSpec]]:
+    """(metric, its oracle bound) for every registered oracle whose metric is registered."""
+    return [(specs[s.oracle_of], s) for s in specs.values() if s.oracle_of in specs]
+
+
+def verdict_section(frame: pd.DataFrame, specs: Mapping[str, MetricSpec] | None = None) -> list[str]:
+    specs = registered_metrics(specs)
+    table = verdict_table(frame, specs)
     if table.empty:
         return []
+    oracles = "".join(f" {oracle.column} chooses its threshold on the test labels: an oracle bound, not a verdict."
+                      for _, oracle in _oracle_pairs(specs))
     return ["", "## Verdicts", "",
             "_What the threshold does on the line. `FPR achieved / target`: share of good test images flagged "
             "against the rule's target, 95% Clopper-Pearson interval in brackets; `recall`: share of defective "
@@ -211,7 +234,7 @@ def verdict_section(frame: pd.DataFrame) -> list[str]:
             "training images' calibration scores (never the test set), with the false-alarm rate that threshold "
             "achieved on the test set in parentheses. `calibration`: how the good training images were scored "
             "(leave-one-out or self-excluded bank: every image, by a model that did not fit it; holdout: a share "
-            "kept out of fit). F1-max chooses its threshold on the test labels: an oracle bound, not a verdict._",
+            f"kept out of fit).{oracles}_",
             "", table.to_markdown(index=False)]
 
 
@@ -257,8 +280,8 @@ def defect_sections(frame: pd.DataFrame) -> list[str]:
 def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, title: str = "Leaderboard",
            report_link: str | None = None, latest: bool = False) -> str:
     frame, infos = load_runs(run_dirs, latest=latest)
-    specs = metrics or {}
-    headline = [n for n, s in specs.items() if s.headline] or DEFAULT_HEADLINE
+    specs = registered_metrics(metrics)
+    headline = [n for n, s in specs.items() if s.headline]
     parts = [f"# {title}", ""]
     n_failed = int((frame["status"] != "ok").sum())
     parts.append(
@@ -295,7 +318,7 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
             parts += [f"_{spec.description}_", ""]
         table = metric_table(frame, name, spec.higher_is_better if spec else True)
         parts.append(table.to_markdown())
-    parts += verdict_section(frame)
+    parts += verdict_section(frame, specs)
     parts += defect_sections(frame)
     parts += ["", "## Cost", "", "_Measured in each cell's own process: batch-1 latency after warm-up, "
               "throughput at batch 16, peak resident memory of the whole cell; latency and throughput with "

@@ -1,5 +1,5 @@
 """The report's matplotlib figures (Agg backend, PNG bytes): a cell's ROC, PR and
-score histograms in one figure, and the cost chart (latency vs image AUROC).
+score histograms in one figure, and the cost chart (latency vs a quality metric).
 
 A default grid has ~80 cells, so figures are built for speed: object-oriented Figure
 on an Agg canvas (no pyplot state), one figure per cell, a fixed layout instead of
@@ -159,8 +159,8 @@ def calibration_figure(calibration: np.ndarray, labels: np.ndarray, scores: np.n
     return _png(fig)
 
 
-def cost_chart(points: list[tuple[str, float, float]]) -> bytes:
-    """One point per detector: (name, latency ms/image p50, mean image AUROC)."""
+def cost_chart(points: list[tuple[str, float, float]], metric: str, higher_is_better: bool = True) -> bytes:
+    """One point per detector: (name, latency ms/image p50, mean of ``metric``, its title)."""
     fig = _figure(7, 4.2)
     ax = fig.subplots()
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.92)
@@ -171,9 +171,9 @@ def cost_chart(points: list[tuple[str, float, float]]) -> bytes:
     if shown:
         ax.set_xscale("log")
     else:
-        ax.text(0.5, 0.5, "no detector with both latency and image AUROC", ha="center", va="center")
+        ax.text(0.5, 0.5, f"no detector with both latency and {metric}", ha="center", va="center")
     ax.set_xlabel("latency per image, ms (batch 1, p50, log scale)")
-    ax.set_ylabel("image AUROC (mean over cells)")
-    ax.set_title("speed vs quality (up and left is better)", fontsize=10)
+    ax.set_ylabel(f"{metric} (mean over cells)")
+    ax.set_title(f"speed vs quality ({'up' if higher_is_better else 'down'} and left is better)", fontsize=10)
     ax.grid(alpha=0.3)
     return _png(fig)

@@ -1,9 +1,11 @@
 """The table `adbench run` prints when a run ends: per cell for a small grid, per
-detector for a large one, with means over ok cells only and failures visible."""
+detector for a large one, with means over ok cells only and failures visible. Its
+metric columns are the registered metrics whose specs set ``summary``."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from rich import box
 from rich.console import Console
@@ -12,11 +14,11 @@ from rich.table import Table
 
 from iadbench.report.protocol import protocol_line
 from iadbench.report.training import CAPPED_MARK, RULE, capped
+from iadbench.types import MetricSpec
 
 #: Above this many cells the summary shows one row per detector (means over its cells);
 #: the leaderboard written beside it has every cell.
 PER_CELL_LIMIT = 24
-SUMMARY_METRICS = (("image_auroc", "img AUROC"), ("pixel_auroc", "px AUROC"), ("aupro", "AUPRO"), ("f1", "F1"))
 
 
 def _num(value, digits: int = 3) -> str:
@@ -28,16 +30,26 @@ def _mean(values: list) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def summary(outcome, console: Console | None = None) -> None:
+def summary_columns(specs: Mapping[str, MetricSpec] | None = None) -> list[tuple[str, str]]:
+    """(metric, header) of the summary's metric columns, in registration order."""
+    if specs is None:
+        from iadbench.plugins import get_registry
+
+        specs = get_registry().metrics
+    return [(name, spec.column) for name, spec in specs.items() if spec.summary]
+
+
+def summary(outcome, console: Console, specs: Mapping[str, MetricSpec] | None = None) -> None:
     """Per cell for a small grid; per detector (ok cells / all, then means over the ok
-    ones) for a large one, so that it stays readable in an 80-column log."""
-    if console is None:  # the CLI's console (sized for logs); imported late: report does not need the CLI
-        from iadbench.cli import console
+    ones) for a large one, so that it stays readable in an 80-column log. ``console``:
+    where to print (the CLI passes its own; report never imports the CLI). ``specs``:
+    the metrics to show (default: the registry's)."""
+    columns = summary_columns(specs)
     per_cell = len(outcome.cells) <= PER_CELL_LIMIT
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("detector", no_wrap=True)
     table.add_column("dataset/category" if per_cell else "cells ok", no_wrap=per_cell)
-    for _, header in SUMMARY_METRICS:
+    for _, header in columns:
         table.add_column(header, justify="right", no_wrap=True)
     table.add_column("fit s", justify="right", no_wrap=True)
     table.add_column("ms/img", justify="right", no_wrap=True)
@@ -55,7 +67,7 @@ def summary(outcome, console: Console | None = None) -> None:
             second = key[1] if status == "ok" else f"{key[1]} [red]{status}[/]"
         else:
             second = f"{len(ok)}/{len(recs)}" if len(ok) == len(recs) else f"[red]{len(ok)}/{len(recs)}[/]"
-        metrics = [_mean([(r.get("metrics") or {}).get(name) for r in ok]) for name, _ in SUMMARY_METRICS]
+        metrics = [_mean([(r.get("metrics") or {}).get(name) for r in ok]) for name, _ in columns]
         fit = _mean([(r.get("cost") or {}).get("fit_s") for r in ok])
         latency = _mean([(r.get("cost") or {}).get("latency_ms_p50") for r in ok])
         name = f"{label} {CAPPED_MARK}" if label in smoke else label
