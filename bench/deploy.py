@@ -24,8 +24,8 @@ PatchCores).
 ``load``: starts ``adbench serve MODEL_DIR`` on a free loopback port and sends
 ``--requests`` requests, ``--concurrency`` at a time: good test images and, every
 tenth request, a bad upload (empty, text, truncated PNG, 40000x40000 bomb header, 30
-MB body). Checks: no 5xx, each bad upload its 4xx, each good image the score of
-``predict_images`` (eager, in this process) within 1e-3; prints p50/p95 latency,
+MB body). Checks: no 5xx, each bad upload its 4xx, each good image the score of the
+model opened eager in this process (``open_model``) within 1e-3; prints p50/p95 latency,
 requests/s and the server's resident memory before and after.
 """
 
@@ -141,9 +141,10 @@ def latency(args: argparse.Namespace) -> None:
     import os
 
     from iadbench.deploy.export import graph_bytes
-    from iadbench.deploy.runtime import OnnxRuntime, open_backbone, open_runtime
+    from iadbench.deploy.opening import open_backbone
+    from iadbench.deploy.runtime import OnnxRuntime
     from iadbench.features import cache_disabled
-    from iadbench.model import load_model
+    from iadbench.model import open_model
 
     torch.set_num_threads(args.threads)
     os.environ["IADBENCH_FEATURE_CACHE"] = "0"
@@ -151,9 +152,10 @@ def latency(args: argparse.Namespace) -> None:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start")
     prepared, groups = [], []
     for directory in args.models:  # everything built first, then timed model by model
-        det = load_model(directory).detector
+        model = open_model(directory, "onnx", threads=args.threads)  # what predict and serve use
+        det = model.detector
         test, x, masks, labels = _mvtec_test(args.category, det.input_size)
-        runtimes = {"onnx": open_runtime(det, "onnx", args.threads)}  # what predict and serve use
+        runtimes = {"onnx": model.runtime}
         if det.split_runtime:  # the whole graph as `adbench export` writes it, for comparison
             runtimes["onnx graph"] = OnnxRuntime(graph_bytes(det), threads=args.threads)
         bank = f", bank {det.memory_bank.shape[0]}, search {det.search}" if hasattr(det, "memory_bank") else ""
@@ -214,14 +216,13 @@ def load(args: argparse.Namespace) -> None:
     import psutil
 
     from iadbench.deploy.uploads import bad_uploads, png_of
-    from iadbench.model import load_model, predict_images
-
-    model = load_model(args.model)
-    test, _, _, _ = _mvtec_test(args.category, model.input_size, limit=args.images)
     from iadbench.images import decode_image
+    from iadbench.model import open_model
 
+    model = open_model(args.model, "eager")
+    test, _, _, _ = _mvtec_test(args.category, model.input_size, limit=args.images)
     natives = [decode_image(t.path) for t in test]
-    expected = [r.score for r in predict_images(model, natives)]
+    expected = [r.score for r in model.predict(natives)]
     goods = [png_of(im) for im in natives]
     bads = bad_uploads(goods[0])
     with socket.socket() as s:

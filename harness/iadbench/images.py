@@ -15,11 +15,17 @@ coloured masks drawn in an editor.
 Every failure is an ImageError whose text is ``<path>: <what is wrong>``: missing,
 zero-byte, truncated, corrupt or non-image files, and images over the pixel limit
 (``IADBENCH_MAX_PIXELS``, default 64 megapixels) which guards against decompression
-bombs before any pixel is decoded.
+bombs before any pixel is decoded. Bytes (an upload) are decoded by the same rules
+(``decode_image_bytes``); ImageTooLarge and NotAnImage tell those two failures apart.
+
+One path from pixels to a detector's input: ``prepare_image`` (any uint8 image, resized
+with PIL bilinear) serves dataset files (``load_image``), ``adbench predict`` and the web
+service alike, so an image scores the same whichever way it came in.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -28,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from iadbench.errors import ImageError
+from iadbench.errors import ImageError, InputError
 from iadbench.types import Sample
 
 Size = tuple[int, int]  # (height, width)
@@ -51,6 +57,14 @@ def max_pixels() -> int:
     return limit
 
 
+class ImageTooLarge(ImageError):
+    """Over the pixel limit (a web service answers 413)."""
+
+
+class NotAnImage(ImageError):
+    """No known image format (a web service answers 415)."""
+
+
 def _open(path: Path, decode: bool = True) -> Image.Image:
     """Open ``path`` (header only unless ``decode``), mapping every failure to ImageError."""
     try:
@@ -62,37 +76,42 @@ def _open(path: Path, decode: bool = True) -> Image.Image:
         raise ImageError("file not found", path) from None
     except OSError as exc:
         raise ImageError(f"cannot read ({exc.strerror or exc})", path) from exc
+    return _open_source(path, path, decode, "file", " raise IADBENCH_MAX_PIXELS if it is real")
+
+
+def _open_source(source, where, decode: bool, noun: str, hint: str = "") -> Image.Image:
+    """Open a path or a binary stream; failures are ImageErrors naming ``where``."""
     limit = max_pixels()
     try:
         with warnings.catch_warnings():
             # PIL only warns between its limit and twice it; we refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
             width, height = img.size
             if width * height > limit:
                 img.close()
-                raise ImageError(
+                raise ImageTooLarge(
                     f"image is {width}x{height} = {width * height} pixels, over the limit of "
-                    f"{limit} (a decompression bomb? raise IADBENCH_MAX_PIXELS if it is real)",
-                    path,
+                    f"{limit} (a decompression bomb?{hint})",
+                    where,
                 )
             if width == 0 or height == 0:
-                raise ImageError(f"image has no pixels ({width}x{height})", path)
+                raise ImageError(f"image has no pixels ({width}x{height})", where)
             if decode:
                 img.load()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image is over the pixel limit (decompression bomb?): {exc}", path) from None
+        raise ImageTooLarge(f"image is over the pixel limit (decompression bomb?): {str(exc)[:160]}", where) from None
     except UnidentifiedImageError:
-        raise ImageError("not an image (no known image format)", path) from None
+        raise NotAnImage("not an image (no known image format)", where) from None
     except OSError as exc:
         text = str(exc)
         if "truncated" in text:
-            raise ImageError("truncated image (the file ends early)", path) from None
-        raise ImageError(f"corrupt image ({text})", path) from None
+            raise ImageError(f"truncated image (the {noun} ends early)", where) from None
+        raise ImageError(f"corrupt image ({text[:160]})", where) from None
     except Exception as exc:  # decoders raise SyntaxError, ValueError, struct.error...
-        raise ImageError(f"corrupt image ({type(exc).__name__}: {exc})", path) from None
+        raise ImageError(f"corrupt image ({type(exc).__name__}: {str(exc)[:160]})", where) from None
     return img
 
 
@@ -130,14 +149,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def decode_image(path: str | Path) -> np.ndarray:
-    """The image at its native size as uint8 RGB (H, W, 3)."""
-    path = Path(path)
-    img = _open(path)
+def _rgb_array(img: Image.Image, where) -> np.ndarray:
     try:
         return np.asarray(_to_rgb(img), dtype=np.uint8)
     except Exception as exc:
-        raise ImageError(f"cannot convert image of mode {img.mode} ({exc})", path) from exc
+        raise ImageError(f"cannot convert image of mode {img.mode} ({exc})", where) from exc
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """The image at its native size as uint8 RGB (H, W, 3)."""
+    path = Path(path)
+    return _rgb_array(_open(path), path)
+
+
+def decode_image_bytes(data: bytes, name: str = "upload") -> np.ndarray:
+    """Encoded image bytes (an upload) as uint8 RGB (H, W, 3) at native size, by the
+    same rules as ``decode_image``; errors name ``name``."""
+    if not data:
+        raise ImageError("empty upload (0 bytes)", name)
+    return _rgb_array(_open_source(io.BytesIO(data), name, True, "data"), name)
 
 
 def decode_mask(path: str | Path) -> np.ndarray:
@@ -159,17 +189,30 @@ def decode_mask(path: str | Path) -> np.ndarray:
     return arr > 0
 
 
+def prepare_image(image: np.ndarray, size: Size) -> np.ndarray:
+    """A uint8 image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped) as RGB
+    (size[0], size[1], 3), resized with PIL bilinear: the one resize between any image
+    and a detector's input."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise InputError(f"images must be uint8, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., :3]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise InputError(f"images must be (H, W) or (H, W, 3), got shape {arr.shape}")
+    if arr.shape[:2] == tuple(size):
+        return np.ascontiguousarray(arr)
+    resized = Image.fromarray(np.ascontiguousarray(arr)).resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
 def load_image(path: str | Path, size: Size) -> np.ndarray:
     """The image as uint8 RGB (size[0], size[1], 3)."""
-    path = Path(path)
-    img = _open(path)
-    try:
-        img = _to_rgb(img)
-    except Exception as exc:
-        raise ImageError(f"cannot convert image of mode {img.mode} ({exc})", path) from exc
-    if img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    return prepare_image(decode_image(path), size)
 
 
 def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:

@@ -12,7 +12,8 @@ from iadbench.types import Prediction
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'iadbench[deploy]')")
 
 from iadbench.deploy.export import export_onnx  # noqa: E402
-from iadbench.deploy.runtime import EagerRuntime, OnnxRuntime, SplitOnnxRuntime, open_runtime, resolve_runtime  # noqa: E402
+from iadbench.deploy.opening import open_runtime, resolve_runtime  # noqa: E402
+from iadbench.deploy.runtime import EagerRuntime, OnnxRuntime, SplitOnnxRuntime  # noqa: E402
 from iadbench.plugins import get_registry  # noqa: E402
 from iadbench.precision import float32_predictions  # noqa: E402
 

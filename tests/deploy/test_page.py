@@ -17,9 +17,9 @@ uvicorn = pytest.importorskip("uvicorn", reason="uvicorn not installed (pip inst
 
 from fastapi.responses import HTMLResponse, Response  # noqa: E402
 
-from iadbench.deploy.runtime import EagerRuntime, ModelRunner  # noqa: E402
+from iadbench.deploy.runtime import EagerRuntime  # noqa: E402
 from iadbench.deploy.server import PAGE, create_app  # noqa: E402
-from iadbench.model import FittedModel  # noqa: E402
+from iadbench.model import FittedModel, Model  # noqa: E402
 
 
 def _chromium() -> str | None:
@@ -45,7 +45,7 @@ def test_page_scores_an_upload_in_headless_chromium(padim, mvtec_root, tmp_path)
     bottle = sorted((mvtec_root / "bottle" / "test" / "broken_large").glob("*.png"))[0]
     model = FittedModel(directory=tmp_path, detector=padim, input_size=padim.input_size, threshold=1.0,
                         threshold_rule="test", display_range=(0.0, 3.0), info={})
-    app = create_app(ModelRunner(model, EagerRuntime(padim)))
+    app = create_app(Model.of(model, EagerRuntime(padim.predict, padim.input_size)))
     app.add_api_route("/test-page", lambda: HTMLResponse(PAGE.read_text().replace("</body>", _DRIVE)))
     app.add_api_route("/test-image", lambda: Response(bottle.read_bytes(), media_type="image/png"))
     with socket.socket() as s:

@@ -17,10 +17,11 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip instal
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from iadbench.deploy.runtime import ModelRunner, OnnxRuntime  # noqa: E402
+from iadbench.deploy.runtime import OnnxRuntime  # noqa: E402
 from iadbench.deploy.server import create_app  # noqa: E402
 from iadbench.deploy.uploads import bad_uploads, png_of  # noqa: E402
-from iadbench.model import FittedModel, prepare_image  # noqa: E402
+from iadbench.images import prepare_image  # noqa: E402
+from iadbench.model import FittedModel, Model  # noqa: E402
 
 TOKEN = "s3cret-token"
 
@@ -36,7 +37,7 @@ def model(padim, images):
 
 @pytest.fixture(scope="module")
 def runner(model, graphs):
-    return ModelRunner(model, OnnxRuntime(graphs["padim"], threads=2))
+    return Model.of(model, OnnxRuntime(graphs["padim"], threads=2))
 
 
 def reference_score(model, image: np.ndarray) -> float:

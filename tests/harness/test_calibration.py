@@ -1,5 +1,5 @@
 """How a fit gets its calibration scores: the detector's out-of-fold shortcut, k-fold
-refits or a holdout (runner.cell.choose_calibration / fit_on_split)."""
+refits or a holdout (iadbench.model.fit: choose_calibration / fit_model)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import iadbench.runner.cell as cell_mod
+import iadbench.model.fit as fit_mod
+from iadbench.model.fit import choose_calibration, fit_model
 from iadbench.plugins import get_registry
-from iadbench.runner.cell import choose_calibration, fit_on_split
 from iadbench.seeding import seed_everything
 from iadbench.types import Sample, Split
 
@@ -45,13 +45,13 @@ def split(tmp_path) -> Split:
 
 def _fit(split, tmp_path, calibration):
     seed_everything(0)
-    return fit_on_split(get_registry().detector("pixel_gaussian"), {"input_size": 32, "blur_sigma": 2.0, "min_std": 0.02},
+    return fit_model(get_registry().detector("pixel_gaussian"), {"input_size": 32, "blur_sigma": 2.0, "min_std": 0.02},
                         split, seed=0, holdout_fraction=0.1, threshold_rule="max", threads=1,
                         workdir=tmp_path / calibration, predict_batch=4, calibration=calibration)
 
 
 def test_kfold_with_one_image_a_fold_is_the_exact_leave_one_out(split, tmp_path, monkeypatch):
-    monkeypatch.setattr(cell_mod, "KFOLD", 6)  # six folds of one image: refits without each image
+    monkeypatch.setattr(fit_mod, "KFOLD", 6)  # six folds of one image: refits without each image
     loo = _fit(split, tmp_path, "auto")  # pixel_gaussian's algebraic leave-one-out
     kfold = _fit(split, tmp_path, "kfold")
     assert loo.calibration == "leave-one-out" and kfold.calibration == "6-fold refits"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from iadbench.cli import app, console
+from iadbench.cli.app import app, console
 from iadbench.errors import InputError
 from iadbench.plugins import get_registry
 
@@ -35,34 +35,33 @@ def fit(
     import torch
 
     from iadbench.cli.run import build_plan
-    from iadbench.runner.cell import fit_on_split, save_fitted
+    from iadbench.model.fit import fit_model, fit_options, save_model
     from iadbench.runner.plan import expand
-    from iadbench.seeding import seed_everything
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError("already exists and is not an empty folder; choose another --out", out)
     registry = get_registry()
+    # The plan gives the cell exactly what `adbench run` would (resolved params, checked
+    # settings, the cell key); the dataset it lists categories of is the one fitted on.
     plan = build_plan([detector], [dataset] if dataset else [], [category], [seed], False, data_root,
                       dataset_path, set_, threshold, None if holdout is None else holdout, calibration)
+    opened = {}
 
     def categories_of(entry) -> list[str]:
-        return list(_resolve(registry, entry.name, plan.data_root, entry.path, entry.params).categories())
+        opened[entry.name] = _resolve(registry, entry.name, plan.data_root, entry.path, entry.params)
+        return list(opened[entry.name].categories())
 
     (cell,) = expand(plan, registry, categories_of)
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    seed_everything(cell.seed)
-    split = _resolve(registry, cell.dataset, cell.data_root, cell.dataset_path, cell.dataset_params).split(cell.category)
+    split = opened[cell.dataset].split(cell.category)
     s = cell.settings
     console.print(f"fitting {cell.title} ({len(split.train)} good training images) ...")
     workdir = out.parent / f".{out.name}.work"
     try:
-        fitted = fit_on_split(
-            registry.detector(cell.detector), cell.params, split, seed=cell.seed,
-            holdout_fraction=s["holdout_fraction"], threshold_rule=s["threshold_rule"], threads=threads,
-            workdir=workdir, predict_batch=s["predict_batch"], calibration=s["calibration"],
-        )
-        save_fitted(fitted, out, s["threshold_rule"], {
+        fitted = fit_model(registry.detector(cell.detector), cell.params, split, seed=cell.seed, threads=threads,
+                           workdir=workdir, **fit_options(s))
+        save_model(fitted, out, {
             "detector": cell.detector, "params": cell.params, "dataset": cell.dataset,
             "dataset_version": cell.dataset_version, "category": cell.category, "seed": cell.seed,
             "cell_key": cell.key, "settings": s, "source": "adbench fit",

@@ -13,18 +13,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from iadbench.cli import app, console, err_console
+from iadbench.cli.app import app, console, err_console
 from iadbench.errors import InputError
 from iadbench.images import IMAGE_SUFFIXES
 
 FORMATS = ("table", "json", "csv")
-#: Files and folders that operating systems and tools leave in image folders.
-LITTER = {"__macosx", ".ds_store", "thumbs.db", "desktop.ini", "@eadir", ".trashes", ".spotlight-v100"}
 
 
 def find_images(target: Path) -> list[Path]:
     """``target`` itself, or every image file under it (recursive, sorted), skipping
-    hidden files and folders and OS litter."""
+    hidden files and folders and OS litter (the dataset layouts' rule, layouts.is_litter)."""
+    from iadbench.layouts import is_litter
+
     if target.is_file():
         return [target]
     if not target.is_dir():
@@ -32,7 +32,7 @@ def find_images(target: Path) -> list[Path]:
     found = []
     for path in sorted(target.rglob("*")):
         parts = path.relative_to(target).parts
-        if any(p.startswith(".") or p.lower() in LITTER for p in parts):
+        if any(is_litter(Path(p)) for p in parts):
             continue
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             found.append(path)
@@ -56,15 +56,12 @@ def predict(
 ) -> None:
     """Score images with a fitted model; verdicts use the model's stored threshold."""
     from iadbench.images import decode_image
-    from iadbench.model import load_model
+    from iadbench.model import open_model
     from iadbench.visual import overlay, png_bytes, write_map_png
 
     if fmt not in FORMATS:
         raise InputError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
-    model = load_model(model_dir)
-    from iadbench.deploy.runtime import ModelRunner, check_runtime
-
-    runner = ModelRunner(model, check_runtime(runtime))
+    model = open_model(model_dir, runtime)
     paths = find_images(target)
     if not paths:
         raise InputError("no image files found", target)
@@ -76,7 +73,7 @@ def predict(
         try:
             image = decode_image(path)
             start = time.perf_counter()
-            (result,) = runner.predict([image])
+            (result,) = model.predict([image])
             ms = (time.perf_counter() - start) * 1000.0
             row = {"file": str(path), "score": result.score,
                    "verdict": "defective" if result.anomalous else "good", "ms": ms}

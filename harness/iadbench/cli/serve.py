@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from iadbench.cli import app, err_console
+from iadbench.cli.app import app, err_console
 from iadbench.errors import InputError
 
 
@@ -27,9 +27,8 @@ def serve(
     import torch
     import uvicorn
 
-    from iadbench.deploy.runtime import ModelRunner
     from iadbench.deploy.server import create_app
-    from iadbench.model import load_model
+    from iadbench.model import open_model
 
     if not 0 < port < 65536:
         raise InputError(f"--port must be 1..65535, got {port}")
@@ -37,12 +36,11 @@ def serve(
         raise InputError("--threads and --batch-size must be >= 1, --batch-wait-ms >= 0, --max-body-mb > 0")
     token = token or os.environ.get("IADBENCH_TOKEN") or None
     torch.set_num_threads(threads)
-    model = load_model(model_dir)
-    runner = ModelRunner(model, runtime, threads)
-    web = create_app(runner, token=token, max_body=int(max_body_mb * 1024 * 1024),
+    model = open_model(model_dir, runtime, threads=threads)
+    web = create_app(model, token=token, max_body=int(max_body_mb * 1024 * 1024),
                      batch_size=batch_size, batch_wait_ms=batch_wait_ms)
     err_console.print(
-        f"serving {model.detector.name} from {model_dir} ({runner.runtime_name} runtime) on http://{host}:{port}/"
+        f"serving {model.detector.name} from {model_dir} ({model.runtime_name} runtime) on http://{host}:{port}/"
         + ("; token required" if token else ""), highlight=False,
     )
     uvicorn.run(web, host=host, port=port, log_level="warning")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from iadbench.cli import app, console
+from iadbench.cli.app import app, console
 from iadbench.errors import InputError
 
 #: Budgets listed when no rule is given.

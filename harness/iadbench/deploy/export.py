@@ -7,7 +7,9 @@ the graph runs in onnxruntime on check images and its scores are compared with t
 detector's own ``predict``, in float32 where it could predict in bfloat16: more than
 ``rtol`` relative difference refuses the export (nothing is written, an existing file
 is left as it was). The file is written to a temporary name beside ``out`` and renamed,
-so a reader never sees half a graph.
+so a reader never sees half a graph. ``checked_graph`` is that export and check without
+the file: what the onnx runtime (iadbench.deploy.opening) and the model folder's graph
+cache (iadbench.deploy.graph_cache) build on.
 """
 
 from __future__ import annotations
@@ -17,19 +19,18 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from iadbench.deploy.runtime import FRONT_OUTPUT, INPUT, OUTPUTS, OnnxRuntime, SplitOnnxRuntime
 from iadbench.detector import Detector
 from iadbench.errors import InputError
 
 OPSET = 17
-INPUT, OUTPUTS = "images", ("score", "map")
-FRONT_OUTPUT = "features"  # the split runtime's front graph (Detector.export_front)
 
 
 @dataclass
@@ -37,6 +38,24 @@ class ExportCheck:
     images: int
     max_score_rel_diff: float
     max_map_rel_diff: float  # of the eager map's largest value
+
+    def passes(self, rtol: float) -> bool:
+        return self.max_score_rel_diff <= rtol  # also refuses NaN
+
+    def refusal(self, rtol: float) -> str:
+        return (f"onnxruntime scores differ from eager by {self.max_score_rel_diff:.2e} relative "
+                f"(limit {rtol:g}) on {self.images} check images")
+
+
+class ExportRefused(InputError):
+    """A graph whose scores differ from the detector's eager ones by more than allowed."""
+
+
+@dataclass
+class CheckedGraph:
+    graph: bytes  # serialised ONNX, without metadata
+    runtime: Any  # the OnnxRuntime or SplitOnnxRuntime it was checked through
+    check: ExportCheck
 
 
 def graph_bytes(detector: Detector, front: bool = False) -> bytes:
@@ -86,10 +105,18 @@ def check_images(size: tuple[int, int], n: int = 3, seed: int = 0) -> np.ndarray
     return out
 
 
+def graph_runtime(detector: Detector, graph: str | Path | bytes, front: bool = False, threads: int = 2):
+    """A runtime over ``detector``'s graph: OnnxRuntime, or with ``front`` a SplitOnnxRuntime
+    finishing in ``detector.predict_from_front``."""
+    if not front:
+        return OnnxRuntime(graph, threads=threads)
+    return SplitOnnxRuntime(graph, detector.predict_from_front, detector.input_size, threads=threads,
+                            detail=f"front graph in onnxruntime, the rest in Python ({type(detector).__name__}.predict_from_front)")
+
+
 def compare(detector: Detector, onnx_model, images: np.ndarray, threads: int = 2) -> ExportCheck:
     """Scores and maps of ``onnx_model`` (serialised graph bytes, or an open runtime)
     against the detector's eager ``predict`` on ``images``."""
-    from iadbench.deploy.runtime import OnnxRuntime
     from iadbench.precision import float32_predictions
 
     with float32_predictions(detector):  # the graph is float32 (iadbench.precision)
@@ -104,6 +131,44 @@ def compare(detector: Detector, onnx_model, images: np.ndarray, threads: int = 2
     )
 
 
+def checked_graph(detector: Detector, front: bool = False, rtol: float = 1e-3, threads: int = 2,
+                  images: np.ndarray | None = None) -> CheckedGraph:
+    """``detector``'s graph (its front graph with ``front``), run in onnxruntime on check
+    images (``images``, default ``check_images``) against eager; ExportRefused past ``rtol``."""
+    graph = graph_bytes(detector, front=front)
+    runtime = graph_runtime(detector, graph, front, threads)
+    check = compare(detector, runtime, check_images(detector.input_size) if images is None else images, threads)
+    if not check.passes(rtol):
+        raise ExportRefused(check.refusal(rtol))
+    return CheckedGraph(graph, runtime, check)
+
+
+def export_metadata(detector: Detector, check: ExportCheck | None = None) -> dict[str, Any]:
+    """What every written graph says about itself (read back as OnnxRuntime.metadata)."""
+    return {"detector": detector.name, "params": detector.params, "input_size": list(detector.input_size),
+            **({"check": asdict(check)} if check is not None else {})}
+
+
+def check_out_path(out: Path) -> None:
+    if out.is_dir():
+        raise InputError("is a folder; give the .onnx file to write", out)
+    if not out.parent.is_dir():
+        raise InputError("folder does not exist", out.parent)
+
+
+def write_graph(out: Path, graph: bytes) -> None:
+    """``graph`` to ``out`` through a temporary file beside it and a rename: a reader
+    sees the old file or the new one, never half a graph."""
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(graph)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def export_onnx(
     detector: Detector,
     out: str | Path,
@@ -114,34 +179,18 @@ def export_onnx(
 ) -> ExportCheck:
     """Write ``detector``'s graph to ``out`` once its scores match eager within ``rtol``."""
     out = Path(out)
-    if out.is_dir():
-        raise InputError("is a folder; give the .onnx file to write", out)
-    if not out.parent.is_dir():
-        raise InputError("folder does not exist", out.parent)
-    model = graph_bytes(detector)
-    if images is None:
-        images = check_images(detector.input_size)
-    check = compare(detector, model, images, threads)
-    if not check.max_score_rel_diff <= rtol:  # also refuses NaN
-        raise InputError(
-            f"export refused: onnxruntime scores differ from eager by {check.max_score_rel_diff:.2e} "
-            f"relative (limit {rtol:g}) on {check.images} check images; nothing written", out
-        )
-    model = with_metadata(model, {"detector": detector.name, "params": detector.params,
-                                  "input_size": list(detector.input_size), **(metadata or {})})
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    check_out_path(out)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return check
+        built = checked_graph(detector, rtol=rtol, threads=threads, images=images)
+    except ExportRefused as exc:
+        raise InputError(f"export refused: {exc}; nothing written", out) from None
+    write_graph(out, with_metadata(built.graph, {**export_metadata(detector, built.check), **(metadata or {})}))
+    return built.check
 
 
 def with_metadata(model: bytes, meta: dict[str, Any]) -> bytes:
-    """The graph with ``meta`` as JSON strings in its metadata_props (read by OnnxRuntime)."""
+    """The graph with ``meta`` (and nothing else) as JSON strings in its metadata_props
+    (read back by OnnxRuntime.metadata, or ``read_metadata``)."""
     import onnx
 
     proto = onnx.load_from_string(model)
@@ -150,3 +199,17 @@ def with_metadata(model: bytes, meta: dict[str, Any]) -> bytes:
         entry = proto.metadata_props.add()
         entry.key, entry.value = f"iadbench.{key}", json.dumps(value, sort_keys=True, default=str)
     return proto.SerializeToString()
+
+
+def read_metadata(model: bytes) -> dict[str, Any]:
+    """A serialised graph's ``iadbench.*`` metadata, decoded (no session needed)."""
+    import onnx
+
+    out = {}
+    for entry in onnx.load_from_string(model).metadata_props:
+        if entry.key.startswith("iadbench."):
+            try:
+                out[entry.key.removeprefix("iadbench.")] = json.loads(entry.value)
+            except ValueError:
+                out[entry.key.removeprefix("iadbench.")] = entry.value
+    return out

@@ -1,26 +1,31 @@
-"""Inference runtimes: where a fitted model is used, the same call runs either the
-detector's eager PyTorch ``predict`` or its exported graph in onnxruntime.
+"""Inference runtimes: one call, ``predict(images) -> Prediction`` on a uint8 batch
+(N, H, W, 3) at the model's input size, over whichever predictor a runtime wraps:
 
-``open_runtime(detector, "auto" | "eager" | "onnx")``: ``auto`` is onnx where the
-detector exports (and onnxruntime is installed), else eager. The onnx runtime of a
-model folder exports the graph in memory (checked against eager, as ``adbench
-export`` does) rather than writing beside the model.
+- EagerRuntime: a Python predict function (a detector's own ``predict`` in PyTorch);
+- OnnxRuntime: an exported graph in onnxruntime;
+- SplitOnnxRuntime: a front graph in onnxruntime, its output finished by a Python
+  function (a detector's ``predict_from_front``).
+
+The runtimes know nothing of detectors or export: ``iadbench.deploy.opening`` builds
+one for a fitted detector, and ``iadbench.deploy.export`` checks graphs through them.
 """
 
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from iadbench.detector import Detector
 from iadbench.errors import InputError
 from iadbench.types import Prediction
 
 RUNTIMES = ("auto", "eager", "onnx")
+#: The names of an iadbench graph's input and outputs, and of a front graph's output.
+INPUT, OUTPUTS = "images", ("score", "map")
+FRONT_OUTPUT = "features"
 
 
 def onnxruntime_available() -> bool:
@@ -31,19 +36,28 @@ def onnxruntime_available() -> bool:
     return True
 
 
+def check_runtime(runtime: str) -> str:
+    runtime = str(runtime).strip().lower()
+    if runtime not in RUNTIMES:
+        raise InputError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
+
+
 class EagerRuntime:
+    """A Python predict function (uint8 batch at ``input_size`` -> Prediction) as a runtime."""
+
     name = "eager"
     detail = "the detector's own predict in PyTorch"
 
-    def __init__(self, detector: Detector):
-        self.detector = detector
-        self.input_size = tuple(detector.input_size)
+    def __init__(self, predict: Callable[[np.ndarray], Prediction], input_size: tuple[int, int]):
+        self._predict = predict
+        self.input_size = (int(input_size[0]), int(input_size[1]))
 
     def predict(self, images: np.ndarray) -> Prediction:
-        return self.detector.predict(images)
+        return self._predict(images)
 
 
-def _session(model: str | Path | bytes, threads: int):
+def onnx_session(model: str | Path | bytes, threads: int):
     """An onnxruntime CPU session over a graph file or serialised bytes, one-line errors."""
     try:
         import onnxruntime as ort
@@ -90,143 +104,63 @@ class OnnxRuntime:
     detail = "whole graph in onnxruntime"
 
     def __init__(self, model: str | Path | bytes, threads: int = 2, max_batch: int = 8):
-        self.session = _session(model, threads)
+        self.session = onnx_session(model, threads)
         inp = self.session.get_inputs()[0]
         outs = [o.name for o in self.session.get_outputs()]
-        if inp.type != "tensor(uint8)" or len(inp.shape) != 4 or outs[:2] != ["score", "map"]:
+        if inp.type != "tensor(uint8)" or len(inp.shape) != 4 or outs[:2] != list(OUTPUTS):
             raise InputError("not an iadbench graph (want uint8 images (N, H, W, 3) -> score, map)",
                              "<memory>" if isinstance(model, bytes) else model)
         self.input_name = inp.name
         self.input_size = (int(inp.shape[1]), int(inp.shape[2]))
         self.threads, self.max_batch = int(threads), max(1, int(max_batch))
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata: dict[str, Any] = {
-            k.removeprefix("iadbench."): json.loads(v) for k, v in meta.items() if k.startswith("iadbench.")
-        }
+        self.metadata: dict[str, Any] = _metadata(self.session)
 
     def predict(self, images: np.ndarray) -> Prediction:
         # bounded memory: PatchCore's graph holds N x P x bank distances
         return _in_batches(images, self.input_size, self.max_batch, self._predict_batch)
 
     def _predict_batch(self, images: np.ndarray) -> Prediction:
-        score, amap = self.session.run(["score", "map"], {self.input_name: images})
+        score, amap = self.session.run(list(OUTPUTS), {self.input_name: images})
         return Prediction(scores=score, maps=amap)
 
 
 class SplitOnnxRuntime:
-    """The detector's front graph (``Detector.export_front``: backbone and embedding) in
-    onnxruntime, the rest (``predict_from_front``: e.g. PatchCore's faiss search) in
-    Python: for detectors whose scoring has a step no ONNX operator does."""
+    """A front graph (uint8 images -> ``features``, e.g. a detector's backbone and
+    embedding) in onnxruntime, its output handed to ``finish`` in Python (e.g.
+    PatchCore's faiss search): for scoring with a step no ONNX operator does."""
 
     name = "onnx"
 
-    def __init__(self, detector: Detector, front: bytes, threads: int = 2, max_batch: int = 8):
-        from iadbench.deploy.export import FRONT_OUTPUT
-
-        self.detector = detector
-        self.session = _session(front, threads)
+    def __init__(self, front: str | Path | bytes, finish: Callable[[np.ndarray], Prediction],
+                 input_size: tuple[int, int], threads: int = 2, max_batch: int = 8,
+                 detail: str = "front graph in onnxruntime, the rest in Python"):
+        self.session = onnx_session(front, threads)
         inp = self.session.get_inputs()[0]
         if inp.type != "tensor(uint8)" or [o.name for o in self.session.get_outputs()] != [FRONT_OUTPUT]:
-            raise InputError(f"not a front graph of '{detector.name}' (want uint8 images -> {FRONT_OUTPUT})")
-        self.input_name, self.output = inp.name, FRONT_OUTPUT
-        self.input_size = tuple(detector.input_size)
+            raise InputError(f"not a front graph (want uint8 images -> {FRONT_OUTPUT})",
+                             "<memory>" if isinstance(front, bytes) else front)
+        self.input_name, self.output, self.finish = inp.name, FRONT_OUTPUT, finish
+        self.input_size = (int(input_size[0]), int(input_size[1]))
         self.threads, self.max_batch = int(threads), max(1, int(max_batch))
-        self.detail = f"front graph in onnxruntime, the rest in Python ({type(detector).__name__}.predict_from_front)"
+        self.detail = detail
+        self.metadata: dict[str, Any] = _metadata(self.session)
 
     def predict(self, images: np.ndarray) -> Prediction:
         return _in_batches(images, self.input_size, self.max_batch, self._predict_batch)
 
     def _predict_batch(self, images: np.ndarray) -> Prediction:
         (front,) = self.session.run([self.output], {self.input_name: images})
-        return self.detector.predict_from_front(front)
+        return self.finish(front)
 
 
-def check_runtime(runtime: str) -> str:
-    runtime = str(runtime).strip().lower()
-    if runtime not in RUNTIMES:
-        raise InputError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    return runtime
-
-
-def resolve_runtime(detector: Detector, runtime: str = "auto") -> str:
-    """``auto`` -> onnx where the detector exports and onnxruntime is installed, else eager
-    (eager too where the detector predicts in bfloat16: iadbench.precision);
-    an explicit ``onnx`` for a detector that cannot export is an error naming why."""
-    runtime = check_runtime(runtime)
-    exports = detector.exportable or detector.split_runtime
-    if runtime == "auto":
-        if detector.predict_precision == "bf16":
-            # Its eager path runs in bfloat16, the graph in float32: eager is the faster
-            # one (efficientad at 256 px: ~60 against ~190 ms an image on 2 cores).
-            return "eager"
-        return "onnx" if exports and onnxruntime_available() else "eager"
-    if runtime == "onnx" and not exports:
-        raise InputError(f"--runtime onnx: detector '{detector.name}' cannot be exported (no export graph); use eager")
-    return runtime
-
-
-def open_runtime(detector: Detector, runtime: str = "auto", threads: int = 2, rtol: float = 1e-3):
-    """An EagerRuntime, or an onnx one (the graph exported in memory and checked against
-    eager) for ``detector``: OnnxRuntime over the whole graph, or SplitOnnxRuntime where
-    the detector asks for it (``Detector.split_runtime``)."""
-    chosen = resolve_runtime(detector, runtime)
-    if chosen == "eager":
-        return EagerRuntime(detector)
-    from iadbench.deploy.export import check_images, compare, graph_bytes
-
-    t = time.perf_counter()
-    if detector.split_runtime:
-        rt = SplitOnnxRuntime(detector, graph_bytes(detector, front=True), threads=threads)
-    else:
-        rt = OnnxRuntime(graph_bytes(detector), threads=threads)
-    check = compare(detector, rt, check_images(detector.input_size, n=2), threads)
-    if not check.max_score_rel_diff <= rtol:
-        raise InputError(f"onnx runtime refused: graph scores differ from eager by {check.max_score_rel_diff:.2e} relative")
-    rt.export_s = time.perf_counter() - t
-    return rt
-
-
-def open_backbone(detector: Detector, threads: int = 2):
-    """The detector's backbone trunk alone (normalisation and the stages up to its deepest
-    layer) in onnxruntime: a callable on uint8 (N, H, W, 3) batches, the onnx twin of
-    ``Detector.backbone_forward`` for cost tables. Needs a ``BackboneMixin`` detector."""
-    from iadbench.deploy.export import INPUT, onnx_bytes
-    from iadbench.deploy.graph import TrunkFeatures, TrunkOutputs
-
-    if getattr(detector, "extractor", None) is None or not getattr(detector, "layers", None):
-        raise InputError(f"detector '{detector.name}' has no backbone extractor to export")
-    trunk = TrunkFeatures(detector.extractor, detector.layers, detector.input_size).eval()
-    session = _session(onnx_bytes(TrunkOutputs(trunk).eval(), detector.input_size), threads)
-    return lambda images: session.run(None, {INPUT: np.ascontiguousarray(images)})
-
-
-class _RuntimePredictor:
-    """Stands in for a model's detector where only ``predict`` is used (model.predict_images)."""
-
-    def __init__(self, runtime, detector: Detector):
-        self.runtime, self.name, self.input_size = runtime, detector.name, tuple(detector.input_size)
-
-    def predict(self, images: np.ndarray) -> Prediction:
-        return self.runtime.predict(images)
-
-
-class ModelRunner:
-    """A model folder (iadbench.model.FittedModel) scored through a chosen runtime:
-    images of any size in, ``ImageResult``s out, exactly as ``predict_images`` does."""
-
-    def __init__(self, model, runtime="auto", threads: int = 2):
-        """``runtime``: a name (RUNTIMES) or an already open EagerRuntime / OnnxRuntime."""
-        import dataclasses
-
-        self.model = model
-        self.runtime = open_runtime(model.detector, runtime, threads) if isinstance(runtime, str) else runtime
-        self._bound = dataclasses.replace(model, detector=_RuntimePredictor(self.runtime, model.detector))
-
-    @property
-    def runtime_name(self) -> str:
-        return self.runtime.name
-
-    def predict(self, images: list[np.ndarray], batch: int = 16):
-        from iadbench.model import predict_images
-
-        return predict_images(self._bound, images, batch=batch)
+def _metadata(session) -> dict[str, Any]:
+    """A graph's ``iadbench.*`` metadata (iadbench.deploy.export.with_metadata), decoded."""
+    meta = session.get_modelmeta().custom_metadata_map
+    out = {}
+    for key, value in meta.items():
+        if key.startswith("iadbench."):
+            try:
+                out[key.removeprefix("iadbench.")] = json.loads(value)
+            except ValueError:
+                out[key.removeprefix("iadbench.")] = value
+    return out

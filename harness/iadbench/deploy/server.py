@@ -22,18 +22,15 @@ A full queue answers 503.
 
 import asyncio
 import base64
-import io
 import math
 import secrets
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from iadbench.deploy.runtime import ModelRunner
 from iadbench.visual.png import Z_RLE
 
 PAGE = Path(__file__).with_name("page.html")
@@ -52,38 +49,20 @@ class UploadError(Exception):
 
 
 def decode_upload(data: bytes, name: str = "upload") -> np.ndarray:
-    """Upload bytes -> uint8 RGB (H, W, 3) at native size, decoded exactly as
-    ``iadbench.images.decode_image`` decodes a file (so scores equal ``adbench predict``'s)."""
-    from PIL import Image, UnidentifiedImageError
+    """Upload bytes -> uint8 RGB (H, W, 3) at native size, decoded by
+    ``iadbench.images.decode_image_bytes`` (the rules a file gets, so scores equal
+    ``adbench predict``'s); its errors become the status a client should see."""
+    from iadbench.errors import ImageError
+    from iadbench.images import ImageTooLarge, NotAnImage, decode_image_bytes
 
-    from iadbench.images import _to_rgb, max_pixels
-
-    if not data:
-        raise UploadError(422, f"{name}: empty upload (0 bytes)")
-    limit = max_pixels()  # create_app checked it parses
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > limit:
-                raise UploadError(413, f"{name}: image is {w}x{h} = {w * h} pixels, over the limit of {limit} (decompression bomb?)")
-            if w == 0 or h == 0:
-                raise UploadError(422, f"{name}: image has no pixels ({w}x{h})")
-            img.load()
-            return np.asarray(_to_rgb(img), dtype=np.uint8)
-    except UploadError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError(413, f"{name}: image is over the pixel limit (decompression bomb?)") from None
-    except UnidentifiedImageError:
-        raise UploadError(415, f"{name}: not an image (no known image format)") from None
-    except OSError as exc:
-        if "truncated" in str(exc):
-            raise UploadError(422, f"{name}: truncated image (the data ends early)") from None
-        raise UploadError(422, f"{name}: corrupt image ({str(exc)[:160]})") from None
-    except Exception as exc:  # decoders raise SyntaxError, ValueError, struct.error...
-        raise UploadError(422, f"{name}: corrupt image ({type(exc).__name__}: {str(exc)[:160]})") from None
+        return decode_image_bytes(data, name)
+    except ImageTooLarge as exc:
+        raise UploadError(413, str(exc)) from None
+    except NotAnImage as exc:
+        raise UploadError(415, str(exc)) from None
+    except ImageError as exc:
+        raise UploadError(422, str(exc)) from None
 
 
 @dataclass
@@ -95,8 +74,8 @@ class _Job:
 class MicroBatcher:
     """One worker thread scoring queued images in batches (see the module doc)."""
 
-    def __init__(self, runner: ModelRunner, batch_size: int = 8, batch_wait_ms: float = 5.0, queue_size: int = 256):
-        self.runner, self.batch_size, self.wait = runner, max(1, int(batch_size)), max(0.0, batch_wait_ms) / 1000.0
+    def __init__(self, model, batch_size: int = 8, batch_wait_ms: float = 5.0, queue_size: int = 256):
+        self.model, self.batch_size, self.wait = model, max(1, int(batch_size)), max(0.0, batch_wait_ms) / 1000.0
         self.queue: asyncio.Queue[_Job] | None = None
         self.queue_size = queue_size
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iadbench-score")
@@ -144,7 +123,7 @@ class MicroBatcher:
                     break
             self.batches.append(len(batch))
             try:
-                results = await loop.run_in_executor(self.pool, self.runner.predict, [j.image for j in batch], len(batch))
+                results = await loop.run_in_executor(self.pool, self.model.predict, [j.image for j in batch], len(batch))
             except Exception as exc:  # noqa: BLE001 - handed to each waiting request
                 for job in batch:
                     if not job.future.done():
@@ -207,13 +186,14 @@ async def _reject(send, status: int, detail: str) -> None:
 
 
 def create_app(
-    runner: ModelRunner,
+    model,
     token: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     batch_size: int = 8,
     batch_wait_ms: float = 5.0,
 ):
-    """The FastAPI app serving ``runner`` (a model folder bound to a runtime)."""
+    """The FastAPI app serving ``model`` (iadbench.model.Model: a model folder with its
+    runtime, as ``open_model`` gives it)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -223,8 +203,7 @@ def create_app(
     from iadbench.visual import overlay, png_bytes
 
     max_pixels()  # a malformed IADBENCH_MAX_PIXELS fails here, at start, not per request
-    model = runner.model
-    batcher = MicroBatcher(runner, batch_size, batch_wait_ms)
+    batcher = MicroBatcher(model, batch_size, batch_wait_ms)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -246,7 +225,7 @@ def create_app(
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "runtime": runner.runtime_name, "batches": len(batcher.batches)}
+        return {"status": "ok", "runtime": model.runtime_name, "batches": len(batcher.batches)}
 
     @app.get("/model")
     async def model_info(request: Request):
@@ -258,8 +237,8 @@ def create_app(
             "threshold": model.threshold if math.isfinite(model.threshold) else None,
             "threshold_rule": model.threshold_rule,
             "input_size": list(model.input_size),
-            "runtime": runner.runtime_name,
-            "runtime_detail": getattr(runner.runtime, "detail", None),
+            "runtime": model.runtime_name,
+            "runtime_detail": getattr(model.runtime, "detail", None),
             "token_required": bool(token),
         }
 

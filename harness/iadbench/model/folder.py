@@ -1,4 +1,4 @@
-"""The model folder: a fitted detector plus what using it needs.
+"""The model folder's format: a fitted detector plus what using it needs.
 
 One format serves ``adbench fit --out DIR``, a run cell's ``cells/<key>/model`` and
 everything downstream (predict, export, serve)::
@@ -7,6 +7,9 @@ everything downstream (predict, export, serve)::
     model.safetensors
     model.json          threshold and its rule, pixel threshold, display range, info,
                         and the calibration scores they were fixed on
+    model.onnx          optional, written on first use: the checked ONNX graph (or
+    front.onnx          the split runtime's front graph) cached by
+                        iadbench.deploy.graph_cache; rebuilt when stale
 
 The threshold is on raw image scores, fixed on good training images' calibration
 scores: each image scored by a model that did not fit it (out of fold, or held out
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +58,16 @@ class FittedModel:
     # before calibration scores were kept
     calibration: dict[str, Any] | None = None
 
+    @property
+    def calibration_scores(self) -> np.ndarray:
+        """The good training images' calibration scores the threshold was fixed on
+        (empty for folders written before they were kept)."""
+        return np.asarray((self.calibration or {}).get("scores") or [], dtype=np.float64)
 
-@dataclass
-class ImageResult:
-    """One image's outcome: raw score, verdict at the stored threshold, and the raw
-    anomaly map at the image's own size (``map``) and at the detector's (``map_input``)."""
-
-    score: float
-    anomalous: bool
-    map: np.ndarray
-    map_input: np.ndarray = field(repr=False)
+    @property
+    def threshold_note(self) -> str | None:
+        """Why no threshold could be fixed, when none could."""
+        return self.info.get("threshold_note")
 
 
 #: Maps the display range's lower percentile is taken over (evenly spaced): hundreds of
@@ -149,12 +152,7 @@ def load_model(directory: str | Path) -> FittedModel:
     for name in (CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE):
         if not (directory / name).is_file():
             raise bad(f"missing {name}")
-    try:
-        body = json.loads((directory / MODEL_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise bad(f"unreadable {MODEL_FILE} ({exc})") from None
-    if not isinstance(body, dict) or body.get("format") != MODEL_FORMAT:
-        raise bad(f"{MODEL_FILE} has an unsupported format")
+    body = read_model_json(directory)
     try:
         detector = load_detector(directory)
     except InputError as exc:
@@ -177,51 +175,6 @@ def load_model(directory: str | Path) -> FittedModel:
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise bad(f"{MODEL_FILE} lacks or mangles a field ({type(exc).__name__}: {exc})") from None
     return model
-
-
-def prepare_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An (H, W), (H, W, 1|3|4) uint8 image as (size, 3) RGB uint8, resized the way the
-    harness resizes dataset images (PIL bilinear)."""
-    from PIL import Image
-
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"images must be uint8, got {arr.dtype}")
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[..., :3]
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"images must be (H, W) or (H, W, 3), got shape {arr.shape}")
-    if arr.shape[:2] == tuple(size):
-        return np.ascontiguousarray(arr)
-    return np.asarray(Image.fromarray(arr).resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
-
-
-def predict_images(model: FittedModel, images_uint8_list: list[np.ndarray], batch: int = 8) -> list[ImageResult]:
-    """Score images of any size: each is resized to the detector's input, scored, and
-    its map resized back (bilinear) to the image's own size."""
-    from iadbench.visual.overlay import resize_map
-
-    size = tuple(model.input_size)
-    results: list[ImageResult] = []
-    for start in range(0, len(images_uint8_list), batch):
-        chunk = images_uint8_list[start : start + batch]
-        stacked = np.stack([prepare_image(im, size) for im in chunk])
-        pred = model.detector.predict(stacked)
-        for im, score, amap in zip(chunk, pred.scores, pred.maps):
-            own = np.asarray(im).shape[:2]
-            results.append(
-                ImageResult(
-                    score=float(score),
-                    anomalous=bool(math.isfinite(model.threshold) and score > model.threshold),
-                    map=resize_map(amap, own),
-                    map_input=np.asarray(amap, dtype=np.float32),
-                )
-            )
-    return results
 
 
 def _strip_path(message: str, directory: Path) -> str:
