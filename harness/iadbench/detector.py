@@ -7,6 +7,8 @@ pickle) and loads back through the registry by name.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -17,12 +19,21 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from iadbench.capabilities import STUB_MARK
 from iadbench.errors import InputError
 from iadbench.types import Prediction
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ARTIFACT_FORMAT = 1
+
+
+
+def optional(method):
+    """Marks a placeholder of the base class: a detector that does not override it lacks
+    that ability (iadbench.capabilities reads the mark)."""
+    setattr(method, STUB_MARK, True)
+    return method
 
 
 @dataclass
@@ -44,6 +55,15 @@ class Detector(ABC):
 
     Images arrive as uint8 RGB arrays of shape (N, H, W, 3) already resized to
     ``input_size``; maps must come back at that size.
+
+    The constructor's signature declares the detector's parameters (names, defaults,
+    type annotations; iadbench.params). The base records the arguments each instance
+    was built with, defaults applied, as ``self.params`` (saved in config.json, from
+    which ``factory(**params)`` rebuilds it): a subclass need not pass them on to
+    ``super().__init__``. A constructor that resolves a default (say ``layers=None`` to
+    the backbone's stages) may ``self.params.update(layers=layers)``, so a saved model
+    keeps the value it was fitted with should the default change. Optional abilities
+    are the protocols of iadbench.capabilities.
     """
 
     #: Registered name; set by the plugin (used to load artifacts back).
@@ -62,16 +82,34 @@ class Detector(ABC):
     out_of_fold: str | None = None
     #: True where refitting is cheap enough (seconds on a small training set) for the
     #: harness to calibrate a small training set by k-fold refits instead of holding
-    #: out the few images a tail fit would then lack (``runner.cell.choose_calibration``).
+    #: out the few images a tail fit would then lack (``iadbench.model.fit.choose_calibration``).
     calibration_refits: bool = False
+    #: Set by ``fit`` of detectors trained by gradient steps: what training did,
+    #: {"steps": N, "epochs": E} (either may be missing). The record puts it beside the
+    #: spec's ``published_training`` length; None: one-pass detectors, or not fitted.
+    training_done: dict[str, Any] | None = None
+    #: Relative difference two fits with one seed may show in their scores (the
+    #: conformance kit, iadbench.testing): 0 for bit-identical refits; raise it where
+    #: e.g. a threaded reduction is not reproducible to the last bit.
+    determinism_rtol: float = 1e-5
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_records_params", False):
+            cls.__init__ = _recording(init)  # type: ignore[method-assign]
 
     def __init__(self, **params: Any):
-        self.params = dict(params)
+        # Explicit params (the style before the base recorded them) still win; a bare
+        # ``super().__init__()`` keeps what the subclass's constructor call recorded.
+        if params or "params" not in self.__dict__:
+            self.params = dict(params)
 
     @abstractmethod
     def fit(self, images: np.ndarray, ctx: FitContext) -> None:
         """Learn from good images only."""
 
+    @optional
     def fit_out_of_fold(self, images: np.ndarray, ctx: FitContext) -> Prediction:
         """Optional (set ``out_of_fold`` when implemented): fit on all ``images`` exactly
         as ``fit`` does, and return for every image the prediction that a model fitted
@@ -84,6 +122,7 @@ class Detector(ABC):
     def predict(self, images: np.ndarray) -> Prediction:
         """Score images: raw image scores and per-pixel anomaly maps."""
 
+    @optional
     def backbone_forward(self, images: np.ndarray) -> None:  # noqa: B027 - optional hook
         """Run the pretrained backbone alone (no cache), for the cost table.
 
@@ -93,8 +132,11 @@ class Detector(ABC):
 
     @property
     def has_backbone(self) -> bool:
-        return type(self).backbone_forward is not Detector.backbone_forward
+        from iadbench.capabilities import overrides
 
+        return overrides(self, "backbone_forward")
+
+    @optional
     def export_module(self) -> torch.nn.Module:
         """Optional: the fitted inference as one traceable module, uint8 (N, H, W, 3) at
         ``input_size`` -> (score (N,), map (N, H, W)), for ONNX export (iadbench.deploy).
@@ -103,8 +145,11 @@ class Detector(ABC):
 
     @property
     def exportable(self) -> bool:
-        return type(self).export_module is not Detector.export_module
+        from iadbench.capabilities import Exportable, implements
 
+        return implements(self, Exportable)
+
+    @optional
     def export_front(self) -> torch.nn.Module:
         """Optional, for detectors whose scoring needs more than a graph holds (e.g. an
         approximate nearest-neighbour index): the traceable front, uint8 (N, H, W, 3) ->
@@ -113,6 +158,7 @@ class Detector(ABC):
         ``split_runtime`` is true."""
         raise NotImplementedError(f"detector '{self.name}' has no front graph")
 
+    @optional
     def predict_from_front(self, front: np.ndarray) -> Prediction:
         """The rest of ``predict`` from the front graph's output (see ``export_front``)."""
         raise NotImplementedError(f"detector '{self.name}' has no front graph")
@@ -152,8 +198,48 @@ class Detector(ABC):
             "input_size": list(self.input_size),
             "extra": self.extra_config(),
         }
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=_plain))
         return directory
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what a caller may pass a constructor directly: numpy scalars, paths."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable (a detector param must be)")
+
+
+def _recording(init: Any) -> Any:
+    """``init`` that first records the arguments of the call as ``self.params``, with
+    defaults applied and ``**kwargs`` spread, unless an outer constructor of the same
+    instance (a subclass's) recorded its own already."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def recording_init(self: Detector, *args: Any, **kwargs: Any) -> None:
+        if "params" not in self.__dict__:
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:
+                pass  # the constructor itself raises the clear error just below
+            else:
+                bound.apply_defaults()
+                params: dict[str, Any] = {}
+                for i, (name, value) in enumerate(bound.arguments.items()):
+                    kind = signature.parameters[name].kind
+                    if i == 0 or kind is inspect.Parameter.VAR_POSITIONAL:
+                        continue  # self; extra positionals name no param
+                    if kind is inspect.Parameter.VAR_KEYWORD:
+                        params.update(value)
+                    else:
+                        params[name] = value
+                self.params = params
+        init(self, *args, **kwargs)
+
+    recording_init._records_params = True  # type: ignore[attr-defined]
+    return recording_init
 
 
 def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -16,6 +16,18 @@ from iadbench_anomalib.catalog import MODELS, ModelEntry
 #: Bumped when the adapter changes what a detector computes.
 ADAPTER_VERSION = "1"
 INSTALL_HINT = "pip install 'iadbench[anomalib]'"
+#: anomalib's names for a model's backbone (most models; its ViT models; UniNet's
+#: teacher) and the adapter's for a local backbone weights file.
+BACKBONE_KEYS = ("backbone", "encoder_name", "teacher_backbone")
+BACKBONE_WEIGHTS = "backbone_weights"
+
+
+def backbone_params(entry: ModelEntry) -> tuple[str | None, str | None]:
+    """The (backbone, weights) params a model declares, for DetectorSpec."""
+    if not entry.backbone:
+        return None, None
+    name = next((k for k in BACKBONE_KEYS if k in entry.params), None)
+    return name, BACKBONE_WEIGHTS if name and BACKBONE_WEIGHTS in entry.params else None
 
 
 def missing_reason() -> str | None:
@@ -58,11 +70,14 @@ def register_detectors(register):
     anomalib_version = "missing" if missing else _anomalib_version()
     for entry in MODELS:
         reason = missing or entry.blocked_reason(entry.params)
+        backbone_param, weights_param = backbone_params(entry)
         register(
             DetectorSpec(
                 name=f"anomalib.{entry.key}",
-                factory=_factory(entry, missing),
+                factory=_factory(entry, missing),  # takes **params: these are the declared ones
                 params=dict(entry.params),
+                backbone_param=backbone_param,
+                weights_param=weights_param,
                 description=entry.description,
                 version=f"{ADAPTER_VERSION}+anomalib{anomalib_version}",
                 available=reason is None,

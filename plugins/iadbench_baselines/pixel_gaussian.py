@@ -30,7 +30,6 @@ class PixelGaussian(Detector):
     out_of_fold = "leave-one-out"
 
     def __init__(self, input_size: int = 128, blur_sigma: float = 2.0, min_std: float = 0.02):
-        super().__init__(input_size=input_size, blur_sigma=blur_sigma, min_std=min_std)
         self.input_size = (input_size, input_size)
         self.blur_sigma = blur_sigma
         self.min_std = min_std

@@ -116,10 +116,6 @@ class ConvAE(Detector):
         if float(lr) <= 0:
             raise InputError(f"conv_ae: lr must be > 0, got {lr}")
         self.precision = resolve_precision(precision, "conv_ae")
-        super().__init__(
-            input_size=int(input_size), latent=int(latent), epochs=int(epochs), lr=float(lr), batch=int(batch),
-            sigma=float(sigma), augment=bool(augment), precision=precision,
-        )
         self.input_size = (int(input_size), int(input_size))
         self.latent, self.epochs, self.lr, self.batch = int(latent), int(epochs), float(lr), int(batch)
         self.sigma, self.augment = float(sigma), bool(augment)

@@ -1,5 +1,5 @@
 from iadbench.api import DetectorSpec, hookimpl
-from iadbench_conv_ae.detector import DEFAULT_EPOCHS, DEFAULT_INPUT_SIZE, DEFAULT_LR, ConvAE
+from iadbench_conv_ae.detector import ConvAE
 
 
 @hookimpl
@@ -7,11 +7,7 @@ def register_detectors(register):
     register(
         DetectorSpec(
             name=ConvAE.name,
-            factory=ConvAE,
-            params={
-                "input_size": DEFAULT_INPUT_SIZE, "latent": 100, "epochs": DEFAULT_EPOCHS, "lr": DEFAULT_LR, "batch": 8,
-                "sigma": 4.0, "augment": False, "precision": "auto",
-            },
+            factory=ConvAE,  # params: ConvAE's signature
             description="Convolutional autoencoder from scratch (no pretrained weights), MSE + SSIM residual",
             # 2: 40 epochs at lr 1e-3 in bf16 mixed precision (was 12 at 2e-4, fp32);
             # 3: 128 px (was 256): better on bottle, magnetic tile and the factory, 3x cheaper

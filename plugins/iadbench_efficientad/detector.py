@@ -153,13 +153,7 @@ class EfficientAD(BackboneMixin, Detector):
         layers = list(teacher_layers) if teacher_layers else list(DEFAULT_TEACHER_LAYERS)
         # Read (and check) a user's teacher now, so a bad file is a plan-time error.
         self.teacher_state = read_teacher_state(teacher_weights, variant) if teacher_weights else None
-        super().__init__(
-            input_size=int(input_size), variant=variant, steps=int(steps), lr=float(lr),
-            ae_lr=float(ae_lr), weight_decay=float(weight_decay), teacher_weights=teacher_weights, penalty_dir=penalty_dir,
-            backbone=backbone, teacher_layers=layers, val_fraction=float(val_fraction),
-            mining_quantile=float(mining_quantile), precision=precision,
-            teacher_channels=teacher_channels, predict_precision=predict_precision,
-        )
+        self.params.update(teacher_layers=layers)  # resolved: a saved model keeps them
         self.input_size = (int(input_size), int(input_size))
         self.variant, self.steps = variant, int(steps)
         self.lr, self.ae_lr, self.weight_decay = float(lr), float(ae_lr), float(weight_decay)

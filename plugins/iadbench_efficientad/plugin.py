@@ -1,13 +1,5 @@
 from iadbench.api import DetectorSpec, hookimpl
-from iadbench_efficientad.detector import (
-    DEFAULT_AE_LR,
-    DEFAULT_LR,
-    DEFAULT_MINING_QUANTILE,
-    DEFAULT_STEPS,
-    PAPER_STEPS,
-    EfficientAD,
-)
-from iadbench_efficientad.teacher import TEACHER_CHANNELS
+from iadbench_efficientad.detector import PAPER_STEPS, EfficientAD
 
 
 @hookimpl
@@ -15,14 +7,9 @@ def register_detectors(register):
     register(
         DetectorSpec(
             name=EfficientAD.name,
-            factory=EfficientAD,
-            params={
-                "input_size": 256, "variant": "small", "steps": DEFAULT_STEPS, "lr": DEFAULT_LR, "ae_lr": DEFAULT_AE_LR,
-                "weight_decay": 1e-5, "teacher_weights": None, "penalty_dir": None,
-                "backbone": "efficientnet_lite0", "teacher_layers": None, "val_fraction": 0.1,
-                "mining_quantile": DEFAULT_MINING_QUANTILE, "precision": "auto", "teacher_channels": TEACHER_CHANNELS,
-                "predict_precision": "auto",
-            },
+            factory=EfficientAD,  # params: EfficientAD's signature
+            # The ImageNet backbone teaches unless teacher_weights names a distilled PDN.
+            backbone_param="backbone",
             description=(
                 "EfficientAD (Batzner et al. 2024): PDN student + autoencoder; default teacher is "
                 "EfficientNet-Lite0 stride 8+16 features with a fixed projection to 384 channels, "

@@ -96,10 +96,7 @@ class FeatureAE(BackboneMixin, Detector):
             raise InputError(f"feature_ae: input_size must be >= 32, got {input_size}")
         if float(lr) <= 0:
             raise InputError(f"feature_ae: lr must be > 0, got {lr}")
-        super().__init__(
-            input_size=int(input_size), backbone=backbone, layers=layers, weights=weights, latent=int(latent),
-            epochs=int(epochs), lr=float(lr), batch=int(batch), sigma=float(sigma),
-        )
+        self.params.update(layers=layers)  # resolved: a saved model keeps them
         self.input_size = (int(input_size), int(input_size))
         self.backbone, self.layers, self.weights = arch, layers, weights
         self.latent, self.epochs, self.lr, self.batch, self.sigma = int(latent), int(epochs), float(lr), int(batch), float(sigma)

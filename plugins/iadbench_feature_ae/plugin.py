@@ -1,5 +1,5 @@
 from iadbench.api import DetectorSpec, hookimpl
-from iadbench_feature_ae.detector import DEFAULT_EPOCHS, FeatureAE
+from iadbench_feature_ae.detector import FeatureAE
 
 
 @hookimpl
@@ -7,11 +7,9 @@ def register_detectors(register):
     register(
         DetectorSpec(
             name=FeatureAE.name,
-            factory=FeatureAE,
-            params={
-                "input_size": 256, "backbone": "efficientnet_lite0", "layers": None, "weights": None,
-                "latent": 32, "epochs": DEFAULT_EPOCHS, "lr": 1e-3, "batch": 8, "sigma": 4.0,
-            },
+            factory=FeatureAE,  # params: FeatureAE's signature
+            backbone_param="backbone",
+            weights_param="weights",
             description="Feature autoencoder: reconstruction error of pretrained EfficientNet-Lite features",
             version="1",
             tags=("reconstruction", "pretrained-backbone", "trained"),

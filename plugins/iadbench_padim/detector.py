@@ -127,10 +127,7 @@ class Padim(BackboneMixin, Detector):
             raise InputError(f"padim: n_features must be >= 1, got {n_features}")
         if int(input_size) < 32:
             raise InputError(f"padim: input_size must be >= 32, got {input_size}")
-        super().__init__(
-            input_size=int(input_size), backbone=backbone, layers=layers, weights=weights,
-            n_features=n_features, epsilon=float(epsilon), sigma=float(sigma),
-        )
+        self.params.update(layers=layers, n_features=n_features)  # resolved: a saved model keeps them
         self.input_size = (int(input_size), int(input_size))
         self.backbone, self.layers, self.weights = arch, layers, weights
         self.n_features, self.epsilon, self.sigma = n_features, float(epsilon), float(sigma)

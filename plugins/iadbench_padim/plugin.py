@@ -7,11 +7,9 @@ def register_detectors(register):
     register(
         DetectorSpec(
             name=Padim.name,
-            factory=Padim,
-            params={
-                "input_size": 256, "backbone": "efficientnet_lite0", "layers": None, "weights": None,
-                "n_features": None, "epsilon": 0.01, "sigma": 4.0,
-            },
+            factory=Padim,  # params: Padim's signature
+            backbone_param="backbone",
+            weights_param="weights",
             description="PaDiM (Defard et al. 2021): per-position Gaussians, Mahalanobis distance",
             # 2: blocks.2 + blocks.4 with all channels; 3: input 320 px; 4: 256 px again, the
             # study's part 3 (test-size weights, factory v2): leaderboards/defaults-study.md

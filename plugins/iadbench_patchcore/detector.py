@@ -186,12 +186,7 @@ class PatchCore(BackboneMixin, Detector):
         search = check_search(search)
         if isinstance(hnsw_ef, bool) or not isinstance(hnsw_ef, int) or hnsw_ef < 1:
             raise InputError(f"patchcore: hnsw_ef must be a positive integer, got {hnsw_ef!r}")
-        super().__init__(
-            input_size=int(input_size), backbone=backbone, layers=layers, weights=weights,
-            coreset_ratio=float(coreset_ratio), projection_dim=int(projection_dim),
-            num_neighbors=int(num_neighbors), sigma=float(sigma), layer_dim=layer_dim,
-            search=search, hnsw_ef=int(hnsw_ef),
-        )
+        self.params.update(layers=layers, search=search)  # resolved: a saved model keeps them
         self.input_size = (int(input_size), int(input_size))
         self.backbone, self.layers, self.weights = arch, layers, weights
         self.coreset_ratio, self.projection_dim = float(coreset_ratio), int(projection_dim)

@@ -7,12 +7,9 @@ def register_detectors(register):
     register(
         DetectorSpec(
             name=PatchCore.name,
-            factory=PatchCore,
-            params={
-                "input_size": 256, "backbone": "efficientnet_lite0", "layers": None, "weights": None,
-                "coreset_ratio": 0.1, "projection_dim": 128, "num_neighbors": 9, "sigma": 4.0,
-                "layer_dim": None, "search": "hnsw", "hnsw_ef": 16,
-            },
+            factory=PatchCore,  # params: PatchCore's signature
+            backbone_param="backbone",
+            weights_param="weights",
             description="PatchCore (Roth et al. 2022): coreset memory bank of locally aware patch features",
             # 2: num_neighbors=1 scores the plain max distance (was 0)
             # 3: search "hnsw", efSearch 16 by default (image scores exact, maps near-exact; was "exact")

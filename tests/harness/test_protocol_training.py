@@ -12,10 +12,10 @@ from iadbench.report.compare import compare
 from iadbench.report.leaderboard import cost_table, metric_table, render
 from iadbench.report.records import load_runs
 from iadbench.report.summary import summary
+from iadbench.results.store import RunStore
 from iadbench.runner.cell import _training
 from iadbench.runner.plan import Cell
 from iadbench.runner.runner import RunOutcome
-from iadbench.runner.store import RunStore
 
 SHORT = {"unit": "epochs", "used": 3.0, "published": 100, "source": "stfpm.yaml", "steps": 12}
 LONG = {"unit": "epochs", "used": 60.0, "published": 100, "source": "stfpm.yaml", "steps": 240}
@@ -81,5 +81,5 @@ def test_cell_records_training_used_next_to_the_published_length():
     det = SimpleNamespace(training_done={"steps": 12, "epochs": 1.5})
     assert _training(spec, det, {"max_epochs": 3}) == {
         "unit": "epochs", "used": 1.5, "published": 100, "source": "cfg", "steps": 12}
-    assert _training(spec, SimpleNamespace(), {"max_epochs": 3})["used"] == 3
+    assert _training(spec, SimpleNamespace(training_done=None), {"max_epochs": 3})["used"] == 3
     assert _training(SimpleNamespace(published_training=None), det, {}) is None

@@ -3,19 +3,26 @@
 Leaderboards and the run summary print it above their tables so that nobody reads
 our numbers against a paper's table (other backbone, input size, centre crop,
 threshold) by mistake. Where detectors differ it says "per detector, see Detectors".
+
+Which param names a detector's backbone, and which its weights file, is what its
+spec declares (``DetectorSpec.backbone_param`` / ``weights_param``), looked up in the
+registry by the record's ``detector_name``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from iadbench.plugins import Registry
 
 PER_DETECTOR = "per detector, see Detectors"
-#: Param keys naming a backbone (ours and most anomalib models; anomalib's ViT models;
-#: UniNet) and its weights file (ours, anomalib's).
-BACKBONE_KEYS = ("backbone", "encoder_name", "teacher_backbone")
-WEIGHTS_KEYS = ("weights", "backbone_weights")
+#: (backbone param, weights param) for records of a detector that no installed plugin
+#: registers any more, so nothing declares them: the names the harness's own detectors use.
+UNREGISTERED = ("backbone", "weights")
 
 
 def _arch(name: str) -> tuple[str, Any]:
@@ -30,13 +37,22 @@ def _arch(name: str) -> tuple[str, Any]:
     return arch, ARCHS[arch]
 
 
-def backbone_text(params: Mapping[str, Any]) -> str | None:
-    """``arch with <weights>`` for params that name a backbone, else None."""
-    name = next((params[k] for k in BACKBONE_KEYS if params.get(k)), None)
+def declared_backbone(detector_name: str, registry: Registry | None) -> tuple[str | None, str | None]:
+    """The (backbone, weights) params the detector's spec declares."""
+    spec = registry.detectors.get(detector_name) if registry is not None else None
+    if spec is None:
+        return UNREGISTERED
+    return spec.backbone_param, spec.weights_param
+
+
+def backbone_text(params: Mapping[str, Any], backbone_param: str | None = "backbone",
+                  weights_param: str | None = "weights") -> str | None:
+    """``arch with <weights>`` where the declared backbone param names one, else None."""
+    name = params.get(backbone_param) if backbone_param else None
     if not name:
         return None
     arch, info = _arch(name)
-    weights = next((params[k] for k in WEIGHTS_KEYS if params.get(k)), None)
+    weights = params.get(weights_param) if weights_param else None
     if weights:
         source = f"weights from {Path(str(weights)).name}"
     elif info is not None and info.pypi_module:
@@ -66,16 +82,30 @@ def _one_or_per_detector(values: dict[str, str | None]) -> str | None:
     return distinct.pop() if len(distinct) == 1 else PER_DETECTOR
 
 
-def protocol_line(rows: Iterable[Mapping[str, Any]]) -> str:
-    """One line from records (or flattened rows) holding ``detector``, ``params``,
-    ``input_size`` (the size a cell actually used) and ``settings``."""
+def _registry() -> Registry:
+    from iadbench.plugins import get_registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # broken plugins are reported by `adbench plugins`
+        return get_registry()
+
+
+def protocol_line(rows: Iterable[Mapping[str, Any]], registry: Registry | None = None) -> str:
+    """One line from records (or flattened rows) holding ``detector``, ``detector_name``
+    (the registered name; earlier records have ``detector`` alone), ``params``,
+    ``input_size`` (the size a cell actually used) and ``settings``. ``registry``
+    (default: the process's) gives each detector's declared backbone params."""
+    rows = list(rows)
+    if registry is None and rows:
+        registry = _registry()
     backbones: dict[str, str | None] = {}
     sizes: dict[str, str | None] = {}
     thresholds: set[tuple[Any, Any]] = set()
     for row in rows:
         det = str(row.get("detector"))
         params = row.get("params") if isinstance(row.get("params"), Mapping) else {}
-        backbones[det] = backbones.get(det) or backbone_text(params)
+        declared = declared_backbone(str(row.get("detector_name") or det), registry)
+        backbones[det] = backbones.get(det) or backbone_text(params, *declared)
         sizes[det] = sizes.get(det) or _size(row)
         settings = row.get("settings") if isinstance(row.get("settings"), Mapping) else {}
         thresholds.add((settings.get("threshold_rule"), settings.get("holdout_fraction"), settings.get("calibration")))

@@ -5,7 +5,6 @@ registry, and expanded into cells whose keys hash everything that determines a r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tomllib
@@ -15,7 +14,9 @@ from typing import Any
 
 from iadbench.calibration.rules import DEFAULT_RULE
 from iadbench.errors import InputError
+from iadbench.params import coerce_params
 from iadbench.plugins import Registry
+from iadbench.results.identity import setup_id, stable_key
 
 DEFAULT_DATASET = "factory"
 
@@ -176,14 +177,23 @@ def load_plan_file(path: Path) -> Plan:
     return plan
 
 
-EXECUTORS = ("local", "ray")
+def check_executor(executor: str, address: str | None, where: Path | None = None, *,
+                   registry: Registry | None = None, ready: bool = False) -> None:
+    """The executor is one the plugins registered (``registry``: the process's one by
+    default) and takes ``address`` if one is given; with ``ready``, its own check runs too
+    (e.g. Ray installed), for the moment before a run starts."""
+    from iadbench.plugins import get_registry
 
-
-def check_executor(executor: str, address: str | None, where: Path | None = None) -> None:
-    if executor not in EXECUTORS:
-        raise InputError(f"unknown executor '{executor}' (known: {', '.join(EXECUTORS)})", where)
-    if address is not None and executor != "ray":
-        raise InputError(f"an address ('{address}') needs executor 'ray', not '{executor}'", where)
+    registry = registry or get_registry()
+    if executor not in registry.executors:
+        known = ", ".join(sorted(registry.executors)) or "none"
+        raise InputError(f"unknown executor '{executor}' (known: {known})", where)
+    spec = registry.executors[executor]
+    if address is not None and not spec.takes_address:
+        takers = ", ".join(sorted(n for n, e in registry.executors.items() if e.takes_address)) or "none"
+        raise InputError(f"an address ('{address}') needs an executor that joins a cluster ({takers}), not '{executor}'", where)
+    if ready and spec.check is not None:
+        spec.check(address)
 
 
 RUN_RUNTIMES = ("eager", "onnx")
@@ -201,11 +211,6 @@ def check_run_runtime(runtime: str, where: Path | None = None) -> str:
     return runtime
 
 
-def _key(payload: dict[str, Any]) -> str:
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def _check_params(name: str, spec, params: dict[str, Any]) -> None:
     """Build the detector once, unfitted, so a value its constructor refuses is a plan
     error before any cell starts (constructors are cheap: weights load in fit)."""
@@ -217,12 +222,6 @@ def _check_params(name: str, spec, params: dict[str, Any]) -> None:
         raise InputError(f"detector '{name}' refuses its parameters: {exc}") from None
 
 
-def setup_id(detector: str, version: str | None, params: dict[str, Any]) -> str:
-    """What makes two plan entries (or two records) the same setup: detector name,
-    version and resolved params. Labels are display only and stay out."""
-    return _key({"detector": detector, "version": version, "params": params or {}})
-
-
 def _identity(spec, params: dict[str, Any]) -> str:
     return setup_id(spec.name, spec.version, params)
 
@@ -231,8 +230,8 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
     """Resolve names and params against the registry and list every cell.
 
     Everything a user could get wrong is checked here, before any cell starts:
-    names, parameters (by building each detector once), categories, the threshold
-    rule. ``categories_of(dataset_entry) -> list[str]`` lists a dataset's categories;
+    names, parameters (keys and types against the factory's signature, then by
+    building each detector once), categories, the threshold rule. ``categories_of(dataset_entry) -> list[str]`` lists a dataset's categories;
     the runner passes one that opens the dataset (tests may pass a stub).
 
     Two entries that would compute the same results (same detector, version and
@@ -257,13 +256,9 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
             # With params (say a local weights file) the user may have supplied what
             # was missing; the detector's constructor checks them just below.
             raise InputError(f"detector '{entry.name}' is unavailable: {spec.unavailable_reason}")
-        unknown = set(entry.params) - set(spec.params)
-        if unknown:
-            known = ", ".join(sorted(spec.params)) or "none"
-            raise InputError(
-                f"unknown parameter(s) {', '.join(sorted(unknown))} for detector '{entry.name}' (known: {known})"
-            )
-        params = {**spec.params, **entry.params}
+        # Keys and types against the declared params (the factory's signature):
+        # an int for a float param becomes a float, so 1 and 1.0 are one setup.
+        params = {**spec.params, **coerce_params(spec, entry.params)}
         identity = _identity(spec, params)
         if identity in seen:
             raise InputError(
@@ -289,7 +284,7 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
         raise InputError("no available detector to run (see `adbench list detectors`)")
 
     from iadbench.calibration.rules import parse_rule
-    from iadbench.runner.cell import CALIBRATIONS
+    from iadbench.model.fit import CALIBRATIONS
 
     parse_rule(plan.settings.threshold_rule)  # a misspelt rule fails here, not in every cell
     if plan.settings.calibration not in CALIBRATIONS:
@@ -332,6 +327,6 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
                         "settings": settings,
                     }
                     cells.append(
-                        Cell(key=_key(identity), label=entry.display, runtime=plan.runtime, **identity)
+                        Cell(key=stable_key(identity), label=entry.display, runtime=plan.runtime, **identity)
                     )
     return cells

@@ -32,7 +32,7 @@ class MedianDistance(Detector):
     name = "example.median_distance"
 
     def __init__(self, input_size: int = 32, fit_sleep: float = 0.0, crash: str = ""):
-        super().__init__(input_size=input_size, fit_sleep=fit_sleep, crash=crash)
+        # The signature declares the params: the base records them as self.params.
         self.input_size = (input_size, input_size)
         self.fit_sleep, self.crash = fit_sleep, crash
         self.median: torch.Tensor | None = None
@@ -115,8 +115,7 @@ def register_detectors(register):
     register(
         DetectorSpec(
             name=MedianDistance.name,
-            factory=MedianDistance,
-            params={"input_size": 32, "fit_sleep": 0.0, "crash": ""},
+            factory=MedianDistance,  # params: the constructor's signature
             description="Example: distance to the median good image",
             version="1",
         )
