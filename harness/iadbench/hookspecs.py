@@ -28,3 +28,8 @@ def register_metrics(register):
 @hookspec
 def register_commands(app):
     """Add Typer sub-commands or groups to the ``adbench`` CLI app."""
+
+
+@hookspec
+def register_executors(register):
+    """Offer executors (where a run's cells run): call ``register(ExecutorSpec(...))``."""

@@ -24,7 +24,7 @@ import pluggy
 from iadbench import hookspecs
 from iadbench.errors import PluginError, UnknownNameError
 from iadbench.switches import env_flag
-from iadbench.types import DatasetSpec, DetectorSpec, MetricSpec
+from iadbench.types import DatasetSpec, DetectorSpec, ExecutorSpec, MetricSpec
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
@@ -57,6 +57,7 @@ class Registry:
     detectors: dict[str, DetectorSpec] = field(default_factory=dict)
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
+    executors: dict[str, ExecutorSpec] = field(default_factory=dict)
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     manager: pluggy.PluginManager | None = None
 
@@ -68,6 +69,9 @@ class Registry:
 
     def metric(self, name: str) -> MetricSpec:
         return _lookup(self.metrics, name, "metric")
+
+    def executor(self, name: str) -> ExecutorSpec:
+        return _lookup(self.executors, name, "executor")
 
 
 def _lookup(table: dict[str, Any], name: str, kind: str) -> Any:
@@ -110,7 +114,10 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
             continue  # the same distribution seen twice on sys.path
         info = PluginInfo(name=name, module=module, version=version, status="ok")
         registry.plugins[name] = info
-        if name in block or (allow is not None and name not in allow):
+        # The core's own entry points (the local executor) are outside the lists: a list
+        # that left them out would leave nothing able to run a cell.
+        core = module.split(":")[0].startswith(f"{hookspecs.PROJECT}.")
+        if not core and (name in block or (allow is not None and name not in allow)):
             info.status = "blocked"
             pm.set_blocked(name)  # pluggy then refuses it, should anything register it later
             continue
@@ -138,57 +145,76 @@ def load_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
     return registry
 
 
-def _impls_by_plugin(pm: pluggy.PluginManager, hook_name: str) -> dict[str, pluggy.HookImpl]:
-    """The hook's implementations as pluggy sees them (so ``specname`` and blocking
-    apply), keyed by plugin name, for calling one plugin at a time."""
-    return {impl.plugin_name: impl for impl in getattr(pm.hook, hook_name).get_hookimpls()}
+def _callers_by_plugin(pm: pluggy.PluginManager, hook_name: str) -> dict[str, Callable[..., Any]]:
+    """Per plugin implementing ``hook_name``, a hook caller that runs that plugin's
+    implementation alone: ``tryfirst`` ones first, ``trylast`` ones last, the rest in the
+    order plugins were registered (first come, first served for a contested name).
+    Calls go through pluggy (``pm.subset_hook_caller``), so its tracing, hook-call
+    monitoring and blocking apply; one call per plugin keeps a plugin that raises from
+    taking the others' registrations down with it."""
+    registered = [name for name, plugin in pm.list_name_plugin() if plugin is not None]
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    impls = sorted(impls, key=lambda i: (0 if i.tryfirst else 2 if i.trylast else 1, registered.index(i.plugin_name)))
+    plugins = {impl.plugin_name: impl.plugin for impl in impls}
+    return {
+        name: pm.subset_hook_caller(hook_name, remove_plugins=[p for other, p in plugins.items() if other != name])
+        for name in plugins
+    }
+
+
+#: The register hooks, what each must register, and where it lands in the Registry.
+KINDS = (
+    ("register_detectors", DetectorSpec, "detectors"),
+    ("register_datasets", DatasetSpec, "datasets"),
+    ("register_metrics", MetricSpec, "metrics"),
+    ("register_executors", ExecutorSpec, "executors"),
+)
 
 
 def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
-    """Call the register hooks one plugin at a time (pluggy's hook caller would run all
-    of them in one call), so a plugin that raises while registering is marked broken
-    alone and what it staged is dropped."""
-    kinds = (
-        ("register_detectors", DetectorSpec, registry.detectors),
-        ("register_datasets", DatasetSpec, registry.datasets),
-        ("register_metrics", MetricSpec, registry.metrics),
-    )
-    impls = {hook_name: _impls_by_plugin(pm, hook_name) for hook_name, _, _ in kinds}
-    for plugin_name, plugin in list(pm.list_name_plugin()):
-        if plugin is None:  # a blocked name
-            continue
+    """Call each register hook through pluggy, one plugin at a time in pluggy's order
+    (so a ``tryfirst`` plugin claims a contested name first). A plugin that raises, or
+    registers a wrong type or a taken name, is marked broken alone: everything it
+    registered, in this hook and the ones before, is taken back."""
+    added: dict[str, list[tuple[dict, Any]]] = {}
+
+    def drop(plugin_name: str, exc: Exception) -> None:
+        for table, spec in added.pop(plugin_name, []):
+            table.pop(spec.name, None)
         info = registry.plugins.get(plugin_name)
-        staged: list[tuple[dict, Any]] = []
-        try:
-            for hook_name, spec_type, table in kinds:
-                impl = impls[hook_name].get(plugin_name)
-                if impl is None:
-                    continue
+        if info is not None:
+            info.status, info.error, info.provides = "broken", f"{type(exc).__name__}: {exc}", []
+        pm.unregister(name=plugin_name)
+        _problem(plugin_name, f"{type(exc).__name__}: {exc}")
 
-                def register(spec: Any, spec_type=spec_type, table=table, staged=staged) -> None:
-                    if not isinstance(spec, spec_type):
-                        raise PluginError(
-                            f"registered {type(spec).__name__}, expected {spec_type.__name__}"
-                        )
-                    staged.append((table, spec))
+    for hook_name, spec_type, attr in KINDS:
+        table = getattr(registry, attr)
+        for plugin_name, caller in _callers_by_plugin(pm, hook_name).items():
+            staged: list[Any] = []
 
-                impl.function(register=register)
-            for table, spec in staged:
-                if spec.name in table:
-                    raise PluginError(
-                        f"'{spec.name}' is already registered by plugin '{table[spec.name].plugin}'"
-                    )
-        except Exception as exc:
-            if info is not None:
-                info.status, info.error = "broken", f"{type(exc).__name__}: {exc}"
-            pm.unregister(plugin)
-            _problem(plugin_name, f"{type(exc).__name__}: {exc}")
-            continue
-        for table, spec in staged:
-            spec.plugin = plugin_name
-            table[spec.name] = spec
-            if info is not None:
-                info.provides.append(spec.name)
+            def register(spec: Any, spec_type=spec_type, staged=staged) -> None:
+                if not isinstance(spec, spec_type):
+                    raise PluginError(f"registered {type(spec).__name__}, expected {spec_type.__name__}")
+                staged.append(spec)
+
+            try:
+                caller(register=register)
+                seen: set[str] = set()
+                for spec in staged:
+                    if spec.name in table or spec.name in seen:
+                        owner = table[spec.name].plugin if spec.name in table else plugin_name
+                        raise PluginError(f"'{spec.name}' is already registered by plugin '{owner}'")
+                    seen.add(spec.name)
+            except Exception as exc:
+                drop(plugin_name, exc)
+                continue
+            info = registry.plugins.get(plugin_name)
+            for spec in staged:
+                spec.plugin = plugin_name
+                table[spec.name] = spec
+                added.setdefault(plugin_name, []).append((table, spec))
+                if info is not None:
+                    info.provides.append(spec.name)
 
 
 #: (id of the CLI app, plugin name) pairs whose commands are on that app already:
@@ -200,12 +226,12 @@ def register_commands(registry: Registry, app: Any) -> None:
     """Let plugins add CLI commands, each plugin once per app; a plugin that fails
     here is warned about and marked broken."""
     assert registry.manager is not None
-    for plugin_name, impl in _impls_by_plugin(registry.manager, "register_commands").items():
+    for plugin_name, caller in _callers_by_plugin(registry.manager, "register_commands").items():
         if (id(app), plugin_name) in _COMMANDS_ADDED:
             continue
         _COMMANDS_ADDED.add((id(app), plugin_name))
         try:
-            impl.function(app=app)
+            caller(app=app)
         except Exception as exc:
             info = registry.plugins.get(plugin_name)
             if info is not None:

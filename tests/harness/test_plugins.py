@@ -91,7 +91,9 @@ def test_block_and_allow_lists(example_site, use_sites, monkeypatch):
     monkeypatch.delenv("IADBENCH_BLOCK_PLUGINS")
     monkeypatch.setenv("IADBENCH_PLUGINS", "example")
     registry = load_registry()
-    assert [n for n, p in registry.plugins.items() if p.status == "ok"] == ["example"]
+    # the core's own plugin (the local executor) is outside the lists: a run always has one
+    assert [n for n, p in registry.plugins.items() if p.status == "ok"] == ["core", "example"]
+    assert list(registry.executors) == ["local"]
 
 
 def test_plugin_metric_is_computed_by_the_harness(tmp_path, use_sites, monkeypatch):
@@ -143,3 +145,91 @@ def test_plugin_command_and_broken_plugin_in_cli(tmp_path, example_site):
     strict = adbench("plugins", env={**env, "IADBENCH_STRICT_PLUGINS": "1"}, cwd=tmp_path)
     assert strict.returncode != 0
     assert "brokenplug" in strict.stderr
+
+
+@pytest.mark.slow
+def test_a_third_party_executor_runs_a_grid(tmp_path, example_site, use_sites, monkeypatch):
+    """An executor plugin registers through ``register_executors`` and ``--executor``
+    picks it, without the core naming it; a bad name or address is a one-line error."""
+    source = """
+        from iadbench.api import hookimpl
+        from iadbench.executors import ExecutorSpec, LocalProcessExecutor
+
+        class Logged:
+            def __init__(self, options):
+                self.inner = LocalProcessExecutor(workers=1, timeout_s=options.timeout_s, preload=options.preload)
+                self.threads, self.workers = self.inner.threads, 1
+
+            def submit(self, task):
+                task.cell_dir.mkdir(parents=True, exist_ok=True)
+                (task.cell_dir / "submitted-by-logged").write_text(task.cell.key)
+                return self.inner.submit(task)
+
+            def shutdown(self, cancel=False):
+                self.inner.shutdown(cancel)
+
+        @hookimpl
+        def register_executors(register):
+            register(ExecutorSpec("logged", Logged, description="the local executor, leaving a mark"))
+    """
+    site = make_plugin_site(tmp_path, "loggedexec", source)
+    env = plugin_env(site, example_site, allow="loggedexec,example,metrics", IADBENCH_CACHE=str(tmp_path / "cache"))
+    grid = ["run", "-d", "example.median_distance", "--dataset", "example.blobs", "-c", "dark",
+            "--dataset-path", f"example.blobs={tmp_path / 'blobs'}"]
+    out = adbench(*grid, "--executor", "logged", "--run-dir", str(tmp_path / "run"), env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    marks = list((tmp_path / "run" / "cells").glob("*/submitted-by-logged"))
+    assert len(marks) == 1
+
+    # the same plugin in this process: listed beside the core's local executor, and bad
+    # names or addresses are one-line plan-time errors
+    from iadbench.errors import InputError
+    from iadbench.runner.plan import check_executor
+
+    use_sites(site, example_site)
+    monkeypatch.setenv("IADBENCH_PLUGINS", "loggedexec,example,metrics")
+    registry = get_registry()
+    assert sorted(registry.executors) == ["local", "logged"] and registry.executors["local"].plugin == "core"
+    with pytest.raises(InputError, match=r"^unknown executor 'dask' \(known: local, logged\)$"):
+        check_executor("dask", None, registry=registry)
+    with pytest.raises(InputError, match=r"needs an executor that joins a cluster \(none\), not 'logged'"):
+        check_executor("logged", "h:1", registry=registry)
+
+
+def test_register_hooks_go_through_pluggy_in_its_call_order(tmp_path, use_sites, monkeypatch):
+    """Hooks are called through pluggy (its monitoring sees every call), one plugin at a
+    time, honouring pluggy's ``tryfirst``/``trylast``: a name taken by two plugins goes
+    to the ``tryfirst`` one although it registered later, and the other is broken."""
+    first = make_plugin_site(tmp_path, "aaafirst", """
+        from iadbench.api import DetectorSpec, hookimpl
+
+        @hookimpl(trylast=True)
+        def register_detectors(register):
+            register(DetectorSpec("dup.det", factory=dict, params={}))
+    """)
+    second = make_plugin_site(tmp_path, "zzzsecond", """
+        from iadbench.api import DetectorSpec, hookimpl
+
+        @hookimpl(tryfirst=True)
+        def register_detectors(register):
+            register(DetectorSpec("dup.det", factory=dict, params={}))
+    """)
+    use_sites(first, second)
+    monkeypatch.setenv("IADBENCH_PLUGINS", "aaafirst,zzzsecond")
+    calls = []
+    import pluggy
+
+    real = pluggy.PluginManager.subset_hook_caller
+
+    def spy(self, name, remove_plugins):
+        caller = real(self, name, remove_plugins)
+        self.add_hookcall_monitoring(lambda hook_name, impls, kwargs: calls.append((hook_name, [i.plugin_name for i in impls])),
+                                     lambda *a: None)
+        return caller
+
+    monkeypatch.setattr(pluggy.PluginManager, "subset_hook_caller", spy)
+    with pytest.warns(UserWarning, match="aaafirst"):
+        registry = load_registry()
+    assert registry.detectors["dup.det"].plugin == "zzzsecond"
+    assert registry.plugins["aaafirst"].status == "broken"
+    assert ("register_detectors", ["zzzsecond"]) in calls and ("register_detectors", ["aaafirst"]) in calls

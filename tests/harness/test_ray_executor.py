@@ -84,7 +84,7 @@ FACTORY_PLAN = (
 )
 
 
-PLUGINS = "padim,baselines,factory,metrics,example,raykill"
+PLUGINS = "padim,baselines,factory,metrics,example,raykill,ray"
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -104,7 +104,7 @@ def cluster(example_site, tmp_path_factory):
     """A local Ray instance with 2 CPUs whose workers see the example and victim
     plugins and a private cache. This process is its first driver."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'iadbench[ray]')")
-    from iadbench.runner.ray_executor import LocalRay
+    from iadbench_ray.executor import LocalRay
 
     root = tmp_path_factory.mktemp("ray")
     victim_site = make_plugin_site(root, "raykill", VICTIM)
@@ -224,7 +224,7 @@ def _ray_cell_workers() -> list[psutil.Process]:
 
 
 def test_ctrl_c_cancels_outstanding_tasks_and_leaves_a_resumable_run(cluster, tmp_path, ctrl_c_reaches_children):
-    env = {**cluster.env, "IADBENCH_PLUGINS": "example,metrics"}
+    env = {**cluster.env, "IADBENCH_PLUGINS": "example,metrics,ray"}
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "iadbench", "run", "-d", "example.median_distance", "--dataset", "example.blobs",
@@ -250,13 +250,13 @@ def test_ctrl_c_cancels_outstanding_tasks_and_leaves_a_resumable_run(cluster, tm
 
 def test_without_ray_the_ray_executor_is_a_one_line_install_hint(monkeypatch, tmp_path):
     from iadbench.errors import InputError
-    from iadbench.plugins import Registry
+    from iadbench.plugins import Registry, get_registry
     from iadbench.types import DatasetSpec, DetectorSpec, MetricSpec
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     registry = Registry(detectors={"a": DetectorSpec("a", factory=dict)},
                         datasets={"ds": DatasetSpec("ds", factory=lambda path: SimpleNamespace(categories=lambda: ["c"]))},
-                        metrics={"m": MetricSpec("m", fn=len)})
+                        metrics={"m": MetricSpec("m", fn=len)}, executors=get_registry().executors)
     plan = Plan([DetectorEntry("a")], [DatasetEntry("ds", ["c"])], executor="ray")
     with pytest.raises(InputError) as err:
         execute(plan, registry, tmp_path / "run", console=QUIET)

@@ -1,4 +1,4 @@
-"""``adbench plugins`` and ``adbench list detectors|datasets|metrics``."""
+"""``adbench plugins`` and ``adbench list detectors|datasets|metrics|executors``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text  # plugin-supplied text is shown as is, never read as markup
 
-from iadbench.cli import app, console
+from iadbench.cli.app import app, console
 from iadbench.plugins import get_registry
 
 
@@ -27,10 +27,11 @@ class Kind(StrEnum):
     detectors = "detectors"
     datasets = "datasets"
     metrics = "metrics"
+    executors = "executors"
 
 
 @app.command("list")
-def list_(kind: Kind = typer.Argument(..., help="detectors, datasets or metrics")) -> None:
+def list_(kind: Kind = typer.Argument(..., help="detectors, datasets, metrics or executors")) -> None:
     """List what the plugins registered."""
     registry = get_registry()
     if kind is Kind.detectors:
@@ -43,6 +44,10 @@ def list_(kind: Kind = typer.Argument(..., help="detectors, datasets or metrics"
         table = Table("dataset", "plugin", "sub-folder of --data-root", "description")
         for name, spec in sorted(registry.datasets.items()):
             table.add_row(name, spec.plugin, spec.subdir or "-", Text(spec.description))
+    elif kind is Kind.executors:
+        table = Table("executor", "plugin", "joins a cluster (--address)", "description")
+        for name, spec in sorted(registry.executors.items()):
+            table.add_row(name, spec.plugin, "yes" if spec.takes_address else "no", Text(spec.description))
     else:
         table = Table("metric", "level", "better", "plugin", "description")
         for name, spec in sorted(registry.metrics.items()):

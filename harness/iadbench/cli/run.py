@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
-from iadbench.cli import app, console
+from iadbench.cli.app import app, console
 from iadbench.errors import InputError
 from iadbench.plugins import get_registry
 from iadbench.report import leaderboard as leaderboard_mod
 from iadbench.report.summary import summary as _summary
+from iadbench.results.store import RunStore
 from iadbench.runner.executor import default_workers
 from iadbench.runner.plan import (
     DEFAULT_DATASET,
@@ -24,7 +25,6 @@ from iadbench.runner.plan import (
     parse_assignments,
 )
 from iadbench.runner.runner import execute, new_run_dir
-from iadbench.runner.store import RunStore
 
 
 def _dataset_paths(items: list[str]) -> dict[str, str]:
@@ -95,7 +95,7 @@ def run(
     holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out for the threshold where a detector has no out-of-fold scores (default 0.1)."),
     calibration: str | None = typer.Option(None, "--calibration", help="auto (default): out-of-fold scores of every good training image where the detector has them, else a holdout; holdout: always hold out."),
     cell_timeout: float | None = typer.Option(None, "--cell-timeout", help="Seconds before a cell is killed and recorded as failed."),
-    executor: str | None = typer.Option(None, "--executor", help="Where cells run: local (default) or ray."),
+    executor: str | None = typer.Option(None, "--executor", help="Where cells run: local (default), ray, or any executor a plugin registered (adbench list executors)."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto or HOST:PORT); without it --executor ray starts a local instance."),
     runtime: str | None = typer.Option(None, "--runtime", help="How batch-1 latency is measured: eager (default) or onnx (through onnxruntime where the detector exports, else eager; each record's cost.runtime says which). Scores and metrics always come from eager."),
 ) -> None:
@@ -122,8 +122,12 @@ def run(
         plan.executor, plan.address = executor, None
     if address is not None:
         plan.address = address
-    if address is not None and plan.executor == "local" and executor is None:
-        plan.executor = "ray"  # --address alone means ray
+    if address is not None and executor is None:
+        # --address alone means the executor that joins clusters, where exactly one does (ray)
+        takers = [n for n, spec in registry.executors.items() if spec.takes_address]
+        current = registry.executors.get(plan.executor)
+        if len(takers) == 1 and (current is None or not current.takes_address):
+            plan.executor = takers[0]
     check_executor(plan.executor, plan.address)
     if runtime is not None:  # a cost-only choice, like the executor: may change on --resume
         plan.runtime = check_run_runtime(runtime.strip().lower())
@@ -133,7 +137,7 @@ def run(
         # ray: sized per node by the executor (a cell per 4 CPUs of the smallest node)
         workers=workers or (None if plan.executor == "ray" else default_workers()), console=console, cell_timeout_s=cell_timeout,
     )
-    _summary(outcome)
+    _summary(outcome, console)
     from iadbench.report.html import write_report
     from iadbench.switches import env_flag
 

@@ -17,10 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iadbench.errors import InputError
 from iadbench.plugins import Registry
+from iadbench.results.record import CellRecord, build_record
+from iadbench.results.store import RunStore
 from iadbench.runner import environment
-from iadbench.runner.executor import CellTask, Executor, LocalProcessExecutor
+from iadbench.runner.executor import CellTask, Executor
 from iadbench.runner.plan import Cell, DatasetEntry, Plan, check_executor, expand
-from iadbench.runner.store import RunStore
 
 ALREADY_A_RUN = "run folder already holds a run: pass --resume to continue it, or choose another --run-dir"
 
@@ -30,7 +31,7 @@ class RunOutcome:
     run_dir: Path
     cells: list[Cell]
     skipped: int
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> latest record
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> latest record (CellRecord.to_json())
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -58,8 +59,10 @@ def categories_lister(registry: Registry, data_root: str | None) -> Callable[[Da
     return categories_of
 
 
-def _record(cell: Cell, result: dict[str, Any], run_id: str) -> dict[str, Any]:
-    return {
+def _record(cell: Cell, result: dict[str, Any], run_id: str) -> CellRecord:
+    """The cell's record: its identity from the plan, the rest from its result. A result
+    that does not fit the schema (a cell bug) is recorded as a failure saying so."""
+    identity = {
         "key": cell.key,
         "run_id": run_id,
         "detector": cell.label,
@@ -71,20 +74,21 @@ def _record(cell: Cell, result: dict[str, Any], run_id: str) -> dict[str, Any]:
         "seed": cell.seed,
         "params": cell.params,
         "settings": cell.settings,
-        "metrics": {},
-        "cost": {},
-        **result,
     }
+    try:
+        return build_record(identity, result)
+    except InputError as exc:
+        return build_record(identity, {"status": "failed", "error": str(exc),
+                                       "started": result.get("started"), "finished": result.get("finished")})
 
 
 def _make_executor(plan: Plan, registry: Registry, workers: int | None, timeout_s: float | None, preload: list[str]) -> Executor:
-    if plan.executor == "ray":
-        from iadbench.runner.ray_executor import RayExecutor
+    """The plan's executor, built by the plugin that registered it."""
+    from iadbench.types import ExecutorOptions
 
-        # A spec may state its cells' memory (MB) for Ray's scheduler; none of ours does yet.
-        return RayExecutor(address=plan.address, workers=workers, timeout_s=timeout_s, preload=preload,
-                           memory_mb=lambda cell: getattr(registry.detector(cell.detector), "memory_mb", None))
-    return LocalProcessExecutor(workers=workers or 1, timeout_s=timeout_s, preload=preload)
+    options = ExecutorOptions(workers=workers, timeout_s=timeout_s, preload=preload, address=plan.address,
+                              memory_mb=lambda cell: registry.detector(cell.detector).memory_mb)
+    return registry.executor(plan.executor).factory(options)
 
 
 def execute(
@@ -111,11 +115,8 @@ def execute(
         )
     # Every check on the plan runs before the run folder is touched.
     cells = expand(plan, registry, categories_lister(registry, plan.data_root))
-    check_executor(plan.executor, plan.address)
-    if plan.executor == "ray" and executor is None:
-        from iadbench.runner.ray_executor import require_ray
-
-        require_ray()  # not installed: one line saying how, before the folder exists
+    if executor is None:  # a name the plugins registered, usable here: checked before the folder exists
+        check_executor(plan.executor, plan.address, registry=registry, ready=True)
     with store.locked():
         return _execute_locked(plan, registry, store, cells, resume, executor, workers, console, cell_timeout_s)
 
@@ -188,9 +189,10 @@ def _execute_locked(
                     result = future.result()
                 except Exception as exc:  # noqa: BLE001 - the executor itself broke
                     result = {"status": "failed", "error": f"executor: {type(exc).__name__}: {exc}"}
-                store.append(_record(cell, result, run_id))
-                status = result.get("status")
-                mark = "[green]ok[/green]" if status == "ok" else f"[red]failed[/red]: {result.get('error')}"
+                record = _record(cell, result, run_id)
+                store.append(record)
+                status = record.status
+                mark = "[green]ok[/green]" if status == "ok" else f"[red]failed[/red]: {record.error}"
                 progress.console.print(f"{cell.title}: {mark}", highlight=False)
                 progress.advance(task_id)
         except KeyboardInterrupt:
@@ -209,5 +211,5 @@ def _execute_locked(
         run_dir=run_dir,
         cells=cells,
         skipped=skipped,
-        records={c.key: latest[c.key] for c in cells if c.key in latest},
+        records={c.key: latest[c.key].to_json() for c in cells if c.key in latest},
     )

@@ -63,9 +63,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iadbench.errors import InputError
-from iadbench.runner.executor import CellTask, default_workers
-from iadbench.runner.plan import Cell
+from iadbench.api import InputError
+from iadbench.executors import Cell, CellTask, default_workers
 
 INSTALL_HINT = "the ray executor needs Ray, which is not installed: pip install 'iadbench[ray]'"
 
@@ -151,7 +150,7 @@ _worker_executor: dict[str, Any] = {}
 def _cell_on_worker(cell_json: dict[str, Any], threads: int, timeout_s: float | None, preload: list[str]) -> dict[str, Any]:
     """The Ray task: run one cell in its own process on this worker and return the
     result with the cell folder packed as a tar."""
-    from iadbench.runner.executor import LocalProcessExecutor
+    from iadbench.executors import LocalProcessExecutor
 
     config = (threads, timeout_s, tuple(preload))
     if _worker_executor.get("config") != config:
@@ -240,7 +239,7 @@ class RayExecutor:
         self._watcher.start()
 
     def submit(self, task: CellTask) -> Future[dict[str, Any]]:
-        from iadbench.runner.executor import ExecutorClosed
+        from iadbench.executors import ExecutorClosed
 
         if self._closed:
             raise ExecutorClosed("executor is shut down")

@@ -1,0 +1,1 @@
+"""Grids on a Ray cluster: ``adbench run --executor ray [--address HOST:PORT]``."""
