@@ -37,3 +37,8 @@ class UndefinedMetric(Exception):
 
     The harness records NaN and the reason instead of failing the cell.
     """
+
+
+class UndefinedThreshold(UndefinedMetric):
+    """No threshold can be fitted (e.g. no calibration scores); the metrics that need
+    one are then undefined for the same reason."""

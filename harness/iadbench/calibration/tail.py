@@ -77,8 +77,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy import optimize, special, stats
 
-from iadbench.calibration.rules import UndefinedThreshold
-from iadbench.errors import InputError
+from iadbench.errors import InputError, UndefinedThreshold
 
 #: Fewer calibration scores than this and no tail is fitted.
 MIN_TAIL_SCORES = 20

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from iadbench.cli import app, console
+from iadbench.cli.app import app, console
 from iadbench.errors import InputError
 from iadbench.plugins import get_registry
 from iadbench.report import compare as compare_mod

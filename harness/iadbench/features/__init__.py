@@ -1,234 +1,28 @@
-"""A feature cache on disk, shared by every process of a grid run.
+"""Features of pretrained backbones, for the detectors built on ``iadbench.backbones``.
 
-Key: (backbone arch, weights id, input size, torch version, cache format) name a folder;
-inside it one safetensors file per image, named by the SHA-256 of the image's uint8
-bytes and shape, holding float32 maps of every layer computed so far. Detectors that
-use the same backbone and input size share the forward pass: on a miss the extractor
-stores every feature stage it passes through on its way to the deepest requested
-layer (they are computed anyway), so PaDiM's ``blocks.1/2/4`` and PatchCore's
-``blocks.2/4`` cost one forward per image whichever cell runs first.
+- a feature cache on disk, shared by every process of a grid run (``extract_features``,
+  ``cache_disabled`` around latency loops, ``IADBENCH_FEATURE_CACHE=0`` turns it off;
+  details in ``iadbench.features.cache``)
+- patch-score maps to pixel maps: ``patch_maps_to_pixels`` and ``gaussian_blur``
+- ``BackboneMixin``: a detector's lazily built extractor and its cached features
 
-Writes go to a temporary file in the same folder and are renamed into place
-(atomic on POSIX), so concurrent writers never expose half a file; a lost race only
-costs a recomputation. Cached maps are bit-identical to a fresh forward (float32).
-
-Latency honesty: the cache serves ``fit()`` and full-test-set ``predict()``. The runner
-wraps its latency loop in ``with cache_disabled():`` so timed predictions always run
-the backbone. ``IADBENCH_FEATURE_CACHE=0`` (or ``use_cache=False``) turns it off.
+This package is public for plugins; import from it, not from its modules
+(``cache``, ``maps``, ``mixin``), which may move.
 """
 
-from __future__ import annotations
+from iadbench.features.cache import STATS, cache_disabled, cache_enabled, extract_features, feature_cache_dir, image_key
+from iadbench.features.maps import BLUR_MODES, gaussian_blur, patch_maps_to_pixels
+from iadbench.features.mixin import BackboneMixin
 
-import contextlib
-import functools
-import hashlib
-import os
-import tempfile
-import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-
-import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-
-from iadbench.backbones import FeatureExtractor, cache_root, default_layers
-from iadbench.errors import InputError
-from iadbench.switches import env_flag
-
-__all__ = ["STATS", "cache_disabled", "cache_enabled", "extract_features", "feature_cache_dir", "image_key"]
-
-FORMAT = 1
-_state = threading.local()
-# Images served from / computed into the cache in this process; the runner records
-# them with fit time, which is shorter when an earlier cell warmed the cache.
-STATS = {"hits": 0, "misses": 0}
-
-
-def cache_enabled() -> bool:
-    """False inside ``cache_disabled()`` or when IADBENCH_FEATURE_CACHE says off."""
-    if getattr(_state, "disabled", 0) > 0:
-        return False
-    return env_flag("IADBENCH_FEATURE_CACHE", default=True)
-
-
-@contextlib.contextmanager
-def cache_disabled() -> Iterator[None]:
-    """Within this block every extraction runs the backbone (used around latency loops)."""
-    _state.disabled = getattr(_state, "disabled", 0) + 1
-    try:
-        yield
-    finally:
-        _state.disabled -= 1
-
-
-def image_key(image: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update(repr((image.shape, str(image.dtype))).encode())
-    h.update(np.ascontiguousarray(image).data)
-    return h.hexdigest()
-
-
-def feature_cache_dir(extractor: FeatureExtractor, size: tuple[int, int]) -> Path:
-    ident = f"{FORMAT}|{extractor.arch}|{extractor.weights_id}|{size[0]}x{size[1]}|{torch.__version__}"
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
-    return cache_root() / "features" / f"{extractor.arch}-{size[0]}x{size[1]}-{digest}"
-
-
-def _read(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(path)
-    except FileNotFoundError:
-        return {}
-    except Exception:
-        return {}  # a corrupt or truncated file is a miss; it is rewritten
-
-
-def _write(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem[:16] + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _store_layers(extractor: FeatureExtractor, layers: Sequence[str]) -> list[str]:
-    """What a miss computes and stores: the requested layers plus the standard stages
-    on the same path (free to keep, and what other detectors ask for)."""
-    extra = [x for x in default_layers(extractor.arch) if x in extractor.path_layers]
-    return list(dict.fromkeys([*layers, *extra]))
-
-
-def extract_features(
-    extractor: FeatureExtractor,
-    images: np.ndarray,
-    layers: Sequence[str] | None = None,
-    batch_size: int = 16,
-    use_cache: bool | None = None,
-) -> dict[str, torch.Tensor]:
-    """``{layer: (N, C, h, w) float32}`` for uint8 images (N, H, W, 3), from the cache
-    where present, the backbone (in batches) where not."""
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise InputError(f"images must be a uint8 array (N, H, W, 3); got {getattr(images, 'shape', type(images))}")
-    layers = list(extractor.layers if layers is None else layers)
-    if use_cache is None:
-        use_cache = cache_enabled()
-    if not use_cache or len(images) == 0:
-        parts = [extractor(images[i : i + batch_size], layers=layers) for i in range(0, len(images), batch_size)]
-        if not parts:
-            raise InputError("no images to extract features from")
-        return {k: torch.cat([p[k] for p in parts]) for k in layers}
-
-    folder = feature_cache_dir(extractor, images.shape[1:3])
-    keys = [image_key(im) for im in images]
-    paths = [folder / k[:2] / f"{k}.safetensors" for k in keys]
-    found: list[dict[str, torch.Tensor] | None] = []
-    for p in paths:
-        got = _read(p)
-        found.append({k: got[k] for k in layers} if all(k in got for k in layers) else None)
-    todo = [i for i, f in enumerate(found) if f is None]
-    STATS["hits"] += len(found) - len(todo)
-    STATS["misses"] += len(todo)
-    if todo:
-        store = _store_layers(extractor, layers)
-        fresh: dict[str, dict[str, torch.Tensor]] = {}  # one forward per distinct image
-        order = list(dict.fromkeys(keys[i] for i in todo))
-        first = {keys[i]: i for i in reversed(todo)}
-        for s in range(0, len(order), batch_size):
-            chunk = order[s : s + batch_size]
-            feats = extractor(images[[first[k] for k in chunk]], layers=store)
-            for j, k in enumerate(chunk):
-                one = {name: feats[name][j].clone() for name in store}
-                p = paths[first[k]]
-                merged = {**_read(p), **one}  # keep layers another detector stored
-                _write(p, merged)
-                fresh[k] = one
-        for i in todo:
-            found[i] = {name: fresh[keys[i]][name] for name in layers}
-    return {name: torch.stack([f[name] for f in found]) for name in layers}  # type: ignore[index]
-
-
-# --- helpers the feature-based detectors share ----------------------------------------
-
-
-# Border modes, named as in scipy.ndimage: "mirror" reflects about the edge pixel
-# (d c b | a b c d; torch's and kornia's "reflect", which anomalib uses), "reflect"
-# repeats it (c b a | a b c d; scipy.ndimage.gaussian_filter's default, which the
-# PaDiM and PatchCore reference code use). Values are numpy.pad's names for them.
-BLUR_MODES = {"mirror": "reflect", "reflect": "symmetric"}
-
-
-@functools.lru_cache(maxsize=32)
-def _blur_matrix(n: int, sigma: float, mode: str = "mirror") -> torch.Tensor:
-    """(n, n) matrix B with B @ v = v blurred by a 1-D Gaussian of 2*int(4*sigma+0.5)+1
-    taps, borders extended by ``mode`` (repeatedly when the kernel outruns n)."""
-    radius = int(4.0 * sigma + 0.5)
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
-    k /= k.sum()
-    padded = np.pad(np.eye(n), ((0, 0), (radius, radius)), mode=BLUR_MODES[mode])  # rows: unit impulses
-    responses = sum(w * padded[:, i : i + n] for i, w in enumerate(k))  # n x n memory, not n x n x taps
-    return torch.from_numpy(responses.T).float().contiguous()  # column j = response to impulse j
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float, mode: str = "mirror") -> torch.Tensor:
-    """Separable Gaussian blur of (N, H, W) maps, kernel 2*int(4*sigma+0.5)+1 taps
-    (scipy's truncate=4). ``mode="mirror"`` (default) equals anomalib's GaussianBlur2d
-    and scipy.ndimage.gaussian_filter(mode="mirror", truncate=4); ``mode="reflect"``
-    equals gaussian_filter's default, as in the reference code. The two differ only
-    within the kernel radius of the border. Done as two matrix products, ~25x faster
-    on CPU than a 1-channel conv2d."""
-    if mode not in BLUR_MODES:
-        raise InputError(f"blur mode must be one of {sorted(BLUR_MODES)}, got {mode!r}")
-    if sigma <= 0:
-        return maps
-    bh = _blur_matrix(maps.shape[-2], float(sigma), mode).to(maps.dtype)
-    bw = _blur_matrix(maps.shape[-1], float(sigma), mode).to(maps.dtype)
-    return bh @ maps @ bw.T
-
-
-def patch_maps_to_pixels(maps: torch.Tensor, size: tuple[int, int], sigma: float = 4.0, mode: str = "mirror") -> torch.Tensor:
-    """(N, h, w) patch scores -> (N, H, W): bilinear upsampling (align_corners=False),
-    then ``gaussian_blur(sigma, mode)``; the default is anomalib's PaDiM map generator."""
-    up = torch.nn.functional.interpolate(maps.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False)
-    return gaussian_blur(up[:, 0], sigma, mode)
-
-
-class BackboneMixin:
-    """Lazily built extractor, cached feature extraction and the cost-table forward,
-    for detectors built on ``iadbench.backbones``. Needs ``self.backbone``,
-    ``self.layers``, ``self.weights`` and ``self.input_size``."""
-
-    backbone: str
-    layers: list[str]
-    weights: str | None
-    input_size: tuple[int, int]
-    _extractor: FeatureExtractor | None = None
-    batch_size: int = 16
-
-    @property
-    def extractor(self) -> FeatureExtractor:
-        if self._extractor is None:
-            self._extractor = FeatureExtractor(self.backbone, self.layers, self.weights)
-        return self._extractor
-
-    def _check_images(self, images: np.ndarray) -> None:
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise InputError(f"images must be a uint8 array (N, H, W, 3); got {getattr(images, 'shape', type(images))}")
-        if tuple(images.shape[1:3]) != tuple(self.input_size):
-            raise InputError(f"images are {images.shape[1]}x{images.shape[2]}, the detector expects {self.input_size[0]}x{self.input_size[1]}")
-        if len(images) == 0:
-            raise InputError("no images")
-
-    def features(self, images: np.ndarray) -> dict[str, torch.Tensor]:
-        self._check_images(images)
-        return extract_features(self.extractor, images, self.layers, batch_size=self.batch_size)
-
-    def backbone_forward(self, images: np.ndarray) -> None:
-        """The backbone alone at the given batch, never the cache (for the cost table)."""
-        self._check_images(images)
-        self.extractor(images)
+__all__ = [
+    "BLUR_MODES",
+    "STATS",
+    "BackboneMixin",
+    "cache_disabled",
+    "cache_enabled",
+    "extract_features",
+    "feature_cache_dir",
+    "gaussian_blur",
+    "image_key",
+    "patch_maps_to_pixels",
+]
