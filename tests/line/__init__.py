@@ -1,0 +1,1 @@
+"""Tests of the line loop: watch, feedback, update, hot reload, metrics, container."""
