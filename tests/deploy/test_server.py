@@ -63,6 +63,7 @@ def test_endpoints_scores_and_overlay(runner, model, images):
         assert body["score"] == pytest.approx(reference_score(model, big), rel=1e-3)
         assert body["verdict"] == ("defective" if body["score"] > model.threshold else "good")
         assert body["threshold"] == pytest.approx(model.threshold)
+        assert body["model_version"] == 1 and body["result_id"]  # a folder without a version is version 1
         pic = Image.open(io.BytesIO(base64.b64decode(body["map_png"])))
         assert pic.size == (96, 96)
         r = post(client, png_of(images[6]), format="png")
