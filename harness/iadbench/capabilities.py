@@ -61,6 +61,15 @@ class OutOfFold(Protocol):
 
 
 @runtime_checkable
+class Updatable(Protocol):
+    """Folds more good images into the fitted model without refitting from scratch, and
+    returns their out-of-fold predictions under the updated model (how
+    ``fit_out_of_fold`` scores training images); ``adbench update`` calibrates on them."""
+
+    def update(self, images: np.ndarray, ctx: Any) -> Prediction: ...
+
+
+@runtime_checkable
 class Trainable(Protocol):
     """Trained by gradient steps: ``fit`` sets ``training_done`` ({"steps": N,
     "epochs": E}), and the spec's ``published_training`` names the paper's length
@@ -69,7 +78,7 @@ class Trainable(Protocol):
     training_done: dict[str, Any] | None
 
 
-CAPABILITIES: tuple[type, ...] = (Exportable, SplitRuntime, PretrainedBackbone, OutOfFold)
+CAPABILITIES: tuple[type, ...] = (Exportable, SplitRuntime, PretrainedBackbone, OutOfFold, Updatable)
 
 
 #: Set on the Detector base's placeholder methods (``iadbench.detector.optional``): a

@@ -123,6 +123,17 @@ class Detector(ABC):
         """Score images: raw image scores and per-pixel anomaly maps."""
 
     @optional
+    def update(self, images: np.ndarray, ctx: FitContext) -> Prediction:
+        """Optional (iadbench.capabilities.Updatable; ``adbench update``): fold more good
+        ``images`` into the fitted model without refitting from scratch, and return each
+        new image's out-of-fold prediction under the updated model, as
+        ``fit_out_of_fold`` would give it (the threshold is re-calibrated on them). Raise
+        InputError where this model cannot be updated (say why). Detectors without it are
+        updated by a refit on the union of their training images and the new ones.
+        ``update_method`` says how, in words for the model's lineage."""
+        raise NotImplementedError(f"detector '{self.name}' cannot be updated in place")
+
+    @optional
     def backbone_forward(self, images: np.ndarray) -> None:  # noqa: B027 - optional hook
         """Run the pretrained backbone alone (no cache), for the cost table.
 

@@ -5,7 +5,12 @@ Fit: the backbone stages' features (by default the stride 8 and 16 stages for
 EfficientNet-Lite, the first three for ResNets; see DEFAULT_LAYERS), the coarser ones
 upsampled (nearest) to the finest grid and concatenated, reduced to a fixed random
 channel subset (by default all channels for EfficientNet-Lite); at every grid
-position a Gaussian: mean and covariance + 0.01 I, kept as the inverse.
+position a Gaussian: mean and covariance + 0.01 I. The artifact keeps the image count,
+the mean and the covariance's lower triangle in float64 (what ``update`` needs to fold
+more images in exactly; about inv_cov's float32 bytes) and derives the inverse at load.
+Mean and covariance are computed in float64 since this was added: predictions moved by
+version 4's float32 round-off (<= 2e-5 relative on scores; nearer float64 truth), so
+the version stays. Folders saved before hold inv_cov and predict as before.
 Predict: the Mahalanobis distance of each position's embedding (one batched einsum),
 upsampled bilinearly to the input size and smoothed (sigma 4); image score = max.
 
@@ -77,9 +82,12 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
-def leave_one_out_mahalanobis_sq(centred: torch.Tensor, scatter: torch.Tensor, epsilon: float) -> torch.Tensor:
+def leave_one_out_mahalanobis_sq(centred: torch.Tensor, scatter: torch.Tensor, epsilon: float,
+                                 n: int | None = None) -> torch.Tensor:
     """(P, N) squared Mahalanobis distance of each training embedding to the Gaussian fitted
     at its position on the other N - 1 embeddings, exactly, from the full fit's statistics.
+    ``n``: the images the statistics hold, when ``centred`` holds only some of them (an
+    update scores its new images so); by default all of them.
 
     ``centred`` (P, N, d) are the embeddings less the full mean, ``scatter`` (P, d, d) the
     sum of their outer products. Without image i (d_i its centred embedding) the mean
@@ -89,7 +97,7 @@ def leave_one_out_mahalanobis_sq(centred: torch.Tensor, scatter: torch.Tensor, e
     Sherman-Morrison d_i^T (A - c d_i d_i^T)^-1 d_i = m / (1 - c m), m = d_i^T A^-1 d_i.
     One factorisation per position serves every image, in float64: 1 - c m cancels for
     an image that dominates its position's spread."""
-    n = centred.shape[1]
+    n = int(n) if n is not None else centred.shape[1]
     a = scatter.double() / (n - 2)
     a.diagonal(dim1=1, dim2=2).add_(epsilon)
     with single_thread():
@@ -106,9 +114,25 @@ def mahalanobis_sq(emb: torch.Tensor, mean: torch.Tensor, inv_cov: torch.Tensor)
     return (torch.bmm(delta, inv_cov) * delta).sum(-1).T
 
 
+def pack_lower(m: torch.Tensor) -> torch.Tensor:
+    """(P, d, d) -> (P, d (d + 1) / 2): the lower triangles, row by row."""
+    r, c = torch.tril_indices(m.shape[-1], m.shape[-1])
+    return m[:, r, c].contiguous()
+
+
+def unpack_lower(packed: torch.Tensor, d: int) -> torch.Tensor:
+    """The symmetric (P, d, d) matrices whose lower triangles ``pack_lower`` packed."""
+    r, c = torch.tril_indices(d, d)
+    m = packed.new_zeros(packed.shape[0], d, d)
+    m[:, c, r] = packed
+    m[:, r, c] = packed  # lower last: the diagonal and every entry Cholesky reads are the packed ones
+    return m
+
+
 class Padim(BackboneMixin, Detector):
     name = "padim"
     out_of_fold = "leave-one-out"
+    update_method = "exact running statistics (mean and covariance of the union)"
 
     def __init__(
         self,
@@ -134,6 +158,11 @@ class Padim(BackboneMixin, Detector):
         self.channel_idx: torch.Tensor | None = None
         self.mean: torch.Tensor | None = None
         self.inv_cov: torch.Tensor | None = None
+        # What an exact update needs (kept in the artifact; inv_cov is derived from them):
+        # the covariance's lower triangle (P, d (d + 1) / 2), float64, and the image count.
+        self.cov_tril: torch.Tensor | None = None
+        self.mean64: torch.Tensor | None = None  # the mean before its float32 rounding
+        self.n_images: int | None = None
         self.grid: tuple[int, int] | None = None
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
@@ -164,17 +193,22 @@ class Padim(BackboneMixin, Detector):
         if len(images) < 3:
             raise InputError("padim: leave-one-out scores need at least 3 training images")
         centred, scatter = self._fit(images, ctx, keep=True)
-        n = centred.shape[1]
-        out = torch.empty(n, centred.shape[0])
+        return self._leave_one_out(centred, scatter, centred.shape[1])
+
+    def _leave_one_out(self, centred: torch.Tensor, scatter: torch.Tensor, n: int) -> Prediction:
+        """Leave-one-out predictions of the images whose centred embeddings (P, N', d) are
+        given, from the scatter (P, d, d) of all ``n`` images the model holds."""
+        count = centred.shape[1]
+        out = torch.empty(count, centred.shape[0])
         for s in range(0, centred.shape[0], LOO_POSITIONS):  # positions in blocks: float64 copies stay small
             out[:, s : s + LOO_POSITIONS] = leave_one_out_mahalanobis_sq(
-                centred[s : s + LOO_POSITIONS], scatter[s : s + LOO_POSITIONS], self.epsilon
+                centred[s : s + LOO_POSITIONS], scatter[s : s + LOO_POSITIONS], self.epsilon, n
             ).T.float()
         del centred, scatter
         assert self.grid is not None
         maps = torch.cat([
             patch_maps_to_pixels(out[i : i + self.batch_size].clamp_min_(0).sqrt_().view(-1, *self.grid), self.input_size, self.sigma)
-            for i in range(0, n, self.batch_size)
+            for i in range(0, count, self.batch_size)
         ])
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
 
@@ -193,20 +227,79 @@ class Padim(BackboneMixin, Detector):
         emb = self._embed(feats)  # (N, P, d)
         del feats
         n = emb.shape[0]
-        self.mean = emb.mean(0)
-        emb -= self.mean
-        # Per-position covariance as one batched product (P, d, N) @ (P, N, d).
-        ep = emb.permute(1, 0, 2).contiguous()
+        ep = emb.permute(1, 0, 2).contiguous()  # (P, N, d)
         del emb
-        cov = torch.bmm(ep.transpose(1, 2), ep)
-        scatter = cov.clone() if keep else None
-        cov.div_(n - 1)
-        if not keep:
-            del ep
-        cov.diagonal(dim1=1, dim2=2).add_(self.epsilon)
-        with single_thread():
-            self.inv_cov = torch.cholesky_inverse(torch.linalg.cholesky(cov.double())).float()
+        # Mean and covariance in float64, a block of positions at a time: an update adds to
+        # them exactly, and a refit on the union gives the same to float64 round-off.
+        P, d = ep.shape[0], ep.shape[2]
+        mean = torch.empty(P, d, dtype=torch.float64)
+        tril = torch.empty(P, d * (d + 1) // 2, dtype=torch.float64)
+        scatter = torch.empty(P, d, d, dtype=torch.float64) if keep else None
+        for s in range(0, P, LOO_POSITIONS):
+            e = ep[s : s + LOO_POSITIONS].double()
+            m = e.mean(1)
+            e -= m[:, None]
+            sc = torch.bmm(e.transpose(1, 2), e)  # (block, d, N) @ (block, N, d)
+            mean[s : s + LOO_POSITIONS], tril[s : s + LOO_POSITIONS] = m, pack_lower(sc) / (n - 1)
+            if keep:
+                scatter[s : s + LOO_POSITIONS] = sc
+                ep[s : s + LOO_POSITIONS] = e.float()  # centred, for the leave-one-out scores
+        self.mean64, self.mean, self.n_images, self.cov_tril = mean, mean.float(), n, tril
+        self.inv_cov = self._inverse_covariance()
         return (ep, scatter) if keep else None
+
+    def _inverse_covariance(self) -> torch.Tensor:
+        """inv_cov (float32) from the kept covariance (float64) + eps I, by Cholesky in
+        float64: the fit and a load run this same code on the same numbers, so a loaded
+        model predicts bit-identically to the fitted one."""
+        assert self.cov_tril is not None
+        inv = torch.empty(self.cov_tril.shape[0], self.n_features, self.n_features)
+        block = LOO_POSITIONS * 4  # a block's float64 copies stay small
+        for s in range(0, inv.shape[0], block):
+            cov = unpack_lower(self.cov_tril[s : s + block], self.n_features)
+            cov.diagonal(dim1=1, dim2=2).add_(self.epsilon)
+            with single_thread():
+                inv[s : s + block] = torch.cholesky_inverse(torch.linalg.cholesky(cov)).float()
+        return inv
+
+    def update(self, images: np.ndarray, ctx: FitContext) -> Prediction:
+        """Fold ``images`` (good) into the fitted Gaussians by exact running statistics
+        (Chan et al.'s pairwise update of mean and scatter, in float64): the model equals
+        a refit on the union to float32 round-off of the kept covariance. Returns the new
+        images' leave-one-out predictions under the updated model."""
+        if self.mean is None or self.channel_idx is None:
+            raise RuntimeError("padim: update() before fit()")
+        if self.cov_tril is None or self.n_images is None or self.mean64 is None:
+            raise InputError("padim: this model was saved before padim kept its covariance and image count, "
+                             "so it cannot be updated exactly")
+        self._check_images(images)
+        n_a, n_b = self.n_images, len(images)
+        n = n_a + n_b
+        if n < 3:
+            raise InputError("padim: leave-one-out scores need at least 3 images in all")
+        emb = torch.cat([self.embed(images[s : s + self.batch_size]) for s in range(0, n_b, self.batch_size)])
+        emb_b = emb.double().permute(1, 0, 2).contiguous()  # (P, N_b, d)
+        del emb
+        mean_a = self.mean64
+        mean_b = emb_b.mean(1)
+        delta = mean_b - mean_a
+        mean = mean_a + delta * (n_b / n)
+        tril = torch.tril_indices(self.n_features, self.n_features)
+        scatter_out = torch.empty_like(self.cov_tril, dtype=torch.float64)
+        for s in range(0, emb_b.shape[0], LOO_POSITIONS):
+            e = emb_b[s : s + LOO_POSITIONS] - mean_b[s : s + LOO_POSITIONS, None]
+            sc = torch.bmm(e.transpose(1, 2), e)  # the new images' scatter about their own mean
+            dl = delta[s : s + LOO_POSITIONS]
+            sc += unpack_lower(self.cov_tril[s : s + LOO_POSITIONS], self.n_features) * (n_a - 1)
+            sc += dl[:, :, None] * dl[:, None, :] * (n_a * n_b / n)
+            scatter_out[s : s + LOO_POSITIONS] = sc[:, tril[0], tril[1]]
+        self.n_images, self.mean64, self.mean = n, mean, mean.float()
+        self.cov_tril = scatter_out / (n - 1)
+        self.inv_cov = self._inverse_covariance()
+        # the new images' leave-one-out scores, centred on the updated mean
+        centred = emb_b - mean[:, None]
+        del emb_b
+        return self._leave_one_out(centred, unpack_lower(scatter_out, self.n_features), n)
 
     def predict(self, images: np.ndarray) -> Prediction:
         if self.mean is None or self.inv_cov is None:
@@ -221,16 +314,34 @@ class Padim(BackboneMixin, Detector):
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        if self.mean is None or self.inv_cov is None or self.channel_idx is None:
+        # The covariance's lower triangle (float64) and the image count, not inv_cov: what
+        # an exact update needs, in inv_cov's bytes (+ 4 d per position); inv_cov is
+        # derived at load.
+        if self.mean64 is None or self.cov_tril is None or self.channel_idx is None or self.n_images is None:
             raise RuntimeError("padim: nothing fitted to save")
-        return {"channel_idx": self.channel_idx, "mean": self.mean, "inv_cov": self.inv_cov}
+        return {"channel_idx": self.channel_idx, "mean": self.mean64, "cov_tril": self.cov_tril,
+                "n_images": torch.tensor([self.n_images], dtype=torch.int64)}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        missing = {"channel_idx", "mean", "inv_cov"} - set(tensors)
+        # Folders saved before the covariance was kept hold inv_cov: they load and predict
+        # as before, and cannot be updated exactly (``update`` says so).
+        missing = {"channel_idx", "mean"} - set(tensors)
+        if "cov_tril" not in tensors and "inv_cov" not in tensors:
+            missing.add("cov_tril")
         if missing:
             raise InputError(f"padim: saved state lacks {sorted(missing)}")
         self.channel_idx = tensors["channel_idx"].long()
-        self.mean, self.inv_cov = tensors["mean"].float(), tensors["inv_cov"].float()
+        self.mean = tensors["mean"].float()  # the fit's rounding of the float64 mean: bit-identical
+        if "cov_tril" in tensors:
+            tril, d = tensors["cov_tril"].double(), self.mean.shape[-1]
+            if "n_images" not in tensors or tril.shape != (self.mean.shape[0], d * (d + 1) // 2) or d != self.n_features:
+                raise InputError(f"padim: saved cov_tril {tuple(tril.shape)} does not match mean {tuple(self.mean.shape)}")
+            self.cov_tril, self.n_images = tril, int(tensors["n_images"].reshape(-1)[0])
+            self.mean64 = tensors["mean"].double()
+            self.inv_cov = self._inverse_covariance()
+        else:
+            self.cov_tril, self.n_images, self.mean64 = None, None, None
+            self.inv_cov = tensors["inv_cov"].float()
 
     def export_module(self) -> torch.nn.Module:
         from iadbench_padim.export import PadimGraph

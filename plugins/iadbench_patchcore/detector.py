@@ -193,6 +193,9 @@ class PatchCore(BackboneMixin, Detector):
         self.num_neighbors, self.sigma = int(num_neighbors), float(sigma)
         self.layer_dim = layer_dim
         self.memory_bank: torch.Tensor | None = None
+        # patches the bank was selected from (saved in config.json): an update's coreset
+        # size is the ratio of all patches seen, as a refit on the union would take
+        self.train_patches: int | None = None
         self._bank_sq: torch.Tensor | None = None
         self._neighbourhoods: torch.Tensor | None = None  # (M, b), see core.bank_neighbourhoods
         self.search, self.hnsw_ef = search, int(hnsw_ef)
@@ -214,8 +217,13 @@ class PatchCore(BackboneMixin, Detector):
     def _fit_bank(self, patches: torch.Tensor, ctx: FitContext) -> torch.Tensor:
         """The memory bank and its neighbourhood table from all training patches; returns
         the patch index each bank row was taken from."""
+        self.train_patches = int(patches.shape[0])
+        return self._select_bank(patches, max(1, int(round(self.coreset_ratio * patches.shape[0]))), ctx)
+
+    def _select_bank(self, patches: torch.Tensor, k: int, ctx: FitContext) -> torch.Tensor:
+        """The bank: ``k`` rows of ``patches`` by greedy coreset (all of them when k covers
+        them), and its neighbourhood table; returns the row indices taken."""
         gen = torch.Generator().manual_seed(int(ctx.seed))
-        k = max(1, int(round(self.coreset_ratio * patches.shape[0])))
         if k < patches.shape[0]:
             projected = random_projection(patches, self.projection_dim, gen)
             start = int(torch.randint(patches.shape[0], (1,), generator=gen))
@@ -244,9 +252,11 @@ class PatchCore(BackboneMixin, Detector):
         each image without the rows ``taken`` from its own patches (``_fit_bank``)."""
         (h, w), bank, table = grid, self.memory_bank, self.neighbourhoods()
         n = patches.shape[0] // (h * w)
-        source = taken // (h * w)  # the image each bank row came from
+        # the image each bank row came from; n for rows from none of them (an update's
+        # rows kept from the bank before it: ``taken`` -1)
+        source = torch.where(taken >= 0, taken // (h * w), n)
         order = torch.argsort(source, stable=True)
-        own = list(torch.split(order, torch.bincount(source, minlength=n).tolist()))  # bank rows of image i
+        own = list(torch.split(order, torch.bincount(source, minlength=n + 1).tolist()))[:n]  # bank rows of image i
         if max(len(rows) for rows in own) == bank.shape[0]:
             raise InputError("patchcore: every bank row comes from one image, which then has no bank to be scored against "
                              "(raise coreset_ratio)")
@@ -352,4 +362,29 @@ class PatchCore(BackboneMixin, Detector):
         self._neighbourhoods = table.long() if table is not None else None
 
     def extra_config(self) -> dict[str, Any]:
-        return {"bank_size": int(self.memory_bank.shape[0]) if self.memory_bank is not None else 0}
+        return {"bank_size": int(self.memory_bank.shape[0]) if self.memory_bank is not None else 0,
+                "train_patches": self.train_patches}
+
+    def load_extra_config(self, config: dict[str, Any]) -> None:
+        # models saved before it was kept: the count the bank's size implies (exact up to
+        # the rounding of ratio * patches, exact for ratio 1)
+        seen = config.get("train_patches")
+        self.train_patches = int(seen) if seen else (int(round(config["bank_size"] / self.coreset_ratio)) if config.get("bank_size") else None)
+
+    # --- update ---------------------------------------------------------------------
+
+    update_method = "coreset re-selected over the bank and the new images' patches"
+
+    def update(self, images: np.ndarray, ctx: FitContext) -> Prediction:
+        """Fold good ``images`` in: their patches join the bank's rows and the greedy
+        coreset is selected again over both, ``coreset_ratio`` of every patch seen (old
+        and new), as a refit on the union would size it. Returns the new images'
+        self-excluded-bank predictions under the updated bank (as ``fit_out_of_fold``)."""
+        bank, _ = self._bank()
+        patches, grid = self._training_patches(images)
+        seen = (self.train_patches or bank.shape[0]) + patches.shape[0]
+        k = max(1, int(round(self.coreset_ratio * seen)))
+        self.train_patches = seen
+        taken = self._select_bank(torch.cat([bank, patches]), k, ctx)
+        taken = torch.where(taken >= bank.shape[0], taken - bank.shape[0], -1)  # rows of the old bank: from no new image
+        return self._score_self_excluded(patches, grid, taken)

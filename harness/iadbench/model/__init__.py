@@ -22,6 +22,7 @@ from iadbench.model.folder import (
     FittedModel,
     display_range_from_maps,
     load_model,
+    model_version,
     read_model_json,
     write_model,
     write_model_json,
@@ -30,6 +31,6 @@ from iadbench.model.use import ImageResult, Model, open_model, predict_images
 
 __all__ = [
     "DISPLAY_PERCENTILES", "DISPLAY_SAMPLE", "MODEL_FILE", "MODEL_FORMAT", "Evaluation", "FitResult", "FittedModel",
-    "ImageResult", "Model", "display_range_from_maps", "evaluate", "fit_model", "load_model", "open_model",
+    "ImageResult", "Model", "display_range_from_maps", "evaluate", "fit_model", "load_model", "model_version", "open_model",
     "predict_images", "prepare_image", "read_model_json", "save_model", "write_model", "write_model_json",
 ]

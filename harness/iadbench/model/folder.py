@@ -6,7 +6,9 @@ everything downstream (predict, export, serve)::
     config.json         the detector artifact (iadbench.detector, unchanged)
     model.safetensors
     model.json          threshold and its rule, pixel threshold, display range, info,
-                        and the calibration scores they were fixed on
+                        and the calibration scores they were fixed on; ``version`` (1
+                        for a fresh fit) and ``lineage`` (one entry per update:
+                        version, parent, images_added, method, created)
     model.onnx          optional, written on first use: the checked ONNX graph (or
     front.onnx          the split runtime's front graph) cached by
                         iadbench.deploy.graph_cache; rebuilt when stale
@@ -112,6 +114,8 @@ def write_model(
         "display_range": [float(display_range[0]), float(display_range[1])],
         "info": info,
         **({"calibration": calibration} if calibration is not None else {}),
+        "version": 1,
+        "lineage": [],
     }
     write_model_json(directory, body)
     return directory
@@ -136,6 +140,12 @@ def read_model_json(directory: Path) -> dict[str, Any]:
     if not isinstance(body, dict) or body.get("format") != MODEL_FORMAT:
         raise InputError(f"not a usable model folder: {MODEL_FILE} has an unsupported format", directory)
     return body
+
+
+def model_version(directory: str | Path) -> int:
+    """The folder's model version: 1 for a fresh fit (and folders from before versions),
+    one more for each ``adbench update`` (its ``lineage`` says what each added)."""
+    return int(read_model_json(Path(directory)).get("version", 1))
 
 
 def load_model(directory: str | Path) -> FittedModel:
