@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install when pyproject.toml changes.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint bench clean-venv browser
+.PHONY: run test lint bench clean-venv browser image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: these builds lie on this machine's disk (a loose pin downloads GBs)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	# every extra (make run runs the anomalib models too; the tests cover deploy and ray)
-	$(BIN)/python -m pip install -q -e '.[test,anomalib,deploy,ray]'
+	$(BIN)/python -m pip install -q -e '.[test,anomalib,deploy,ray,line]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -49,6 +49,12 @@ bench: $(STAMP)
 	    -c bottle --out runs/bench-models/$$1 $$2 $$3 || exit 1; done
 	$(BIN)/python -m bench.deploy latency runs/bench-models/padim runs/bench-models/patchcore runs/bench-models/patchcore-c0.4
 	$(BIN)/python -m bench.deploy load runs/bench-models/patchcore
+
+# `adbench serve` as a container image (deploy/Dockerfile; README "In a container"): a
+# wheelhouse in build/ (CPU torch from this disk), a Debian base where none can be pulled,
+# then podman (or buildah, docker) builds with no network. IMAGE=name:tag to rename it.
+image:
+	PYTHON=$(PYTHON) bash deploy/image.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,8 @@ class Detector(ABC):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
         save_file(tensors, directory / WEIGHTS_FILE)
+        # safetensors writes 0600; a model folder is shared (a container's user, colleagues)
+        os.chmod(directory / WEIGHTS_FILE, 0o644)
         config = {
             "format": ARTIFACT_FORMAT,
             "detector": self.name,

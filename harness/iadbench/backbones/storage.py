@@ -30,6 +30,9 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> Non
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+        # mkstemp makes the file 0600; give it a plain file's mode, so that a container's
+        # non-root user (or a colleague) can read a model folder written here
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)  # atomic on POSIX
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -163,6 +163,7 @@ def write_graph(out: Path, graph: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(graph)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the graph from a container's non-root user
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
