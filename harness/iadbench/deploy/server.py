@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from iadbench.jsonio import finite_or_none
 from iadbench.visual.png import Z_RLE
 
 PAGE = Path(__file__).with_name("page.html")
@@ -337,9 +338,6 @@ def create_app(
     def error(status: int, detail: str) -> JSONResponse:
         return JSONResponse({"detail": detail}, status_code=status)
 
-    def finite(value: float) -> float | None:
-        return value if math.isfinite(value) else None
-
     def drift_state(served: Served) -> dict:
         state = served.drift.state()
         metrics.drift(state)
@@ -367,7 +365,7 @@ def create_app(
         return {
             "detector": m.detector.name,
             "params": m.detector.params,
-            "threshold": finite(m.threshold),
+            "threshold": finite_or_none(m.threshold),
             "threshold_rule": m.threshold_rule,
             "input_size": list(m.input_size),
             "runtime": m.runtime_name,

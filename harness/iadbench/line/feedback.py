@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import re
 import secrets
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from iadbench.errors import InputError
+from iadbench.jsonio import finite_or_none
 
 FOLDER = "feedback"
 LABELS = ("false_alarm", "missed_defect")
@@ -127,7 +127,7 @@ class FeedbackStore:
         now = datetime.now(UTC)
         entry_id = f"{now:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(4)}"
         record = {
-            "id": entry_id, "label": label, "score": _finite(score), "threshold": _finite(threshold),
+            "id": entry_id, "label": label, "score": finite_or_none(score), "threshold": finite_or_none(threshold),
             "model_version": int(model_version), "created": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
             "original_name": sanitise_name(name), "image": entry_id + ext,
         }
@@ -183,10 +183,3 @@ class FeedbackStore:
             shutil.copyfile(self.folder / record["image"], target)
             written.append(target)
         return written
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -26,7 +26,6 @@ kept, so ``adbench threshold`` can re-decide both without refitting.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 
 from iadbench.detector import CONFIG_FILE, WEIGHTS_FILE, Detector
 from iadbench.errors import InputError
-from iadbench.jsonio import json_default
+from iadbench.jsonio import finite_or_none, json_default
 
 MODEL_FILE = "model.json"
 MODEL_FORMAT = 1
@@ -108,9 +107,9 @@ def write_model(
         "format": MODEL_FORMAT,
         "detector": detector.name,
         "input_size": list(detector.input_size),
-        "threshold": _num(threshold),
+        "threshold": finite_or_none(threshold),
         "threshold_rule": str(threshold_rule),
-        "pixel_threshold": _num(pixel_threshold),
+        "pixel_threshold": finite_or_none(pixel_threshold),
         "display_range": [float(display_range[0]), float(display_range[1])],
         "info": info,
         **({"calibration": calibration} if calibration is not None else {}),
@@ -193,13 +192,6 @@ def _strip_path(message: str, directory: Path) -> str:
     if message.startswith(prefix):
         message = message[len(prefix) :].lstrip("/\\")
     return message
-
-
-def _num(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _float(value: Any) -> float:
