@@ -1,5 +1,6 @@
 """The report's matplotlib figures (Agg backend, PNG bytes): a cell's ROC, PR and
-score histograms in one figure, and the cost chart (latency vs a quality metric).
+score histograms in one figure, and the cost chart (latency vs a quality metric, with its
+Pareto front and labels placed without overlaps).
 
 A default grid has ~80 cells, so figures are built for speed: object-oriented Figure
 on an Agg canvas (no pyplot state), one figure per cell, a fixed layout instead of
@@ -159,21 +160,86 @@ def calibration_figure(calibration: np.ndarray, labels: np.ndarray, scores: np.n
     return _png(fig)
 
 
-def cost_chart(points: list[tuple[str, float, float]], metric: str, higher_is_better: bool = True) -> bytes:
-    """One point per detector: (name, latency ms/image p50, mean of ``metric``, its title)."""
-    fig = _figure(7, 4.2)
+#: Cost chart: label font size (points) and the room each point's marker takes (pixels).
+LABEL_SIZE = 8
+MARKER_HALF = 4.0
+COST_FIGSIZE = (7.0, 4.2)  # inches; the page sizes the picture from it
+
+
+def cost_figure(points: list[tuple[str, float, float]], metric: str, higher_is_better: bool = True,
+                cpu: str | None = None):
+    """The cost chart as a figure: one point per detector (name, latency ms/image p50,
+    mean of ``metric``), the Pareto front as a staircase from the fastest detector to
+    the best, labels placed where they overlap neither each other nor a point (front
+    first; a label with no room nearby is listed under the chart instead)."""
+    from iadbench.report.label_layout import place_labels
+    from iadbench.report.pareto import pareto_front
+
+    fig = _figure(*COST_FIGSIZE)
+    fig.set_dpi(DPI)  # label geometry is measured in the pixels the PNG is saved at
     ax = fig.subplots()
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.92)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.15, top=0.9)
     shown = [(n, x, y) for n, x, y in points if x and y is not None and math.isfinite(x) and math.isfinite(y) and x > 0]
-    for i, (name, latency, quality) in enumerate(shown):
-        ax.scatter([latency], [quality], color=f"C{i % 10}")
-        ax.annotate(name, (latency, quality), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    if shown:
-        ax.set_xscale("log")
-    else:
-        ax.text(0.5, 0.5, f"no detector with both latency and {metric}", ha="center", va="center")
-    ax.set_xlabel("latency per image, ms (batch 1, p50, log scale)")
-    ax.set_ylabel(f"{metric} (mean over cells)")
+    ax.set_xlabel("latency per image, ms (batch 1, p50, log scale)" + (f", {cpu}" if cpu else ""), fontsize=9)
+    ax.set_ylabel(f"{metric} (mean over cells)", fontsize=9)
     ax.set_title(f"speed vs quality ({'up' if higher_is_better else 'down'} and left is better)", fontsize=10)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    if not shown:
+        ax.text(0.5, 0.5, f"no detector with both latency and {metric}", ha="center", va="center")
+        return fig
+    xs = np.array([x for _, x, _ in shown])
+    ys = np.array([y for _, _, y in shown])
+    front = pareto_front(list(zip(xs, ys)), higher_is_better)
+    ax.set_xscale("log")
+    ax.set_xlim(xs.min() / 2.0, xs.max() * 2.0)  # room for labels left and right of the extremes
+    span = max(float(ys.max() - ys.min()), 0.02)
+    ax.set_ylim(ys.min() - 0.15 * span, ys.max() + 0.15 * span)
+    rest = [i for i in range(len(shown)) if i not in front]
+    ax.scatter(xs[rest], ys[rest], s=(2 * MARKER_HALF) ** 2, color="0.6", zorder=3)
+    ax.scatter(xs[front], ys[front], s=(2 * MARKER_HALF) ** 2, color="C0", zorder=4)
+    ax.step(xs[front], ys[front], where="post", color="C0", lw=1.2, zorder=2,
+            label="Pareto front: none both faster and better")
+    legend = ax.legend(fontsize=7, loc="best")
+
+    renderer = fig.canvas.get_renderer()
+    sizes = []
+    for name, _, _ in shown:
+        probe = fig.text(0, 0, name, fontsize=LABEL_SIZE)
+        extent = probe.get_window_extent(renderer)
+        sizes.append((extent.width, extent.height))
+        probe.remove()
+    anchors = ax.transData.transform(np.column_stack([xs, ys]))
+    area = ax.get_window_extent(renderer)
+    order = front + sorted(rest, key=lambda i: -ys[i] if higher_is_better else ys[i])
+    boxes = place_labels([tuple(anchors[i]) for i in order], [sizes[i] for i in order],
+                         (area.x0, area.y0, area.x1, area.y1), _staircase_boxes(anchors[front]) + [
+                             tuple(legend.get_window_extent(renderer).extents)], marker=MARKER_HALF)
+    unplaced = []
+    for i, box in zip(order, boxes):
+        if box is None:
+            unplaced.append(shown[i][0])
+            continue
+        # beyond the first ring a line ties the label to its point
+        far = math.dist(anchors[i], (min(max(anchors[i][0], box[0]), box[2]),
+                                     min(max(anchors[i][1], box[1]), box[3]))) > 2.5 * MARKER_HALF + 1
+        ax.annotate(shown[i][0], (xs[i], ys[i]), xytext=(box[0], box[1]), textcoords="figure pixels",
+                    ha="left", va="bottom", fontsize=LABEL_SIZE,
+                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if far else None)
+    if unplaced:
+        fig.text(0.01, 0.01, "not labelled (no room): " + ", ".join(unplaced), fontsize=7)
+    return fig
+
+
+def _staircase_boxes(front: np.ndarray, half_width: float = 1.5) -> list[tuple[float, float, float, float]]:
+    """The Pareto staircase (display pixels, cost ascending) as thin boxes labels avoid."""
+    boxes = []
+    for (x0, y0), (x1, y1) in zip(front[:-1], front[1:]):
+        boxes.append((x0, y0 - half_width, x1, y0 + half_width))  # along at the old quality
+        boxes.append((x1 - half_width, min(y0, y1), x1 + half_width, max(y0, y1)))  # up to the new
+    return boxes
+
+
+def cost_chart(points: list[tuple[str, float, float]], metric: str, higher_is_better: bool = True,
+               cpu: str | None = None) -> bytes:
+    """``cost_figure`` as PNG bytes."""
+    return _png(cost_figure(points, metric, higher_is_better, cpu))
