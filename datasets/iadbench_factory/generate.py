@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-GENERATOR_VERSION = "2"
+from iadbench_factory.sizes import GENERATOR_VERSION  # noqa: F401 - re-exported: callers name it here
 
 #: category -> its defect kinds (folder names under test/ and ground_truth/)
 CATEGORIES: dict[str, tuple[str, ...]] = {

@@ -9,79 +9,15 @@ first use into the cache (see iadbench_factory.store), deterministic for a seed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
-from iadbench.api import DatasetError, DatasetSpec, Split, hookimpl
-from iadbench.layouts import parse_mvtec
-from iadbench_factory.generate import CATEGORIES, GENERATOR_VERSION
-from iadbench_factory.store import MANIFEST, Sizes, default_location, ensure_category, write_dataset
+from iadbench.api import DatasetSpec, hookimpl
+from iadbench_factory.sizes import GENERATOR_VERSION, Sizes
 
 NAME = "factory"
 _SIZES = Sizes()
 DEFAULTS = {"seed": 0, **asdict(_SIZES)}
-
-
-class FactoryDataset:
-    def __init__(
-        self,
-        path: Path | None = None,
-        seed: int = 0,
-        image_size: int = _SIZES.image_size,
-        n_train: int = _SIZES.n_train,
-        n_test_good: int = _SIZES.n_test_good,
-        n_per_defect: int = _SIZES.n_per_defect,
-    ):
-        self.seed = int(seed)
-        self.sizes = Sizes(int(image_size), int(n_train), int(n_test_good), int(n_per_defect))
-        self.sizes.validate()
-        self.root = Path(path) if path is not None else default_location(self.seed, self.sizes)
-
-    def categories(self) -> list[str]:
-        return list(CATEGORIES)
-
-    def split(self, category: str) -> Split:
-        if category not in CATEGORIES:
-            raise DatasetError(f"factory has no category '{category}' (known: {', '.join(CATEGORIES)})")
-        folder = ensure_category(self.root, category, self.seed, self.sizes)
-        try:
-            made = json.loads((folder / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"unreadable factory manifest ({exc})", folder / MANIFEST) from None
-        asked = {"generator_version": GENERATOR_VERSION, "seed": self.seed, "sizes": self.sizes.__dict__}
-        for key, value in asked.items():
-            if made.get(key) != value:
-                raise DatasetError(
-                    f"this folder was generated with {key}={made.get(key)!r}, not {value!r}; "
-                    "use another folder or delete this one",
-                    folder,
-                )
-        split = parse_mvtec(folder, dataset=NAME, category=category, masks_required=True)
-        split.notes.update({"generator_version": GENERATOR_VERSION, "seed": self.seed, "data": str(folder)})
-        return split
-
-
-def _factory_command(
-    out: Path,
-    seed: int = 0,
-    category: list[str] | None = None,
-    image_size: int = _SIZES.image_size,
-    n_train: int = _SIZES.n_train,
-    n_test_good: int = _SIZES.n_test_good,
-    n_per_defect: int = _SIZES.n_per_defect,
-) -> None:
-    import time
-
-    from iadbench.cli import console
-
-    start = time.perf_counter()
-    folders = write_dataset(out, seed, Sizes(image_size, n_train, n_test_good, n_per_defect), category)
-    n = len(folders) * (n_train + n_test_good + n_per_defect * 4)
-    console.print(
-        f"wrote {len(folders)} categories ({n} images) to {out} in MVTec layout "
-        f"in {time.perf_counter() - start:.1f}s (generator {GENERATOR_VERSION}, seed {seed})"
-    )
 
 
 @hookimpl
@@ -89,7 +25,7 @@ def register_datasets(register):
     register(
         DatasetSpec(
             name=NAME,
-            factory=FactoryDataset,
+            factory="iadbench_factory.dataset:FactoryDataset",  # imported on first use
             subdir=None,
             params=dict(DEFAULTS),
             description="Synthetic factory images (fabric, metal, wood, nut, bottle), generated offline; the default",
@@ -114,6 +50,8 @@ def register_commands(app):
         n_per_defect: int = typer.Option(_SIZES.n_per_defect, help="Test images per defect kind."),
     ) -> None:
         """Write the synthetic factory dataset in MVTec AD layout."""
-        _factory_command(out, seed, category, image_size, n_train, n_test_good, n_per_defect)
+        from iadbench_factory.dataset import write_command
+
+        write_command(out, seed, category, image_size, n_train, n_test_good, n_per_defect)
 
     group(app, "data").command("factory")(factory)

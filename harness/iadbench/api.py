@@ -4,8 +4,10 @@ A plugin imports from the modules in ``PUBLIC_MODULES`` and from nothing else in
 ``iadbench``; ``lint-imports`` holds the built-in plugins to that (the contracts are in
 pyproject.toml). Public, and kept stable for plugins:
 
-- ``iadbench.api`` (this module): Detector, FitContext, the spec types, Sample, Split,
-  Prediction, EvalData, GOOD, the errors and ``hookimpl``
+- ``iadbench.api`` (this module): Detector, FitContext, the spec types (and
+  ExecutorOptions), Sample, Split, Prediction, EvalData, GOOD, the errors and
+  ``hookimpl``; cheap to import (Detector and FitContext, which need torch, load on
+  first use), so a plugin's registration costs no torch
 - ``iadbench.images``: loading and validating images and masks
 - ``iadbench.layouts``: MVTec-like and good/defect folder parsing
 - ``iadbench.backbones``: offline pretrained feature extractors (the package, not its modules)
@@ -26,9 +28,17 @@ pyproject.toml). Public, and kept stable for plugins:
   ``group`` to add a command to a group, for ``register_commands``
 
 Anything else is internal and may change.
+
+A spec's callables (``DetectorSpec.factory``, ``MetricSpec.fn``, ...) may be given as
+``"package.module:attr"`` references, imported on first use: every ``adbench`` command
+runs the register hooks, so a plugin that registers by reference keeps ``--help`` and
+``list`` from importing torch (the built-in plugins do).
 """
 
-from iadbench.detector import Detector, FitContext
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from iadbench.errors import DatasetError, ImageError, InputError, UndefinedMetric
 from iadbench.hookspecs import hookimpl
 from iadbench.types import (
@@ -37,11 +47,36 @@ from iadbench.types import (
     DatasetSpec,
     DetectorSpec,
     EvalData,
+    ExecutorOptions,
+    ExecutorSpec,
     MetricSpec,
     Prediction,
     Sample,
     Split,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from iadbench.detector import Detector, FitContext
+
+#: Names imported on first use (PEP 562): iadbench.detector imports torch, and a plugin's
+#: registration (``from iadbench.api import DetectorSpec, hookimpl``) must not.
+_LAZY = {"Detector": "iadbench.detector", "FitContext": "iadbench.detector"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 # What a plugin may import; pyproject.toml's import contract forbids every other core module.
 PUBLIC_MODULES = (
@@ -75,6 +110,8 @@ __all__ = [
     "Detector",
     "DetectorSpec",
     "EvalData",
+    "ExecutorOptions",
+    "ExecutorSpec",
     "FitContext",
     "ImageError",
     "InputError",

@@ -4,6 +4,12 @@ Built-in plugins are entry points like any third-party one. A plugin that fails 
 import or to register is recorded as broken and warned about, never a dead CLI;
 ``IADBENCH_STRICT_PLUGINS=1`` makes that fatal.
 
+Specs may name their callables by reference (``"package.module:attr"``, iadbench.lazy):
+loading the registry then imports no detector, metric or dataset code. A reference
+whose module does not exist breaks its plugin here; one that exists but fails to
+import is a PluginError on first use, or a broken plugin under ``load_references``
+(``adbench plugins --check``).
+
 Environment:
   IADBENCH_STRICT_PLUGINS=1     a broken plugin raises instead of warning
   IADBENCH_BLOCK_PLUGINS=a,b    never load these entry points
@@ -23,6 +29,7 @@ import pluggy
 
 from iadbench import hookspecs
 from iadbench.errors import PluginError, UnknownNameError
+from iadbench.lazy import describe, module_exists, references
 from iadbench.switches import env_flag
 from iadbench.types import DatasetSpec, DetectorSpec, ExecutorSpec, MetricSpec
 
@@ -195,6 +202,7 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
             def register(spec: Any, spec_type=spec_type, staged=staged) -> None:
                 if not isinstance(spec, spec_type):
                     raise PluginError(f"registered {type(spec).__name__}, expected {spec_type.__name__}")
+                _check_modules(spec)
                 staged.append(spec)
 
             try:
@@ -215,6 +223,44 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
                 added.setdefault(plugin_name, []).append((table, spec))
                 if info is not None:
                     info.provides.append(spec.name)
+
+
+def _check_modules(spec: Any) -> None:
+    """A reference to a module that does not exist breaks its plugin now, as a failed
+    import would have; the look is at files only (importing it is what references save)."""
+    for attr, ref in references(spec).items():
+        module = ref.partition(":")[0]
+        if not module_exists(module):
+            raise PluginError(f"{describe(spec)}: {attr} '{ref}': no module named '{module}'")
+
+
+def load_references(registry: Registry) -> None:
+    """Import every reference and check every detector's params against its factory
+    (``adbench plugins --check``; slow: imports torch). A plugin one of whose specs
+    fails is marked broken and everything it registered is taken out, as if it had
+    failed to load."""
+    for _hook, _type, attr in KINDS:
+        for spec in list(getattr(registry, attr).values()):
+            info = registry.plugins.get(spec.plugin)
+            if info is not None and info.status == "broken":
+                continue  # taken out already: its first failure is the one reported
+            try:
+                for attr_name in references(spec):
+                    getattr(spec, attr_name)
+                if isinstance(spec, DetectorSpec):
+                    spec.params  # noqa: B018 - derived from, and checked against, the factory
+            except Exception as exc:
+                _take_out(registry, spec.plugin, f"{type(exc).__name__}: {exc}")
+
+
+def _take_out(registry: Registry, plugin_name: str, error: str) -> None:
+    for _hook, _type, attr in KINDS:
+        table = getattr(registry, attr)
+        for name in [n for n, s in table.items() if s.plugin == plugin_name]:
+            del table[name]
+    info = registry.plugins.get(plugin_name)
+    if info is not None:
+        info.status, info.error, info.provides = "broken", error, []
 
 
 #: (id of the CLI app, plugin name) pairs whose commands are on that app already:

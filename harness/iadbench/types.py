@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from iadbench.errors import PluginError
+from iadbench.lazy import LazyCallable, reference
+
 if TYPE_CHECKING:  # pragma: no cover
     from iadbench.detector import Detector
 
@@ -99,11 +102,43 @@ class EvalData:
     calibration_scores: np.ndarray | None = None
 
 
+class _DeclaredParams:
+    """``DetectorSpec.params``: as given, or (given None) the factory signature's
+    defaults; checked against the signature (iadbench.params.check_spec) the first time
+    it is read, which needs the factory imported."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return None  # the dataclass default
+        state = obj.__dict__
+        if "_params_checked" in state:
+            return state["_params_checked"]
+        from iadbench.params import check_spec, default_params
+
+        given = state.get("_params_given")
+        params = default_params(obj.factory) if given is None else given
+        state["_params_checked"] = params  # check_spec reads spec.params
+        try:
+            check_spec(obj)
+        except PluginError as exc:
+            del state["_params_checked"]
+            if obj.plugin:  # found on first use, not by the registry: say whose it is
+                raise PluginError(f"plugin '{obj.plugin}': {exc}") from None
+            raise
+        return params
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["_params_given"] = value
+        obj.__dict__.pop("_params_checked", None)
+
+
 @dataclass
 class DetectorSpec:
     """A detector a plugin offers.
 
-    ``factory(**params)`` builds an unfitted Detector. Its signature declares the
+    ``factory(**params)`` builds an unfitted Detector: the class, or a reference to it,
+    ``"package.module:Class"``, imported on first use (iadbench.lazy) so that listing
+    detectors imports no torch. Its signature declares the
     parameters (iadbench.params): ``params`` may be omitted, and is then the
     signature's defaults; where given, every key must be a parameter of the factory
     with the same default (else the plugin is reported broken), and those keys are the
@@ -111,18 +146,23 @@ class DetectorSpec:
     then ``params`` are the truth. An unavailable detector stays listed, with why; it
     runs only when named with parameters (e.g. a local weights file) that may make it
     available.
+
+    ``params`` is derived and checked against the signature the first time it is read:
+    at once for a factory given as a callable (a disagreement breaks the plugin as the
+    registry loads), on first use for a reference (a PluginError naming the plugin).
     """
 
     name: str
-    factory: Callable[..., Detector]
-    params: dict[str, Any] | None = None  # None: the factory signature's defaults
+    factory: Callable[..., Detector] | str = LazyCallable()
+    params: dict[str, Any] | None = _DeclaredParams()  # None: the factory signature's defaults
     description: str = ""
     version: str = "0"
     available: bool = True
     unavailable_reason: str | None = None
     tags: tuple[str, ...] = ()
     # Heavy modules the cell processes import; the local executor imports them once
-    # in its forkserver so each cell does not pay for them again.
+    # in its forkserver so each cell does not pay for them again. A factory given as a
+    # reference adds its module here.
     preload: tuple[str, ...] = ()
     # The training length the method was published with, for detectors trained by
     # gradient steps: {"param": "max_epochs", "value": 100, "unit": "epochs" | "steps",
@@ -140,31 +180,30 @@ class DetectorSpec:
     plugin: str = ""  # filled in by the registry
 
     def __post_init__(self) -> None:
-        from iadbench.params import check_spec, default_params
-
-        if self.params is None:
-            self.params = default_params(self.factory)
         if self.memory_mb is not None and (
             isinstance(self.memory_mb, bool) or not isinstance(self.memory_mb, int) or self.memory_mb < 1
         ):
-            from iadbench.errors import PluginError
-
             raise PluginError(f"detector '{self.name}': memory_mb must be a positive integer or None, got {self.memory_mb!r}")
-        check_spec(self)
+        ref = reference(self, "factory")
+        if ref is None:
+            self.params  # noqa: B018 - the factory is at hand: derive and check params now
+        elif (module := ref.partition(":")[0]) not in self.preload:
+            self.preload = (*self.preload, module)
 
 
 @dataclass
 class DatasetSpec:
     """A dataset a plugin offers.
 
-    ``factory(path, **params)`` returns a Dataset. ``path`` is the explicit path a user
+    ``factory(path, **params)`` returns a Dataset (``factory`` and ``detect`` may be
+    ``"package.module:attr"`` references, imported on first use). ``path`` is the explicit path a user
     gave, else ``<data-root>/<subdir>``, else None (the plugin decides: the synthetic
     factory generates into a cache, a public benchmark raises DatasetError).
     ``subdir`` is None for a dataset with no fixed home under the data root.
     """
 
     name: str
-    factory: Callable[..., Dataset]
+    factory: Callable[..., Dataset] | str = LazyCallable()
     subdir: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -173,7 +212,7 @@ class DatasetSpec:
     # "Does this folder hold my layout?" (a cheap look at names, no decoding): how
     # `adbench data check PATH` picks the dataset that reads a folder. A dataset
     # without a ``subdir`` (your own folder) is asked before a public benchmark.
-    detect: Callable[[Path], bool] | None = None
+    detect: Callable[[Path], bool] | str | None = LazyCallable(required=False)
 
 
 @dataclass
@@ -195,10 +234,13 @@ class MetricSpec:
     images with their maps and masks (costly: fewer resamples). ``resample``, if given,
     replaces that recomputation: ``resample(data, counts)`` gets (B, N) draw counts of
     each test image and returns the B resampled values at once.
+
+    ``fn`` and ``resample`` may be ``"package.module:function"`` references, imported
+    on first use (iadbench.lazy).
     """
 
     name: str
-    fn: Callable[[EvalData], float]
+    fn: Callable[[EvalData], float] | str = LazyCallable()
     higher_is_better: bool = True
     level: str = "image"  # "image" or "pixel"
     description: str = ""
@@ -210,7 +252,7 @@ class MetricSpec:
     needs_threshold: bool = False
     oracle_of: str | None = None
     interval: str | None = None  # "image", "pixel" or None
-    resample: Callable[[EvalData, np.ndarray], np.ndarray] | None = None
+    resample: Callable[[EvalData, np.ndarray], np.ndarray] | str | None = LazyCallable(required=False)
 
     @property
     def title(self) -> str:
@@ -242,12 +284,13 @@ class ExecutorSpec:
     Future[result dict]`` and ``shutdown(cancel=False)`` (iadbench.executors).
     ``check(address)``, called at plan time before the run folder exists, raises
     InputError where the executor cannot run here (e.g. its package is missing).
-    ``takes_address``: it can join a cluster at ``--address``.
+    ``takes_address``: it can join a cluster at ``--address``. ``factory`` and ``check``
+    may be ``"package.module:function"`` references, imported on first use.
     """
 
     name: str
-    factory: Callable[[ExecutorOptions], Any]
+    factory: Callable[[ExecutorOptions], Any] | str = LazyCallable()
     description: str = ""
     takes_address: bool = False
-    check: Callable[[str | None], None] | None = None
+    check: Callable[[str | None], None] | str | None = LazyCallable(required=False)
     plugin: str = ""

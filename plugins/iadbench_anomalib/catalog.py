@@ -16,7 +16,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 if TYPE_CHECKING:  # pragma: no cover
     from iadbench_anomalib.adapter import AnomalibDetector
@@ -132,6 +131,8 @@ def _dfkde_raw(model: Any, x: Any) -> Any:
 def _efficient_ad_patches(det: AnomalibDetector) -> list[AbstractContextManager]:
     # anomalib downloads the distilled teacher into ./pre_trained; we load it from the
     # file the user gave instead.
+    from unittest import mock  # here, not at the top: it imports asyncio, 40 ms of every start
+
     import torch
     from anomalib.models.image.efficient_ad.lightning_model import EfficientAd
 
@@ -143,6 +144,8 @@ def _efficient_ad_patches(det: AnomalibDetector) -> list[AbstractContextManager]
 
 
 def _dsr_patches(det: AnomalibDetector) -> list[AbstractContextManager]:
+    from unittest import mock
+
     from anomalib.models.image.dsr.lightning_model import Dsr
 
     return [mock.patch.object(Dsr, "prepare_pretrained_model", staticmethod(lambda: Path(det.params["weights"])))]

@@ -1,13 +1,12 @@
 from iadbench.api import DetectorSpec, hookimpl
-from iadbench_conv_ae.detector import ConvAE
 
 
 @hookimpl
 def register_detectors(register):
     register(
         DetectorSpec(
-            name=ConvAE.name,
-            factory=ConvAE,  # params: ConvAE's signature
+            name="conv_ae",
+            factory="iadbench_conv_ae.detector:ConvAE",  # imported on first use; params: ConvAE's signature
             description="Convolutional autoencoder from scratch (no pretrained weights), MSE + SSIM residual",
             # 2: 40 epochs at lr 1e-3 in bf16 mixed precision (was 12 at 2e-4, fp32);
             # 3: 128 px (was 256): better on bottle, magnetic tile and the factory, 3x cheaper

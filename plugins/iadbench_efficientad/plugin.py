@@ -1,13 +1,15 @@
 from iadbench.api import DetectorSpec, hookimpl
-from iadbench_efficientad.detector import PAPER_STEPS, EfficientAD
+
+#: The paper's training length (Batzner et al., WACV 2024, Sec. 4), recorded beside each run's.
+PAPER_STEPS = 70_000
 
 
 @hookimpl
 def register_detectors(register):
     register(
         DetectorSpec(
-            name=EfficientAD.name,
-            factory=EfficientAD,  # params: EfficientAD's signature
+            name="efficientad",
+            factory="iadbench_efficientad.detector:EfficientAD",  # imported on first use; params: EfficientAD's signature
             # The ImageNet backbone teaches unless teacher_weights names a distilled PDN.
             backbone_param="backbone",
             description=(

@@ -1,13 +1,12 @@
 from iadbench.api import DetectorSpec, hookimpl
-from iadbench_feature_ae.detector import FeatureAE
 
 
 @hookimpl
 def register_detectors(register):
     register(
         DetectorSpec(
-            name=FeatureAE.name,
-            factory=FeatureAE,  # params: FeatureAE's signature
+            name="feature_ae",
+            factory="iadbench_feature_ae.detector:FeatureAE",  # imported on first use; params: FeatureAE's signature
             backbone_param="backbone",
             weights_param="weights",
             description="Feature autoencoder: reconstruction error of pretrained EfficientNet-Lite features",

@@ -8,7 +8,9 @@ intervals where it matters (the record's verdicts), so those go without.
 """
 
 from iadbench.api import MetricSpec, hookimpl
-from iadbench.metrics import aupro, auroc_resampling, classification, image, pixel
+
+# The metric functions are named by reference ("module:function"), imported on first
+# use: loading scikit-learn and SciPy just to list the metrics would cost a second.
 
 _AT_THRESHOLD = "at the threshold fixed on good training images' calibration scores (never the test set)"
 
@@ -18,7 +20,7 @@ def register_metrics(register):
     specs = [
         MetricSpec(
             "image_auroc",
-            image.image_auroc,
+            "iadbench.metrics.image:image_auroc",
             level="image",
             headline=True,
             description="Image AUROC of the detector's image scores",
@@ -26,21 +28,21 @@ def register_metrics(register):
             short="img AUROC",
             summary=True,
             interval="image",
-            resample=auroc_resampling.image_auroc_resamples,
+            resample="iadbench.metrics.auroc_resampling:image_auroc_resamples",
         ),
         MetricSpec(
             "image_ap",
-            image.image_ap,
+            "iadbench.metrics.image:image_ap",
             level="image",
             description="Image average precision of the detector's image scores",
             label="image AP",
             short="img AP",
             interval="image",
-            resample=image.image_ap_resamples,
+            resample="iadbench.metrics.image:image_ap_resamples",
         ),
         MetricSpec(
             "image_f1_max",
-            image.image_f1_max,
+            "iadbench.metrics.image:image_f1_max",
             level="image",
             description=(
                 "Image F1-max: oracle upper bound, the best F1 over all thresholds, "
@@ -52,7 +54,7 @@ def register_metrics(register):
         ),
         MetricSpec(
             "pixel_auroc",
-            pixel.pixel_auroc,
+            "iadbench.metrics.pixel:pixel_auroc",
             level="pixel",
             headline=True,
             description="Pixel AUROC over every pixel of every test image",
@@ -60,11 +62,11 @@ def register_metrics(register):
             short="px AUROC",
             summary=True,
             interval="pixel",
-            resample=auroc_resampling.pixel_auroc_resamples,
+            resample="iadbench.metrics.auroc_resampling:pixel_auroc_resamples",
         ),
         MetricSpec(
             "pixel_ap",
-            pixel.pixel_ap,
+            "iadbench.metrics.pixel:pixel_ap",
             level="pixel",
             description="Pixel average precision over every pixel of every test image",
             label="pixel AP",
@@ -72,7 +74,7 @@ def register_metrics(register):
         ),
         MetricSpec(
             "aupro",
-            aupro.pixel_aupro,
+            "iadbench.metrics.aupro:pixel_aupro",
             level="pixel",
             headline=True,
             description=(
@@ -84,7 +86,7 @@ def register_metrics(register):
         ),
         MetricSpec(
             "precision",
-            classification.precision,
+            "iadbench.metrics.classification:precision",
             level="image",
             description=f"Image precision {_AT_THRESHOLD}",
             label="precision",
@@ -92,7 +94,7 @@ def register_metrics(register):
         ),
         MetricSpec(
             "recall",
-            classification.recall,
+            "iadbench.metrics.classification:recall",
             level="image",
             description=f"Image recall {_AT_THRESHOLD}",
             label="recall",
@@ -100,7 +102,7 @@ def register_metrics(register):
         ),
         MetricSpec(
             "f1",
-            classification.f1,
+            "iadbench.metrics.classification:f1",
             level="image",
             headline=True,
             description=f"Image F1 {_AT_THRESHOLD}",
@@ -111,7 +113,7 @@ def register_metrics(register):
         ),
         MetricSpec(
             "accuracy",
-            classification.accuracy,
+            "iadbench.metrics.classification:accuracy",
             level="image",
             description=f"Image accuracy {_AT_THRESHOLD}",
             label="accuracy",
@@ -123,7 +125,7 @@ def register_metrics(register):
         register(spec)
     register(MetricSpec(
         "fpr",
-        classification.false_alarm_rate,
+        "iadbench.metrics.classification:false_alarm_rate",
         higher_is_better=False,
         level="image",
         description=f"False-alarm rate achieved on good test images {_AT_THRESHOLD}",

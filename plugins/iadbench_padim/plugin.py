@@ -1,13 +1,12 @@
 from iadbench.api import DetectorSpec, hookimpl
-from iadbench_padim.detector import Padim
 
 
 @hookimpl
 def register_detectors(register):
     register(
         DetectorSpec(
-            name=Padim.name,
-            factory=Padim,  # params: Padim's signature
+            name="padim",
+            factory="iadbench_padim.detector:Padim",  # imported on first use; params: Padim's signature
             backbone_param="backbone",
             weights_param="weights",
             description="PaDiM (Defard et al. 2021): per-position Gaussians, Mahalanobis distance",

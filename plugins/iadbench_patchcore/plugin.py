@@ -1,13 +1,12 @@
 from iadbench.api import DetectorSpec, hookimpl
-from iadbench_patchcore.detector import PatchCore
 
 
 @hookimpl
 def register_detectors(register):
     register(
         DetectorSpec(
-            name=PatchCore.name,
-            factory=PatchCore,  # params: PatchCore's signature
+            name="patchcore",
+            factory="iadbench_patchcore.detector:PatchCore",  # imported on first use; params: PatchCore's signature
             backbone_param="backbone",
             weights_param="weights",
             description="PatchCore (Roth et al. 2022): coreset memory bank of locally aware patch features",

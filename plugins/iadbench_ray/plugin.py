@@ -3,8 +3,7 @@ is imported only when a run asks for it."""
 
 from __future__ import annotations
 
-from iadbench.api import hookimpl
-from iadbench.executors import ExecutorOptions, ExecutorSpec
+from iadbench.api import ExecutorOptions, ExecutorSpec, hookimpl
 
 
 def _ray(options: ExecutorOptions):

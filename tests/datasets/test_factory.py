@@ -9,8 +9,8 @@ import pytest
 
 from iadbench.errors import DatasetError
 from iadbench_factory import store
+from iadbench_factory.dataset import FactoryDataset
 from iadbench_factory.generate import CATEGORIES, GENERATOR_VERSION, SEVERITY, TRAIN, render
-from iadbench_factory.plugin import FactoryDataset
 
 SMALL = {"image_size": 128, "n_train": 3, "n_test_good": 2, "n_per_defect": 1}
 

@@ -13,11 +13,19 @@ from iadbench.plugins import get_registry
 
 
 @app.command()
-def plugins() -> None:
+def plugins(
+    check: bool = typer.Option(False, "--check", help="Also import every plugin's detectors, datasets and metrics "
+                               "(slow: loads torch) and check their parameters; a failure marks the plugin broken."),
+) -> None:
     """Show every plugin found, its status and what it provides."""
+    registry = get_registry()
+    if check:
+        from iadbench.plugins import load_references
+
+        load_references(registry)
     table = Table("plugin", "status", "version", "provides / error")
     style = {"ok": "green", "broken": "red", "blocked": "yellow"}
-    for info in sorted(get_registry().plugins.values(), key=lambda p: p.name):
+    for info in sorted(registry.plugins.values(), key=lambda p: p.name):
         detail = info.error if info.status == "broken" else ", ".join(info.provides)
         table.add_row(info.name, f"[{style[info.status]}]{info.status}[/]", info.version or "", Text(detail or ""))
     console.print(table)

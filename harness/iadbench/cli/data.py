@@ -13,14 +13,12 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from iadbench.cli.app import console, data_app, err_console
 from iadbench.datasets import resolve_dataset
 from iadbench.errors import DatasetError, ImageError
-from iadbench.images import decode_image, decode_mask
 from iadbench.types import GOOD, DatasetSpec, Split
 
 #: data check's options, passed to a dataset that takes them (good/defect folders hold out test images)
@@ -70,6 +68,8 @@ def _open_dataset(target: str, data_root: Path | None, test_fraction: float, see
 
 def _decode_all(split: Split) -> tuple[Counter, dict[str, list[float]], list[str]]:
     """Decode every image and mask: (image sizes, mask coverage by defect, problems)."""
+    from iadbench.images import decode_image, decode_mask
+
     sizes: Counter = Counter()
     coverage: dict[str, list[float]] = {}
     problems: list[str] = []
@@ -108,7 +108,7 @@ def _summary(split: Split, sizes: Counter, coverage: dict[str, list[float]]) -> 
         samples = by_type[kind]
         n_masks = sum(s.mask_path is not None for s in samples)
         cov = coverage.get(kind)
-        cov_text = f"{100 * np.mean(cov):.2f}%, {100 * min(cov):.2f}-{100 * max(cov):.2f}%" if cov else "-"
+        cov_text = f"{100 * sum(cov) / len(cov):.2f}%, {100 * min(cov):.2f}-{100 * max(cov):.2f}%" if cov else "-"
         table.add_row("test", kind, str(len(samples)), str(n_masks) if kind != GOOD else "-", cov_text)
     n_bad = sum(s.is_anomalous for s in split.test)
     table.add_row("test", "all", str(len(split.test)), f"{sum(s.mask_path is not None for s in split.test)}", f"{n_bad} defective", end_section=True)

@@ -15,7 +15,6 @@ from rich.table import Table
 
 from iadbench.cli.app import app, console, err_console
 from iadbench.errors import InputError
-from iadbench.images import IMAGE_SUFFIXES
 
 FORMATS = ("table", "json", "csv")
 
@@ -23,6 +22,7 @@ FORMATS = ("table", "json", "csv")
 def find_images(target: Path) -> list[Path]:
     """``target`` itself, or every image file under it (recursive, sorted), skipping
     hidden files and folders and OS litter (the dataset layouts' rule, layouts.is_litter)."""
+    from iadbench.images import IMAGE_SUFFIXES
     from iadbench.layouts import is_litter
 
     if target.is_file():
