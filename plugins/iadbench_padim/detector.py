@@ -5,9 +5,13 @@ Fit: the backbone stages' features (by default the stride 8 and 16 stages for
 EfficientNet-Lite, the first three for ResNets; see DEFAULT_LAYERS), the coarser ones
 upsampled (nearest) to the finest grid and concatenated, reduced to a fixed random
 channel subset (by default all channels for EfficientNet-Lite); at every grid
-position a Gaussian: mean and covariance + 0.01 I. The artifact keeps the image count,
-the mean and the covariance's lower triangle in float64 (what ``update`` needs to fold
-more images in exactly; about inv_cov's float32 bytes) and derives the inverse at load.
+position a Gaussian: mean and covariance + 0.01 I. The artifact keeps what ``update``
+needs to fold more images in exactly, in the smaller of two forms, and derives the
+inverse at load: with fewer images than channels (N <= d) the training embeddings
+themselves, float32 (P x N x d: the fit's float64 statistics are recomputed from them
+bit for bit; 18 MB instead of 91 for a factory category, 29 images, d = 152), else the
+image count and the covariance's lower triangle in float64 (P x d (d + 1) / 2, about
+inv_cov's float32 bytes).
 Mean and covariance are computed in float64 since this was added: predictions moved by
 version 4's float32 round-off (<= 2e-5 relative on scores; nearer float64 truth), so
 the version stays. Folders saved before hold inv_cov and predict as before.
@@ -163,6 +167,9 @@ class Padim(BackboneMixin, Detector):
         self.cov_tril: torch.Tensor | None = None
         self.mean64: torch.Tensor | None = None  # the mean before its float32 rounding
         self.n_images: int | None = None
+        # The training embeddings (P, N, d) float32, held while N <= d: then they are the
+        # smaller artifact, and the statistics follow from them exactly.
+        self.train_emb: torch.Tensor | None = None
         self.grid: tuple[int, int] | None = None
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
@@ -226,9 +233,17 @@ class Padim(BackboneMixin, Detector):
         self.channel_idx = torch.randperm(total, generator=gen)[: self.n_features].sort().values
         emb = self._embed(feats)  # (N, P, d)
         del feats
-        n = emb.shape[0]
         ep = emb.permute(1, 0, 2).contiguous()  # (P, N, d)
         del emb
+        return self._set_statistics(ep, keep)
+
+    def _set_statistics(self, ep: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Mean, covariance and inv_cov from the training embeddings ``ep`` (P, N, d): the
+        fit, and a load of a folder that kept the embeddings, run this same code on the
+        same float32 numbers, so both predict bit-identically. With ``keep`` returns
+        the centred embeddings (``ep`` itself, centred in place) and the scatter."""
+        n = ep.shape[1]
+        self.train_emb = (ep.clone() if keep else ep) if self._keeps_embeddings(n) else None
         # Mean and covariance in float64, a block of positions at a time: an update adds to
         # them exactly, and a refit on the union gives the same to float64 round-off.
         P, d = ep.shape[0], ep.shape[2]
@@ -247,6 +262,11 @@ class Padim(BackboneMixin, Detector):
         self.mean64, self.mean, self.n_images, self.cov_tril = mean, mean.float(), n, tril
         self.inv_cov = self._inverse_covariance()
         return (ep, scatter) if keep else None
+
+    def _keeps_embeddings(self, n: int) -> bool:
+        """Whether n images' embeddings (n d float32 a position) are smaller than the
+        covariance's lower triangle (d (d + 1) / 2 float64)."""
+        return n <= self.n_features
 
     def _inverse_covariance(self) -> torch.Tensor:
         """inv_cov (float32) from the kept covariance (float64) + eps I, by Cholesky in
@@ -278,6 +298,14 @@ class Padim(BackboneMixin, Detector):
         if n < 3:
             raise InputError("padim: leave-one-out scores need at least 3 images in all")
         emb = torch.cat([self.embed(images[s : s + self.batch_size]) for s in range(0, n_b, self.batch_size)])
+        if self.train_emb is not None and self.train_emb.shape[1] == n_a:
+            # The statistics of the union from its embeddings, as a fit of the union (and
+            # a load of the folder saved next) computes them; the new images' leave-one-out
+            # scores from the same pass.
+            union = torch.cat([self.train_emb, emb.permute(1, 0, 2)], 1)
+            del emb
+            centred, scatter = self._set_statistics(union, keep=True)
+            return self._leave_one_out(centred[:, n_a:], scatter, n)
         emb_b = emb.double().permute(1, 0, 2).contiguous()  # (P, N_b, d)
         del emb
         mean_a = self.mean64
@@ -294,7 +322,7 @@ class Padim(BackboneMixin, Detector):
             sc += dl[:, :, None] * dl[:, None, :] * (n_a * n_b / n)
             scatter_out[s : s + LOO_POSITIONS] = sc[:, tril[0], tril[1]]
         self.n_images, self.mean64, self.mean = n, mean, mean.float()
-        self.cov_tril = scatter_out / (n - 1)
+        self.cov_tril, self.train_emb = scatter_out / (n - 1), None
         self.inv_cov = self._inverse_covariance()
         # the new images' leave-one-out scores, centred on the updated mean
         centred = emb_b - mean[:, None]
@@ -314,11 +342,14 @@ class Padim(BackboneMixin, Detector):
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        # The covariance's lower triangle (float64) and the image count, not inv_cov: what
-        # an exact update needs, in inv_cov's bytes (+ 4 d per position); inv_cov is
-        # derived at load.
+        # What an exact update needs, not inv_cov (derived at load): the training
+        # embeddings where they are smaller (N <= d), else the covariance's lower triangle
+        # (float64) and the image count, in inv_cov's bytes (+ 4 d per position). The
+        # mean (P x d, small) is saved in both forms.
         if self.mean64 is None or self.cov_tril is None or self.channel_idx is None or self.n_images is None:
             raise RuntimeError("padim: nothing fitted to save")
+        if self.train_emb is not None and self.train_emb.shape[1] == self.n_images:
+            return {"channel_idx": self.channel_idx, "mean": self.mean64, "embeddings": self.train_emb}
         return {"channel_idx": self.channel_idx, "mean": self.mean64, "cov_tril": self.cov_tril,
                 "n_images": torch.tensor([self.n_images], dtype=torch.int64)}
 
@@ -326,13 +357,19 @@ class Padim(BackboneMixin, Detector):
         # Folders saved before the covariance was kept hold inv_cov: they load and predict
         # as before, and cannot be updated exactly (``update`` says so).
         missing = {"channel_idx", "mean"} - set(tensors)
-        if "cov_tril" not in tensors and "inv_cov" not in tensors:
-            missing.add("cov_tril")
+        if not {"embeddings", "cov_tril", "inv_cov"} & set(tensors):
+            missing.add("embeddings or cov_tril")
         if missing:
             raise InputError(f"padim: saved state lacks {sorted(missing)}")
         self.channel_idx = tensors["channel_idx"].long()
         self.mean = tensors["mean"].float()  # the fit's rounding of the float64 mean: bit-identical
-        if "cov_tril" in tensors:
+        self.train_emb = None
+        if "embeddings" in tensors:
+            ep = tensors["embeddings"].float()
+            if ep.ndim != 3 or ep.shape[0] != self.mean.shape[0] or ep.shape[2] != self.n_features or ep.shape[1] < 2:
+                raise InputError(f"padim: saved embeddings {tuple(ep.shape)} do not match mean {tuple(self.mean.shape)}")
+            self._set_statistics(ep.contiguous(), keep=False)
+        elif "cov_tril" in tensors:
             tril, d = tensors["cov_tril"].double(), self.mean.shape[-1]
             if "n_images" not in tensors or tril.shape != (self.mean.shape[0], d * (d + 1) // 2) or d != self.n_features:
                 raise InputError(f"padim: saved cov_tril {tuple(tril.shape)} does not match mean {tuple(self.mean.shape)}")

@@ -77,6 +77,7 @@ def register_detectors(register):
 '''
 
 FACTORY_PLAN = (
+    '[run]\nkeep_models = "all"\n'  # every cell's model folder stays, to compare local and Ray
     '[[detector]]\nname = "pixel_gaussian"\n'
     '[[detector]]\nname = "padim"\nparams = { input_size = 64 }\n'
     '[[dataset]]\nname = "factory"\ncategories = ["nut"]\n'

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from iadbench.cli.app import app, console
 from iadbench.errors import InputError
 from iadbench.plugins import get_registry
-from iadbench.report import leaderboard as leaderboard_mod
-from iadbench.report.summary import summary as _summary
-from iadbench.results.store import RunStore
-from iadbench.runner.executor import default_workers
-from iadbench.runner.plan import (
-    DEFAULT_DATASET,
-    DatasetEntry,
-    DetectorEntry,
-    Plan,
-    Settings,
-    check_executor,
-    check_run_runtime,
-    load_plan_file,
-    parse_assignments,
-)
-from iadbench.runner.runner import execute, new_run_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from iadbench.runner.plan import Plan
+
+#: The dataset of a run that names none; the same as iadbench.runner.plan.DEFAULT_DATASET
+#: (a test holds them equal), written here so that --help imports no runner.
+DEFAULT_DATASET = "factory"
 
 
 def _dataset_paths(items: list[str]) -> dict[str, str]:
@@ -50,8 +42,12 @@ def build_plan(
     holdout: float | None,
     calibration: str | None = None,
 ) -> Plan:
+    from iadbench.runner.plan import DatasetEntry, DetectorEntry, Plan, Settings, parse_assignments
+
     overrides = parse_assignments(params, "--set")
     unknown = set(overrides) - set(detectors) - (set(get_registry().detectors) if all_detectors else set())
+    if unknown and not detectors and not all_detectors:  # the default set: --set applies to named detectors only
+        raise InputError(f"--set names detector(s) not named with --detector: {', '.join(sorted(unknown))} (add -d NAME)")
     if unknown:
         raise InputError(f"--set names detector(s) not in this run: {', '.join(sorted(unknown))}")
     paths = _dataset_paths(dataset_paths)
@@ -79,11 +75,11 @@ def build_plan(
 
 @app.command()
 def run(
-    detector: list[str] = typer.Option([], "--detector", "-d", help="Detector name (repeatable)."),
+    detector: list[str] = typer.Option([], "--detector", "-d", help="Detector name (repeatable; none: the default set, leaderboards/default-grid.md; the run says what it left out)."),
     dataset: list[str] = typer.Option([], "--dataset", help=f"Dataset name (repeatable; default {DEFAULT_DATASET})."),
     category: list[str] = typer.Option([], "--category", "-c", help="Category (repeatable; default: all)."),
     seed: list[int] = typer.Option([], "--seed", help="Seed (repeatable; default 0)."),
-    all_: bool = typer.Option(False, "--all", help="Every available detector."),
+    all_: bool = typer.Option(False, "--all", help="Every available detector (those tagged opt-in run only when named)."),
     data_root: Path | None = typer.Option(None, "--data-root", envvar="IADBENCH_DATA_ROOT", help="Folder holding mvtec_ad/, visa/, ksdd2/ ..."),
     dataset_path: list[str] = typer.Option([], "--dataset-path", help="Explicit dataset folder, NAME=PATH (repeatable)."),
     set_: list[str] = typer.Option([], "--set", help="Detector parameter, DETECTOR.KEY=VALUE (repeatable)."),
@@ -98,8 +94,17 @@ def run(
     executor: str | None = typer.Option(None, "--executor", help="Where cells run: local (default), ray, or any executor a plugin registered (adbench list executors)."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto or HOST:PORT); without it --executor ray starts a local instance."),
     runtime: str | None = typer.Option(None, "--runtime", help="How batch-1 latency is measured: eager (default) or onnx (through onnxruntime where the detector exports, else eager; each record's cost.runtime says which). Scores and metrics always come from eager."),
+    keep_models: str | None = typer.Option(None, "--keep-models", help="Fitted model folders kept when the run ends: best (default: the best detector per dataset/category by image AUROC), all, or none. Scores, report and leaderboard never need them."),
 ) -> None:
     """Run a grid; each cell in its own process, each record appended as it ends."""
+    # Imported here, not at the top: --help and the other commands must not pay for them.
+    from iadbench.report import leaderboard as leaderboard_mod
+    from iadbench.report.summary import summary as _summary
+    from iadbench.results.store import RunStore
+    from iadbench.runner.executor import default_workers
+    from iadbench.runner.plan import Plan, check_executor, check_run_runtime, load_plan_file
+    from iadbench.runner.runner import execute, new_run_dir
+
     registry = get_registry()
     grid_flags = detector or dataset or category or seed or all_ or dataset_path or set_
     if resume:
@@ -131,6 +136,10 @@ def run(
     check_executor(plan.executor, plan.address)
     if runtime is not None:  # a cost-only choice, like the executor: may change on --resume
         plan.runtime = check_run_runtime(runtime.strip().lower())
+    if keep_models is not None:  # disk only, like the runtime: may change on --resume
+        from iadbench.results.housekeeping import check_keep_models
+
+        plan.keep_models = check_keep_models(keep_models)
     run_dir = run_dir or new_run_dir()
     outcome = execute(
         plan, registry, run_dir, resume=resume,
@@ -138,6 +147,9 @@ def run(
         workers=workers or (None if plan.executor == "ray" else default_workers()), console=console, cell_timeout_s=cell_timeout,
     )
     _summary(outcome, console)
+    from iadbench.cli.runs import print_run_footer
+
+    print_run_footer(plan, registry, outcome, console)
     from iadbench.report.html import write_report
     from iadbench.switches import env_flag
 

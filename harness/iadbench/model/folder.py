@@ -127,10 +127,20 @@ def write_model_json(directory: Path, body: dict[str, Any]) -> None:
     os.replace(tmp, directory / MODEL_FILE)
 
 
+def _refuse_not_kept(directory: Path) -> None:
+    """A run cell's model that ``--keep-models`` removed: one line saying so and naming the kept one."""
+    from iadbench.results.housekeeping import not_kept_message, not_kept_note
+
+    note = not_kept_note(directory)
+    if note is not None:
+        raise InputError(f"no model here: {not_kept_message(note)}", directory)
+
+
 def read_model_json(directory: Path) -> dict[str, Any]:
     """model.json of a model folder, with one-line errors naming the folder."""
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
+        _refuse_not_kept(Path(directory))
         raise InputError(f"not a usable model folder: missing {MODEL_FILE}", directory)
     try:
         body = json.loads(path.read_text())
@@ -158,6 +168,7 @@ def load_model(directory: str | Path) -> FittedModel:
 
     if not directory.is_dir():
         raise bad("no such folder")
+    _refuse_not_kept(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE):
         if not (directory / name).is_file():
             raise bad(f"missing {name}")

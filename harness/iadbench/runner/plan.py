@@ -16,9 +16,14 @@ from iadbench.calibration.rules import DEFAULT_RULE
 from iadbench.errors import InputError
 from iadbench.params import coerce_params
 from iadbench.plugins import Registry
+from iadbench.results.housekeeping import DEFAULT_KEEP_MODELS, check_keep_models
 from iadbench.results.identity import setup_id, stable_key
 
 DEFAULT_DATASET = "factory"
+#: What `adbench run` runs when no detector is named (neither --detector nor --all): the
+#: detectors that beat chance clearly on the factory within a few minutes on 2 cores
+#: (leaderboards/default-grid.md has the measurements). `--all` runs every available one.
+DEFAULT_DETECTORS = ("padim", "patchcore", "feature_ae", "pixel_gaussian")
 
 
 @dataclass
@@ -70,6 +75,14 @@ class Plan:
     # detector exports; each record says which in cost.runtime). Changes cost numbers
     # only, never scores or metrics (they come from the eager predict), so not in a key.
     runtime: str = "eager"
+    # Which fitted model folders stay once the run ends (iadbench.results.housekeeping):
+    # disk only, never a result, so not in a key either.
+    keep_models: str = DEFAULT_KEEP_MODELS
+
+    @property
+    def default_grid(self) -> bool:
+        """No detector named and not --all: the run is DEFAULT_DETECTORS."""
+        return not self.detectors and not self.all_detectors
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +99,8 @@ class Plan:
             executor=data.get("executor", "local"),
             address=data.get("address"),
             runtime=data.get("runtime", "eager"),
+            # runs from before --keep-models kept every model
+            keep_models=data.get("keep_models", "all"),
         )
 
 
@@ -162,6 +177,7 @@ def load_plan_file(path: Path) -> Plan:
             executor=run.pop("executor", "local"),
             address=run.pop("address", None),
             runtime=run.pop("runtime", "eager"),
+            keep_models=run.pop("keep_models", DEFAULT_KEEP_MODELS),
         )
         if run:
             raise TypeError(f"unknown [run] keys: {', '.join(sorted(run))}")
@@ -169,6 +185,10 @@ def load_plan_file(path: Path) -> Plan:
         raise InputError(f"invalid plan: {exc}", path) from exc
     check_executor(plan.executor, plan.address, path)
     check_run_runtime(plan.runtime, path)
+    try:
+        plan.keep_models = check_keep_models(str(plan.keep_models))
+    except InputError as exc:
+        raise InputError(str(exc).replace("--keep-models", "keep_models"), path) from None
     if plan.data_root and not os.path.isabs(plan.data_root):
         plan.data_root = str((path.parent / plan.data_root).resolve())
     for d in plan.datasets:
@@ -211,6 +231,27 @@ def check_run_runtime(runtime: str, where: Path | None = None) -> str:
     return runtime
 
 
+def default_entries(registry: Registry) -> list[DetectorEntry]:
+    """DEFAULT_DETECTORS that are installed and available here (a default that is not
+    is skipped, not an error: `left_out` names it)."""
+    specs = registry.detectors
+    return [DetectorEntry(n) for n in DEFAULT_DETECTORS if n in specs and specs[n].available]
+
+
+def left_out(plan: Plan, registry: Registry, cells: list[Cell]) -> list[tuple[str, str]]:
+    """(name, why) of every available detector a default or --all run did not run; empty
+    for a run that named its detectors (it chose them)."""
+    if plan.detectors:
+        return []
+    ran = {c.detector for c in cells}
+    out = []
+    for name, spec in sorted(registry.detectors.items()):
+        if name in ran or not spec.available:
+            continue
+        out.append((name, "opt-in (slow): -d " + name if "opt-in" in spec.tags else "not in the default set"))
+    return out
+
+
 def _check_params(name: str, spec, params: dict[str, Any]) -> None:
     """Build the detector once, unfitted, so a value its constructor refuses is a plan
     error before any cell starts (constructors are cheap: weights load in fit)."""
@@ -238,9 +279,7 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
     resolved params) are refused, whatever their labels: a label is display only and
     stays out of the cell key, so such entries would share keys and cell folders.
     """
-    detectors = list(plan.detectors)
-    if not detectors and not plan.all_detectors:
-        raise InputError("no detector chosen: pass --detector NAME (see `adbench list detectors`) or --all")
+    detectors = list(plan.detectors) if not plan.default_grid else default_entries(registry)
     if not plan.seeds:
         raise InputError("no seed chosen")
     labels = [d.display for d in detectors]

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iadbench.errors import InputError
 from iadbench.plugins import Registry
+from iadbench.results.housekeeping import Pruned, prune_models
 from iadbench.results.record import CellRecord, build_record
 from iadbench.results.store import RunStore
 from iadbench.runner import environment
@@ -32,6 +33,7 @@ class RunOutcome:
     cells: list[Cell]
     skipped: int
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> latest record (CellRecord.to_json())
+    models: Pruned | None = None  # which model folders the run kept (plan.keep_models)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -206,10 +208,14 @@ def _execute_locked(
             if not interrupted:
                 executor.shutdown()
 
+    # Every cell has ended (the executor is shut down) and the lock is still ours: only
+    # now may model folders go. An interrupted run keeps them all (it raised above).
+    models = prune_models(store, plan.keep_models)
     latest = store.latest_records()
     return RunOutcome(
         run_dir=run_dir,
         cells=cells,
         skipped=skipped,
         records={c.key: latest[c.key].to_json() for c in cells if c.key in latest},
+        models=models,
     )
