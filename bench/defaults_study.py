@@ -5,8 +5,8 @@
 
 Each candidate (a plan label) on each study dataset (dataset name + category) takes the
 first ok record found in the run folders, in the order given; a pair with none is "not
-measured". Then each candidate's means over the datasets and the rule's verdict (README,
-"How defaults are chosen").
+measured". Then each candidate's means over the datasets and the rule's verdict
+(docs/defaults.md).
 
 Part 3 (the current rule) weighs each dataset by its number of test images, so every
 test image counts once: magnetic tile (740) outweighs a 40-image synthetic category,

@@ -50,7 +50,7 @@ from iadbench.features import BackboneMixin, patch_maps_to_pixels
 
 # Defaults chosen by the defaults study (leaderboards/defaults-study.md: the real
 # Magnetic Tile set, the factory's five categories, MVTec AD bottle; each dataset
-# weighted by its test images; rule in the README, "How defaults are chosen"). For lite0
+# weighted by its test images; rule in docs/defaults.md). For lite0
 # the stride 8 + 16 stages (blocks.2 + blocks.4) with all their 152 channels at 256 px
 # scored the best weighted mean image AUROC, 0.960, against 0.956 for all 176 channels
 # of the stride 4/8/16 stages, 0.949 for d=100 and 0.920 for the old default d=50

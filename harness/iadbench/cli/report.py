@@ -9,19 +9,19 @@ import typer
 from iadbench.cli.app import app, console
 from iadbench.errors import InputError
 from iadbench.plugins import get_registry
-from iadbench.report import compare as compare_mod
-from iadbench.report import leaderboard as leaderboard_mod
 
 
 @app.command()
 def leaderboard(
     run_dirs: list[Path] = typer.Argument(..., help="Run folders (records are merged)."),
     out: Path | None = typer.Option(None, "--out", help="Markdown file to write (default: print)."),
-    title: str = typer.Option("Leaderboard", "--title"),
+    title: str = typer.Option("Leaderboard", "--title", help="Heading of the markdown page."),
     latest: bool = typer.Option(False, "--latest", help="Only each detector's newest version (older ones are "
                                 "named in the leaderboard), for runs merged across a version bump."),
 ) -> None:
     """Render markdown leaderboards from run records."""
+    from iadbench.report import leaderboard as leaderboard_mod
+
     metrics = get_registry().metrics
     if out is None:
         console.print(leaderboard_mod.render(run_dirs, metrics, title, latest=latest), markup=False, highlight=False)
@@ -37,6 +37,8 @@ def compare(
     out: Path | None = typer.Option(None, "--out", help="Also write the table as markdown."),
 ) -> None:
     """Per-cell deltas of run B against run A (metrics: B−A; cost: B/A)."""
+    from iadbench.report import compare as compare_mod
+
     table = compare_mod.compare(run_a, run_b)
     text = table.to_markdown(index=False, floatfmt=".3f")
     console.print(text, markup=False, highlight=False)
@@ -48,7 +50,7 @@ def compare(
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="Run folders (records are merged)."),
     out: Path = typer.Option(..., "--out", help="Folder for index.html and its pictures (index_files/)."),
-    title: str = typer.Option("Run report", "--title"),
+    title: str = typer.Option("Run report", "--title", help="Heading of the HTML page."),
 ) -> None:
     """A static HTML report: leaderboards, curves, heatmaps of the worst cases, cost chart."""
     from iadbench.report.html import write_report

@@ -14,8 +14,8 @@ from iadbench.errors import InputError
 @app.command()
 def serve(
     model_dir: Path = typer.Argument(..., help="Model folder (adbench fit --out, or a run's cells/<key>/model)."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; set --token then)."),
+    port: int = typer.Option(8000, "--port", help="TCP port to listen on."),
     runtime: str = typer.Option("auto", "--runtime", help="auto (onnx where the detector exports), eager or onnx."),
     threads: int = typer.Option(2, "--threads", help="Threads of the scoring runtime."),
     token: str | None = typer.Option(None, "--token", help="Bearer token required by /predict, /feedback, /reload and /model (or IADBENCH_TOKEN)."),
