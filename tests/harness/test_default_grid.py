@@ -103,6 +103,7 @@ def test_the_run_footer_names_what_was_left_out_and_the_models_kept(registry):
     text = console.export_text()
     assert "left out: 1 available detector(s) not in the default set (add -d NAME, or --all for every one): slow_extra" in text
     assert "left out: crawl (opt-in, slow: runs only when named, -d NAME)" in text
+    assert "not available here: locked (no weights)" in text  # with why, e.g. an extra to install
     assert "models: kept 1, removed 2 (300 MB) (--keep-models best" in text
     console = Console(width=200, record=True)
     outcome.models = Pruned("all", ["k1", "k2", "k3"])

@@ -43,6 +43,14 @@ def print_run_footer(plan, registry, outcome, out) -> None:
     if slow:
         out.print(f"left out{'' if rest else ' of --all'}: {', '.join(slow)} (opt-in, slow: runs only when named, -d NAME)",
                   highlight=False)
+    if not plan.detectors:  # a default or --all run: say what this machine cannot run, and why
+        unavailable: dict[str, list[str]] = {}
+        for name, spec in sorted(registry.detectors.items()):
+            if not spec.available:
+                unavailable.setdefault(spec.unavailable_reason or "unavailable", []).append(name)
+        for why, names in unavailable.items():
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            out.print(f"not available here: {shown} ({why})", highlight=False)
     models = outcome.models
     if models is None or models.keep == "all":
         return
