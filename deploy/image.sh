@@ -86,9 +86,11 @@ if [ "$BUILDER" = podman ]; then
 fi
 say "building $IMAGE from $BASE with $BUILDER ${opts[*]}"
 previous=$("$BUILDER" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+# which source the image holds (tests/line/test_container.py compares it with the checkout)
+label="iadbench.source=$("$PYTHON" deploy/source_digest.py)"
 case "$BUILDER" in
-  docker) docker build --network=none --build-arg "BASE=$BASE" -f deploy/Dockerfile -t "$IMAGE" . ;;
-  *) podman build "${opts[@]}" --layers --format docker --network=none --build-arg "BASE=$BASE" -f deploy/Dockerfile -t "$IMAGE" . ;;
+  docker) docker build --network=none --label "$label" --build-arg "BASE=$BASE" -f deploy/Dockerfile -t "$IMAGE" . ;;
+  *) podman build "${opts[@]}" --layers --format docker --network=none --label "$label" --build-arg "BASE=$BASE" -f deploy/Dockerfile -t "$IMAGE" . ;;
 esac
 # the image this one replaces (its 1.4 GB venv layer) goes, unless a container uses it;
 # the dependency layers stay cached for the next build (`podman image prune` frees them)

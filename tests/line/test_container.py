@@ -26,6 +26,16 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def source_digest(repo: Path) -> str:
+    """deploy/source_digest.py's digest of the checkout (the label an up-to-date image has)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("source_digest", repo / "deploy" / "source_digest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.source_digest(repo)
 IMAGE = os.environ.get("IADBENCH_IMAGE", "iadbench:latest")
 SIZE = 64
 
@@ -39,9 +49,16 @@ def image() -> str:
     """The image to test and the podman options that start a container from it here."""
     if shutil.which("podman") is None:
         pytest.skip("podman not installed (apt-get install podman): the container is not tested")
-    if podman("image", "exists", IMAGE, check=False).returncode != 0:
+    stale = None
+    if podman("image", "exists", IMAGE, check=False).returncode == 0:
+        label = podman("image", "inspect", "--format", '{{ index .Labels "iadbench.source" }}', IMAGE, check=False).stdout.strip()
+        if label != source_digest(REPO):
+            stale = f"image {IMAGE} was built from other source (label {label or 'none'}, checkout {source_digest(REPO)})"
+    else:
+        stale = f"no image {IMAGE}"
+    if stale:
         if os.environ.get("IADBENCH_CONTAINER_TEST") != "1":
-            pytest.skip(f"no image {IMAGE}: run `make image` (or set IADBENCH_CONTAINER_TEST=1 to build it here, minutes)")
+            pytest.skip(f"{stale}: run `make image` (or set IADBENCH_CONTAINER_TEST=1 to build it here, minutes)")
         build = subprocess.run(["bash", "deploy/image.sh"], cwd=REPO, env={**os.environ, "IMAGE": IMAGE},
                                capture_output=True, text=True, timeout=1800)
         if build.returncode != 0:

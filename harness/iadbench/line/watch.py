@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,17 +58,29 @@ class WatchLog:
 
     def write(self, event: str, **fields: Any) -> None:
         line = json.dumps({"event": event, "time": utc_now(), **fields}, default=str)
-        with self._lock:
+        with self._held():
             if not self._file.closed:
                 self._file.write(line + "\n")
                 self._file.flush()
 
     def close(self) -> None:
-        with self._lock:
+        with self._held():
             if not self._file.closed:
                 self._file.flush()
                 os.fsync(self._file.fileno())
                 self._file.close()
+
+    @contextmanager
+    def _held(self, timeout: float = 2.0):
+        # A Ctrl-C that lands between a `with lock:`'s acquire and its body leaves the
+        # lock held for good (CPython gives no guarantee there); the closing lines must
+        # still be written, so after a bounded wait they go ahead without it.
+        got = self._lock.acquire(timeout=timeout)
+        try:
+            yield
+        finally:
+            if got:
+                self._lock.release()
 
 
 @dataclass
