@@ -73,7 +73,12 @@ def main() -> None:
     ap.add_argument("--methods", default="padim,patchcore")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--param", action="append", default=[], help="name=value (int/float parsed)")
+    ap.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (iadbench.devices)")
     args = ap.parse_args()
+    from iadbench.devices import device_name, peak_gpu_mb, reset_peak_gpu_memory, resolve_device, torch_device
+
+    device = torch_device(resolve_device(args.device))
+    print(f"device: {device} ({device_name(device)})")
     params = {}
     for kv in args.param:
         k, v = kv.split("=", 1)
@@ -90,10 +95,11 @@ def main() -> None:
     labels = np.array([s.label for s in test])
     masks = load_masks(test, size)
     for name in args.methods.split(","):
-        det = make(name, input_size=args.size, **params)
+        det = make(name, input_size=args.size, **params).to(device)
+        reset_peak_gpu_memory(device)
         with PeakRSS() as mem:
             t = time.perf_counter()
-            det.fit(x_train, FitContext(seed=0))
+            det.fit(x_train, FitContext(seed=0, device=device))
             fit_s = time.perf_counter() - t
         t = time.perf_counter()
         pred = det.predict(x_test)
@@ -104,6 +110,7 @@ def main() -> None:
             f"{name} {args.category} {params}: image AUROC {img:.4f}  pixel AUROC {pix:.4f}  "
             f"fit {fit_s:.1f} s  predict {pred_s:.1f} s ({len(test)} images)  "
             f"peak RSS during fit {mem.peak / 2**30:.2f} GiB (+{(mem.peak - mem.base) / 2**30:.2f})"
+            + (f"  peak GPU {gpu:.0f} MB" if (gpu := peak_gpu_mb(device)) is not None else "")
         )
 
 

@@ -15,7 +15,8 @@ pyproject.toml). Public, and kept stable for plugins:
   BackboneMixin (the package, not its modules)
 - ``iadbench.deploy.graph``: traceable pieces of a detector's export graph (TrunkFeatures, PixelMaps)
 - ``iadbench.progress``: a training progress bar
-- ``iadbench.precision``: mixed-precision training on CPUs with bfloat16 units
+- ``iadbench.precision``: mixed-precision training on CPUs with bfloat16 units and on GPUs
+- ``iadbench.devices``: device strings (auto, cpu, cuda, cuda:N), device names, peak GPU memory
 - ``iadbench.memory``: a bounded heap for fits that fragment glibc's
 - ``iadbench.seeding``: ``seed_everything``, for networks initialised from the global generators
 - ``iadbench.metrics`` and the modules of its array functions, ``iadbench.metrics.image``,
@@ -88,6 +89,7 @@ PUBLIC_MODULES = (
     "iadbench.deploy.graph",
     "iadbench.progress",
     "iadbench.precision",
+    "iadbench.devices",
     "iadbench.memory",
     "iadbench.seeding",
     "iadbench.metrics",

@@ -49,6 +49,8 @@ class FitContext:
     workdir: Path | None = None
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The torch device the detector was moved to (``Detector.to``) before fit.
+    device: str = "cpu"
 
 
 class Detector(ABC):
@@ -93,6 +95,9 @@ class Detector(ABC):
     #: conformance kit, iadbench.testing): 0 for bit-identical refits; raise it where
     #: e.g. a threaded reduction is not reproducible to the last bit.
     determinism_rtol: float = 1e-5
+    #: Where fit and predict compute, a torch device string ("cpu", "cuda:0"); set by
+    #: ``to``. Images still arrive and outputs still leave as numpy arrays on the CPU.
+    device: str = "cpu"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -141,6 +146,20 @@ class Detector(ABC):
         Detectors without a backbone leave this as is and the harness records None.
         """
         raise NotImplementedError
+
+    def to(self, device: str) -> Detector:
+        """Compute on ``device`` from now on (a torch device string), fitted or not: the
+        harness calls it before ``fit`` and after loading a saved model. The base moves
+        every ``torch.nn.Module`` and tensor attribute and sets ``self.device``; a
+        detector that creates tensors in fit or predict creates them on ``self.device``,
+        and one that keeps part of its state on the CPU on purpose overrides this."""
+        import torch
+
+        for name, value in list(vars(self).items()):
+            if isinstance(value, (torch.nn.Module, torch.Tensor)):
+                setattr(self, name, value.to(device))
+        self.device = str(device)
+        return self
 
     @property
     def has_backbone(self) -> bool:
@@ -257,7 +276,8 @@ def _recording(init: Any) -> Any:
 
 
 def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read a saved detector's config and tensors, with one-line errors."""
+    """Read a saved detector's config and tensors (on the CPU, where ``save`` put
+    them; ``Detector.to`` moves them), with one-line errors."""
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     weights_path = directory / WEIGHTS_FILE
@@ -272,7 +292,7 @@ def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, torc
     if not weights_path.is_file():
         raise InputError("missing weights file", weights_path)
     try:
-        tensors = load_file(weights_path)
+        tensors = load_file(weights_path, device="cpu")
     except Exception as exc:  # safetensors raises several types for corrupt files
         raise InputError(f"corrupt weights file: {exc}", weights_path) from exc
     return config, tensors

@@ -2,7 +2,7 @@
 
 ``auto`` runs convolutions in bfloat16 where the CPU multiplies bfloat16 natively
 (Intel AMX or AVX-512 BF16: oneDNN then runs them 4x faster than float32 on two cores
-for a PDN), else in float32. In training only the forward and backward passes of the
+for a PDN), or on a GPU that has bfloat16 (CUDA autocast), else in float32. In training only the forward and backward passes of the
 trained networks run under autocast; the weights, the optimiser's state and the losses
 stay float32 (mixed precision). The precision a fit used is recorded by the detector.
 
@@ -35,19 +35,24 @@ def native_bf16() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
-def resolve_precision(precision: str, owner: str) -> str:
-    """``bf16`` or ``fp32`` for a requested ``auto`` / ``bf16`` / ``fp32``."""
+def resolve_precision(precision: str, owner: str, device: str = "cpu") -> str:
+    """``bf16`` or ``fp32`` for a requested ``auto`` / ``bf16`` / ``fp32`` on ``device``
+    (a torch device string): ``auto`` is bf16 on a GPU with bfloat16 (Ampere and later)
+    as on a CPU with bfloat16 units."""
     if precision not in PRECISIONS:
         raise InputError(f"{owner}: precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision == "auto":
+        if str(device).startswith("cuda"):
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if native_bf16() else "fp32"
     return precision
 
 
-def training_autocast(precision: str):
-    """The autocast context for a training step at a resolved precision."""
+def training_autocast(precision: str, device: str = "cpu"):
+    """The autocast context for a training step at a resolved precision, on ``device``
+    (a torch device string: autocast wants its type, cpu or cuda)."""
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -56,9 +61,9 @@ def training_layout(precision: str) -> torch.memory_format:
     return torch.channels_last if precision == "bf16" else torch.contiguous_format
 
 
-def inference_autocast(precision: str):
+def inference_autocast(precision: str, device: str = "cpu"):
     """The autocast context for a prediction at a resolved precision."""
-    return training_autocast(precision)
+    return training_autocast(precision, device)
 
 
 @contextlib.contextmanager

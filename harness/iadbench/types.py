@@ -274,6 +274,9 @@ class ExecutorOptions:
     preload: list[str] = field(default_factory=list)  # modules to import once, not per cell
     address: str | None = None  # a cluster to join, for executors that take one
     memory_mb: Callable[[Any], int | None] | None = None  # a cell's memory, from its DetectorSpec
+    # GPU indices to hand out, one to each running cell whose device is "cuda" (empty: the
+    # run computes on the CPU or on one pinned GPU, cuda:N)
+    gpus: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """One Detector class that drives any anomalib image model through the iadbench contract.
 
-fit: a minimal Lightning Trainer (CPU, one device, no logger, no checkpoints, root in
-the cell's workdir) runs the model's own training_step/configure_optimizers and its
+fit: a minimal Lightning Trainer (on the detector's device, the CPU or one GPU; no
+logger, no checkpoints, root in the cell's workdir) runs the model's own training_step/configure_optimizers and its
 epoch-end hooks (PaDiM/PatchCore/DFM/DFKDE fit their statistics there) on our images.
 predict: the model's torch module in eval mode on the pre-processed images; its
 InferenceBatch gives the raw ``pred_score`` and ``anomaly_map``. anomalib's
@@ -135,7 +135,8 @@ class AnomalibDetector(Detector):
             from iadbench_anomalib.training import train
 
             train(self, x, Path(workdir), ctx.seed)
-        self.module.eval()
+        # Lightning hands the module back on the CPU when training ends (its teardown)
+        self.module.to(self.device).eval()
 
     def _require_fitted(self) -> None:
         if self.module is None:
@@ -149,13 +150,13 @@ class AnomalibDetector(Detector):
         self.module.eval()
         with quiet(), torch.no_grad():
             for i in range(0, len(x), bs):
-                xi = self._preprocess(x[i : i + bs])
+                xi = self._preprocess(x[i : i + bs].to(self.device))
                 raw = self.entry.raw_forward
                 out = raw(self.module.model, xi) if raw else self.module.model(xi)
                 s, m = self._raw_outputs(out, len(x[i : i + bs]))
                 scores.append(s)
                 maps.append(m)
-        return Prediction(scores=torch.cat(scores).numpy(), maps=torch.cat(maps).numpy())
+        return Prediction(scores=torch.cat(scores).cpu().numpy(), maps=torch.cat(maps).cpu().numpy())
 
     def _raw_outputs(self, out: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         score = getattr(out, "pred_score", None)
@@ -179,7 +180,7 @@ class AnomalibDetector(Detector):
         self._require_fitted()
         if not self._backbones:
             raise NotImplementedError(f"{self.name} has no pretrained backbone")
-        x = self._preprocess(self._to_tensor(images))
+        x = self._preprocess(self._to_tensor(images).to(self.device))
         with quiet(), torch.no_grad():
             for net in self._backbones:
                 net.eval()

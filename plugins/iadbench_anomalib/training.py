@@ -58,6 +58,16 @@ class _GoodImages(LightningDataModule):
         return DataLoader(_Images(self.x), batch_size=self.train_batch_size, num_workers=0, collate_fn=_collate)
 
 
+def _accelerator(device: str) -> dict:
+    """Lightning's accelerator and devices for a torch device string: ``cuda:N`` is
+    GPU N alone. Training stays float32 on a GPU too: anomalib's models were checked
+    against their references in float32, not under autocast."""
+    kind, _, index = str(device).partition(":")
+    if kind == "cuda":
+        return {"accelerator": "cuda", "devices": [int(index or 0)]}
+    return {"accelerator": "cpu", "devices": 1}
+
+
 def train(det: AnomalibDetector, x: torch.Tensor, workdir: Path, seed: int) -> None:
     module = det.module
     args = dict(module.trainer_arguments)
@@ -76,8 +86,7 @@ def train(det: AnomalibDetector, x: torch.Tensor, workdir: Path, seed: int) -> N
         args["limit_val_batches"] = 0
     args["num_sanity_val_steps"] = 0
     trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
+        **_accelerator(det.device),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -16,7 +16,7 @@ from iadbench.api import Detector, FitContext, Prediction
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, int(round(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = (k / k.sum()).to(x.dtype)
     c = x.shape[1]
@@ -37,7 +37,7 @@ class PixelGaussian(Detector):
         self.std: torch.Tensor | None = None
 
     def _prep(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         return _blur(x, self.blur_sigma)
 
     def fit(self, images: np.ndarray, ctx: FitContext) -> None:
@@ -67,6 +67,7 @@ class PixelGaussian(Detector):
 
     def _maps(self, z: torch.Tensor) -> Prediction:
         maps = _blur(z.sum(1, keepdim=True), self.blur_sigma)[:, 0]
+        maps = maps.cpu()
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

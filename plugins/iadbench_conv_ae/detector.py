@@ -123,6 +123,12 @@ class ConvAE(Detector):
         self.fitted = False
         self.training_done: dict[str, Any] | None = None
 
+    def to(self, device: str) -> ConvAE:
+        """Moved, and ``precision="auto"`` decided again for the new device."""
+        super().to(device)
+        self.precision = resolve_precision(self.params.get("precision", "auto"), "conv_ae", self.device)
+        return self
+
     def _check(self, images: np.ndarray) -> None:
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise InputError(f"conv_ae: images must be a uint8 array (N, H, W, 3); got {getattr(images, 'shape', type(images))}")
@@ -133,8 +139,8 @@ class ConvAE(Detector):
         self._check(images)
         torch.manual_seed(int(ctx.seed))
         gen = torch.Generator().manual_seed(int(ctx.seed))
-        self.net = ConvAutoEncoder(self.input_size[0], self.latent)
-        x = to_float(images)
+        self.net = ConvAutoEncoder(self.input_size[0], self.latent).to(self.device)  # initialised on the CPU
+        x = to_float(images).to(self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=1e-5)
         per_epoch = -(-len(x) // self.batch)
         progress, task = training_progress(self.epochs * per_epoch, "conv_ae")
@@ -142,12 +148,12 @@ class ConvAE(Detector):
         self.net.train().to(memory_format=layout)
         with progress:
             for _ in range(self.epochs):
-                order = torch.randperm(len(x), generator=gen)
+                order = torch.randperm(len(x), generator=gen).to(self.device)  # drawn on the CPU: one sequence on any device
                 for s in range(0, len(x), self.batch):
                     xb = x[order[s : s + self.batch]]
                     if self.augment and bool(torch.rand((), generator=gen) < 0.5):
                         xb = xb.flip(-1)
-                    with training_autocast(self.precision):
+                    with training_autocast(self.precision, self.device):
                         recon = self.net(xb.contiguous(memory_format=layout)).float()
                     loss = 0.5 * (recon - xb).pow(2).mean() + 0.5 * (1 - ssim_map(xb, recon).mean())
                     opt.zero_grad(set_to_none=True)
@@ -165,9 +171,9 @@ class ConvAE(Detector):
         self._check(images)
         out = []
         for s in range(0, len(images), 16):
-            x = to_float(images[s : s + 16])
+            x = to_float(images[s : s + 16]).to(self.device)
             out.append(gaussian_blur(residual_map(x, self.net(x)), self.sigma))
-        maps = torch.cat(out)
+        maps = torch.cat(out).cpu()
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
 
     def export_module(self) -> torch.nn.Module:

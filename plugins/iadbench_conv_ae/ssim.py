@@ -36,7 +36,7 @@ def filter_kernels(channels: int, dtype: torch.dtype = torch.float32) -> tuple[t
 def _filter(x: torch.Tensor, kernels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Separable Gaussian filter of (N, C, H, W), borders mirrored."""
     c = x.shape[1]
-    kx, ky = kernels if kernels is not None else filter_kernels(c, x.dtype)
+    kx, ky = kernels if kernels is not None else (k.to(x.device) for k in filter_kernels(c, x.dtype))
     x = F.pad(x, (RADIUS, RADIUS, RADIUS, RADIUS), mode="reflect")
     x = F.conv2d(x, kx, groups=c)
     return F.conv2d(x, ky, groups=c)

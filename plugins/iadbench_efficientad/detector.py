@@ -181,6 +181,14 @@ class EfficientAD(BackboneMixin, Detector):
         self.training_done: dict[str, Any] | None = None
         self.info: dict[str, Any] = {}
 
+    def to(self, device: str) -> EfficientAD:
+        """Moved, and the ``auto`` precisions decided again for the new device."""
+        super().to(device)
+        self.precision = resolve_precision(self.params.get("precision", "auto"), "efficientad", self.device)
+        self.predict_precision = resolve_precision(self.params.get("predict_precision", "auto"),
+                                                   "efficientad predict_precision", self.device)
+        return self
+
     # --- teacher -----------------------------------------------------------------
 
     def _raw_teacher(self, images: np.ndarray | None, x: torch.Tensor | None = None, cached: bool = True) -> torch.Tensor:
@@ -188,11 +196,11 @@ class EfficientAD(BackboneMixin, Detector):
         feature cache (real images only; jittered copies would only fill it)."""
         if self.pdn_teacher is not None:
             with torch.no_grad():
-                return self.pdn_teacher(to_float(images) if x is None else x)
+                return self.pdn_teacher(to_float(images).to(self.device) if x is None else x)
         if cached and images is not None:
-            feats = self.features(images)
+            feats = {k: v.to(self.device) for k, v in self.features(images).items()}  # the cache's are on the CPU
         else:
-            feats = self.extractor(x if x is not None else to_float(images))
+            feats = self.extractor(x if x is not None else to_float(images).to(self.device))
             feats = {k: v.clone() for k, v in feats.items()}  # leave inference mode
         return project_backbone(feats, self.layers, self.projection, self.student_grid)
 
@@ -221,14 +229,15 @@ class EfficientAD(BackboneMixin, Detector):
             else:
                 if self.requested_channels < c:
                     raise InputError(f"efficientad: teacher_channels {self.requested_channels} is below the backbone stages' {c} channels")
-                self.projection = orthonormal_projection(c, self.requested_channels, seed=int(ctx.seed))
+                self.projection = orthonormal_projection(c, self.requested_channels, seed=int(ctx.seed)).to(self.device)
                 self.channels = self.requested_channels
         torch.manual_seed(int(ctx.seed))  # initialisation and dropout
         gen = torch.Generator().manual_seed(int(ctx.seed))
         pdn = PDNS[self.variant]
         c = self.channels
-        self.student = pdn(2 * c, padding=self.padding)
-        self.ae = AutoEncoder(c, padding=self.padding, input_size=self.input_size[0])
+        # initialised on the CPU, then moved: the same initial weights on any device
+        self.student = pdn(2 * c, padding=self.padding).to(self.device)
+        self.ae = AutoEncoder(c, padding=self.padding, input_size=self.input_size[0]).to(self.device)
 
         n_val = int(round(len(images) * self.val_fraction)) if len(images) >= 5 else 0
         order = torch.randperm(len(images), generator=gen).numpy()
@@ -259,7 +268,7 @@ class EfficientAD(BackboneMixin, Detector):
         layout = training_layout(self.precision)
         self.student.train().to(memory_format=layout)
         self.ae.train().to(memory_format=layout)
-        xs = to_float(train)
+        xs = to_float(train).to(self.device)
         perm = torch.randperm(len(train), generator=gen)
         progress, task = training_progress(self.steps, "efficientad")
         with progress:
@@ -272,13 +281,13 @@ class EfficientAD(BackboneMixin, Detector):
                 aug = colour_jitter(x, gen)
                 with torch.no_grad():
                     t_aug = self._teacher(None, aug, cached=False)
-                with training_autocast(self.precision):
+                with training_autocast(self.precision, self.device):
                     s = self.student(torch.cat([x, aug]).contiguous(memory_format=layout)).float()
                     ae_out = self.ae(aug.contiguous(memory_format=layout)).float()
                     loss = hard_feature_loss((targets[i : i + 1] - s[:1, :c]) ** 2, self.mining_quantile)
                     if penalty is not None:
                         j = int(torch.randint(0, len(penalty), (), generator=gen))
-                        p_out = self.student(to_float(penalty[j : j + 1]).contiguous(memory_format=layout))
+                        p_out = self.student(to_float(penalty[j : j + 1]).to(self.device).contiguous(memory_format=layout))
                         loss = loss + p_out[:, :c].float().pow(2).mean()
                 loss = loss + (t_aug - ae_out).pow(2).mean() + (ae_out - s[1:, c:]).pow(2).mean()
                 opt.zero_grad(set_to_none=True)
@@ -302,10 +311,10 @@ class EfficientAD(BackboneMixin, Detector):
         """(student-teacher, student-autoencoder) maps on the PDN grid, (N, h, w).
         The networks see a channels-last batch: oneDNN's fast layout in either
         precision (float32 too: 157 against 212 ms for PDN-S at 256 px)."""
-        x = to_float(images)
+        x = to_float(images).to(self.device)
         teacher = self._teacher(images, x)
         x = x.contiguous(memory_format=torch.channels_last)
-        with inference_autocast(self.predict_precision):
+        with inference_autocast(self.predict_precision, self.device):
             student, ae = self.student(x), self.ae(x)
         # The teacher joins the networks' layout: a difference of a channels-last and a
         # contiguous tensor was 7 ms of a 62 ms prediction.
@@ -320,7 +329,7 @@ class EfficientAD(BackboneMixin, Detector):
         out = []
         for s in range(0, len(images), self.batch_size):
             out.append(combined_map(*self._grid_maps(images[s : s + self.batch_size]), q, self.padding, self.input_size))
-        maps = torch.cat(out)
+        maps = torch.cat(out).cpu()
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
 
     def backbone_forward(self, images: np.ndarray) -> None:
@@ -328,7 +337,7 @@ class EfficientAD(BackboneMixin, Detector):
         self._check_images(images)
         if self.pdn_teacher is not None:
             with torch.no_grad():
-                self.pdn_teacher(to_float(images))
+                self.pdn_teacher(to_float(images).to(self.device))
         else:
             self.extractor(images)
 

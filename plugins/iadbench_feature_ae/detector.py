@@ -111,7 +111,7 @@ class FeatureAE(BackboneMixin, Detector):
 
     def fit(self, images: np.ndarray, ctx: FitContext) -> None:
         self._check_images(images)
-        emb = torch.cat([self.embed(images[i : i + 16]) for i in range(0, len(images), 16)])
+        emb = torch.cat([self.embed(images[i : i + 16]) for i in range(0, len(images), 16)]).to(self.device)
         # Seeded after the backbone is built: building it draws from the global RNG.
         torch.manual_seed(int(ctx.seed))
         gen = torch.Generator().manual_seed(int(ctx.seed))
@@ -119,14 +119,14 @@ class FeatureAE(BackboneMixin, Detector):
         self.std = emb.std(dim=(0, 2, 3), keepdim=True)[:1].clamp_min(1e-6) if emb.numel() > emb.shape[1] else torch.ones_like(self.mean)
         z = (emb - self.mean) / self.std
         del emb
-        self.net = FeatureAutoEncoder(z.shape[1], self.latent)
+        self.net = FeatureAutoEncoder(z.shape[1], self.latent).to(self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         per_epoch = -(-len(z) // self.batch)
         progress, task = training_progress(self.epochs * per_epoch, "feature_ae")
         self.net.train()
         with progress:
             for _ in range(self.epochs):
-                order = torch.randperm(len(z), generator=gen)
+                order = torch.randperm(len(z), generator=gen).to(self.device)  # drawn on the CPU: one sequence on any device
                 for s in range(0, len(z), self.batch):
                     xb = z[order[s : s + self.batch]]
                     loss = F.mse_loss(self.net(xb), xb)
@@ -142,11 +142,11 @@ class FeatureAE(BackboneMixin, Detector):
         """(N, h, w) per-position squared reconstruction error, averaged over channels."""
         if self.net is None or self.mean is None or self.std is None:
             raise RuntimeError("feature_ae: predict() before fit()")
-        return reconstruction_error(self.net, self.embed(images), self.mean, self.std)
+        return reconstruction_error(self.net, self.embed(images).to(self.device), self.mean, self.std)
 
     def predict(self, images: np.ndarray) -> Prediction:
         grids = [self.error_grid(images[s : s + self.batch_size]) for s in range(0, len(images), self.batch_size)]
-        maps = patch_maps_to_pixels(torch.cat(grids), self.input_size, self.sigma)
+        maps = patch_maps_to_pixels(torch.cat(grids), self.input_size, self.sigma).cpu()
         return Prediction(scores=maps.flatten(1).amax(1).numpy(), maps=maps.numpy())
 
     def export_module(self) -> torch.nn.Module:
@@ -163,7 +163,7 @@ class FeatureAE(BackboneMixin, Detector):
         if "mean" not in tensors or "std" not in tensors:
             raise InputError("feature_ae: saved state lacks mean/std")
         self.mean, self.std = tensors["mean"], tensors["std"]
-        self.net = FeatureAutoEncoder(int(self.mean.shape[1]), self.latent)
+        self.net = FeatureAutoEncoder(int(self.mean.shape[1]), self.latent).to(self.mean.device)
         try:
             self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         except RuntimeError as exc:

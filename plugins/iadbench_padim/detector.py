@@ -172,6 +172,11 @@ class Padim(BackboneMixin, Detector):
         self.train_emb: torch.Tensor | None = None
         self.grid: tuple[int, int] | None = None
 
+    def to(self, device: str):
+        """The backbone on ``device``; the Gaussians' float64 statistics stay on the CPU (their Cholesky factorisations are what the float64 reference fixes)."""
+        self.backbone_to(device)
+        return self
+
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """(N, P, d) embeddings at the finest grid (P = h * w), channel subset applied."""
         if self.channel_idx is None:

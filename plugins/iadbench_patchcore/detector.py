@@ -201,6 +201,11 @@ class PatchCore(BackboneMixin, Detector):
         self.search, self.hnsw_ef = search, int(hnsw_ef)
         self._searcher: BankSearch | None = None
 
+    def to(self, device: str):
+        """The backbone on ``device``; the memory bank and its nearest-neighbour search stay on the CPU (the search backends, exact and HNSW, are CPU code)."""
+        self.backbone_to(device)
+        return self
+
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """(N, C, h, w) locally aware patch features at the finest requested grid."""
         return locally_aware(self.features(images), self.layers, self.layer_dim)

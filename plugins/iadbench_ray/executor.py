@@ -6,7 +6,8 @@ a cell computes and brings its folder back.
 
 How a cell runs
     Each cell is one Ray task asking for ``threads`` CPUs (and memory, where the
-    detector's spec states ``memory_mb``). Inside the Ray worker the cell runs exactly
+    detector's spec states ``memory_mb``; and one GPU, ``num_gpus``, where the cell's
+    device is a GPU). Inside the Ray worker the cell runs exactly
     as on one machine: in its own process, forked from a forkserver the worker keeps
     (``LocalProcessExecutor`` with one slot). So a native crash, a timeout or peak
     memory mean the same as locally, a crashing cell does not take the Ray worker down,
@@ -152,13 +153,17 @@ def _cell_on_worker(cell_json: dict[str, Any], threads: int, timeout_s: float | 
     result with the cell folder packed as a tar."""
     from iadbench.executors import LocalProcessExecutor
 
-    config = (threads, timeout_s, tuple(preload))
+    # Ray gives a GPU task its GPU through this worker's CUDA_VISIBLE_DEVICES; cells fork
+    # from a forkserver started from the environment, so another GPU needs a fresh one
+    config = (threads, timeout_s, tuple(preload), os.environ.get("CUDA_VISIBLE_DEVICES"))
     if _worker_executor.get("config") != config:
         if "executor" in _worker_executor:
             _worker_executor["executor"].shutdown()
         _worker_executor["executor"] = LocalProcessExecutor(workers=1, threads_per_cell=threads, timeout_s=timeout_s, preload=preload)
         _worker_executor["config"] = config
     cell = Cell.from_json(cell_json)
+    if cell.device.startswith("cuda"):
+        cell.device = "cuda"  # the GPU Ray gave this task, its only visible one (cuda:N is one GPU's key too)
     scratch = Path(tempfile.mkdtemp(prefix="iadbench-cell-"))
     try:
         cell_dir = scratch / cell.key
@@ -249,6 +254,9 @@ class RayExecutor:
 
     def _launch(self, job: _Job) -> None:
         options: dict[str, Any] = {"num_cpus": self.threads, "max_retries": 0, "name": f"cell-{job.task.cell.key}"}
+        if getattr(job.task.cell, "device", "cpu").startswith("cuda"):
+            # Ray sets the task's CUDA_VISIBLE_DEVICES to its GPU: the cell computes on cuda:0
+            options["num_gpus"] = 1
         memory = self._memory_mb(job.task.cell)
         if memory:
             options["memory"] = int(memory * 2**20)

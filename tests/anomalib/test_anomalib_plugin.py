@@ -259,3 +259,11 @@ def test_patchcore_fit_keeps_the_heap_bounded_in_a_cell(tmp_path):
     (record,) = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
     assert record["status"] == "ok"
     assert record["cost"]["peak_rss_mb"] < 2048, record["cost"]
+
+
+def test_lightning_trains_on_the_detectors_device():
+    from iadbench_anomalib.training import _accelerator
+
+    assert _accelerator("cpu") == {"accelerator": "cpu", "devices": 1}
+    assert _accelerator("cuda:0") == {"accelerator": "cuda", "devices": [0]}
+    assert _accelerator("cuda:3") == {"accelerator": "cuda", "devices": [3]}  # that GPU alone, not 3 of them

@@ -53,7 +53,8 @@ class FeatureExtractor(nn.Module):
 
     ``forward(images)`` takes uint8 images (N, H, W, 3) / (N, 3, H, W) or float
     (N, 3, H, W) in [0, 1], normalises them for the weights, and returns
-    ``{layer: (N, C, h, w) float32}``. ``forward(images, layers=[...])`` may ask for any
+    ``{layer: (N, C, h, w) float32}`` on the device the module was moved to (``.to``).
+    ``forward(images, layers=[...])`` may ask for any
     step on the path (the feature cache uses this to store stages computed anyway).
     """
 
@@ -90,7 +91,8 @@ class FeatureExtractor(nn.Module):
         missing = [x for x in want if x not in self.step_names]
         if missing:
             raise InputError(f"layer(s) {missing} not computed by this extractor ({self.step_names})")
-        x = (to_input_tensor(images) - self.mean) / self.std
+        # the weights' device (Module.to moved them); images arrive on the CPU
+        x = (to_input_tensor(images).to(self.mean.device) - self.mean) / self.std
         out: dict[str, torch.Tensor] = {}
         for name, step in zip(self.step_names, self.steps):
             x = step(x)

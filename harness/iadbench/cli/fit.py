@@ -27,6 +27,7 @@ def fit(
     holdout: float | None = typer.Option(None, "--holdout", help="Fraction of good training images held out where the detector has no out-of-fold scores (default 0.1)."),
     calibration: str | None = typer.Option(None, "--calibration", help="auto (default: out-of-fold where the detector has it) or holdout."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (default: all cores)."),
+    device: str = typer.Option("auto", "--device", help="auto (a GPU where torch sees one, else the CPU), cpu, cuda or cuda:N. The model folder loads on any device."),
 ) -> None:
     """Fit once, as a run's cell does (same seeding, holdout and threshold rule), and
     write a self-contained model folder."""
@@ -45,6 +46,9 @@ def fit(
     # settings, the cell key); the dataset it lists categories of is the one fitted on.
     plan = build_plan([detector], [dataset] if dataset else [], [category], [seed], False, data_root,
                       dataset_path, set_, threshold, None if holdout is None else holdout, calibration)
+    from iadbench.devices import parse_device, torch_device
+
+    plan.device = parse_device(device, "--device")  # resolved by expand, with the plan's other checks
     opened = {}
 
     def categories_of(entry) -> list[str]:
@@ -60,11 +64,11 @@ def fit(
     workdir = out.parent / f".{out.name}.work"
     try:
         fitted = fit_model(registry.detector(cell.detector), cell.params, split, seed=cell.seed, threads=threads,
-                           workdir=workdir, **fit_options(s))
+                           workdir=workdir, device=torch_device(cell.device), **fit_options(s))
         save_model(fitted, out, {
             "detector": cell.detector, "params": cell.params, "dataset": cell.dataset,
             "dataset_version": cell.dataset_version, "category": cell.category, "seed": cell.seed,
-            "cell_key": cell.key, "settings": s, "source": "adbench fit",
+            "cell_key": cell.key, "settings": s, "source": "adbench fit", "device": torch_device(cell.device),
         })
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

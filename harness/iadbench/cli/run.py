@@ -73,6 +73,25 @@ def build_plan(
     )
 
 
+def _run_device(requested: str | None, plan: Plan, resumed: Path | None) -> str:
+    """The plan's device from --device; on --resume the device its cells were computed
+    on (a GPU cell and a CPU cell of one setup have different keys,
+    iadbench.runner.plan.device_identity), which --device may only name again."""
+    from iadbench.devices import device_kind, parse_device
+
+    device = parse_device(requested, "--device") if requested is not None else None
+    if resumed is None:
+        return device or plan.device
+    from iadbench.results.store import RunStore
+
+    cells = RunStore(resumed).run_info().get("cells") or [{}]
+    before = str(cells[0].get("device", "cpu"))  # runs from before devices ran on the CPU
+    if device is not None and device != "auto" and device_kind(device) != device_kind(before):
+        raise InputError(f"--device {device}: this run's cells were computed on {before}; resume it there, "
+                         "or start a new run for the other device")
+    return device if device not in (None, "auto") else before
+
+
 @app.command()
 def run(
     detector: list[str] = typer.Option([], "--detector", "-d", help="Detector name (repeatable; none: the default set, leaderboards/default-grid.md; the run says what it left out)."),
@@ -93,7 +112,10 @@ def run(
     cell_timeout: float | None = typer.Option(None, "--cell-timeout", help="Seconds before a cell is killed and recorded as failed."),
     executor: str | None = typer.Option(None, "--executor", help="Where cells run: local (default), ray, or any executor a plugin registered (adbench list executors)."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto or HOST:PORT); without it --executor ray starts a local instance."),
-    runtime: str | None = typer.Option(None, "--runtime", help="How batch-1 latency is measured: eager (default) or onnx (through onnxruntime where the detector exports, else eager; each record's cost.runtime says which). Scores and metrics always come from eager."),
+    runtime: str | None = typer.Option(None, "--runtime", help="How batch-1 latency is measured: eager (default), onnx, openvino, openvino-fp16 or openvino-bf16 (through that runtime where the detector exports and the graph passes its parity gate, else eager; each record's cost.runtime says which). Scores and metrics always come from eager."),
+    device: str | None = typer.Option(None, "--device", help="Where cells compute: auto (default: a GPU where torch sees one, else the CPU), cpu, cuda (a cell per GPU) or cuda:N. A GPU this machine lacks is an error before anything runs."),
+    training: str | None = typer.Option(None, "--training", help="default (each detector's own training length; CPU-sized for the trained ones) or published (every trained detector at its method's published length: no † in the leaderboard; on the CPU refused with an estimate unless --force)."),
+    force: bool = typer.Option(False, "--force", help="Run --training published on the CPU despite the estimate."),
     keep_models: str | None = typer.Option(None, "--keep-models", help="Fitted model folders kept when the run ends: best (default: the best detector per dataset/category by image AUROC), all, or none. Scores, report and leaderboard never need them."),
 ) -> None:
     """Run a grid; each cell in its own process, each record appended as it ends."""
@@ -101,7 +123,6 @@ def run(
     from iadbench.report import leaderboard as leaderboard_mod
     from iadbench.report.summary import summary as _summary
     from iadbench.results.store import RunStore
-    from iadbench.runner.executor import default_workers
     from iadbench.runner.plan import Plan, check_executor, check_run_runtime, load_plan_file
     from iadbench.runner.runner import execute, new_run_dir
 
@@ -134,6 +155,14 @@ def run(
         if len(takers) == 1 and (current is None or not current.takes_address):
             plan.executor = takers[0]
     check_executor(plan.executor, plan.address)
+    if device is not None or resume:
+        plan.device = _run_device(device, plan, run_dir if resume else None)
+    if training is not None:  # changes trained detectors' params, so their cells: not on --resume
+        if resume:
+            raise InputError("--resume takes its plan from the run folder; drop --training")
+        from iadbench.runner.training import check_training
+
+        plan.training = check_training(training)
     if runtime is not None:  # a cost-only choice, like the executor: may change on --resume
         plan.runtime = check_run_runtime(runtime.strip().lower())
     if keep_models is not None:  # disk only, like the runtime: may change on --resume
@@ -144,7 +173,8 @@ def run(
     outcome = execute(
         plan, registry, run_dir, resume=resume,
         # ray: sized per node by the executor (a cell per 4 CPUs of the smallest node)
-        workers=workers or (None if plan.executor == "ray" else default_workers()), console=console, cell_timeout_s=cell_timeout,
+        # None: the executor sizes itself (local: a cell per GPU on a GPU run, else default_workers)
+        workers=workers, console=console, cell_timeout_s=cell_timeout, force=force,
     )
     _summary(outcome, console)
     from iadbench.cli.runs import print_run_footer

@@ -94,8 +94,10 @@ def extract_features(
     batch_size: int = 16,
     use_cache: bool | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``{layer: (N, C, h, w) float32}`` for uint8 images (N, H, W, 3), from the cache
-    where present, the backbone (in batches) where not."""
+    """``{layer: (N, C, h, w) float32}`` on the CPU for uint8 images (N, H, W, 3), from
+    the cache where present, the backbone (in batches, on the extractor's device) where
+    not. On the CPU whatever the backbone's device: so are cached features, and a
+    detector moves them to where it computes."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise InputError(f"images must be a uint8 array (N, H, W, 3); got {getattr(images, 'shape', type(images))}")
     layers = list(extractor.layers if layers is None else layers)
@@ -105,7 +107,7 @@ def extract_features(
         parts = [extractor(images[i : i + batch_size], layers=layers) for i in range(0, len(images), batch_size)]
         if not parts:
             raise InputError("no images to extract features from")
-        return {k: torch.cat([p[k] for p in parts]) for k in layers}
+        return {k: torch.cat([p[k] for p in parts]).cpu() for k in layers}
 
     folder = feature_cache_dir(extractor, images.shape[1:3])
     keys = [image_key(im) for im in images]
@@ -126,7 +128,7 @@ def extract_features(
             chunk = order[s : s + batch_size]
             feats = extractor(images[[first[k] for k in chunk]], layers=store)
             for j, k in enumerate(chunk):
-                one = {name: feats[name][j].clone() for name in store}
+                one = {name: feats[name][j].to("cpu", copy=True) for name in store}
                 p = paths[first[k]]
                 merged = {**_read(p), **one}  # keep layers another detector stored
                 atomic_save_safetensors(merged, p)

@@ -41,8 +41,8 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, mode: str = "mirror") -> tor
         raise InputError(f"blur mode must be one of {sorted(BLUR_MODES)}, got {mode!r}")
     if sigma <= 0:
         return maps
-    bh = _blur_matrix(maps.shape[-2], float(sigma), mode).to(maps.dtype)
-    bw = _blur_matrix(maps.shape[-1], float(sigma), mode).to(maps.dtype)
+    bh = _blur_matrix(maps.shape[-2], float(sigma), mode).to(maps.device, maps.dtype)
+    bw = _blur_matrix(maps.shape[-1], float(sigma), mode).to(maps.device, maps.dtype)
     return bh @ maps @ bw.T
 
 

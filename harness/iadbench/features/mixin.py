@@ -14,7 +14,8 @@ from iadbench.features.cache import extract_features
 class BackboneMixin:
     """Lazily built extractor, cached feature extraction and the cost-table forward,
     for detectors built on ``iadbench.backbones``. Needs ``self.backbone``,
-    ``self.layers``, ``self.weights`` and ``self.input_size``."""
+    ``self.layers``, ``self.weights`` and ``self.input_size``. ``features`` come back
+    on the CPU, wherever the backbone runs."""
 
     backbone: str
     layers: list[str]
@@ -25,9 +26,17 @@ class BackboneMixin:
 
     @property
     def extractor(self) -> FeatureExtractor:
+        """Built on first use, on the detector's device (``Detector.to`` moves it later)."""
         if self._extractor is None:
-            self._extractor = FeatureExtractor(self.backbone, self.layers, self.weights)
+            self._extractor = FeatureExtractor(self.backbone, self.layers, self.weights).to(getattr(self, "device", "cpu"))
         return self._extractor
+
+    def backbone_to(self, device: str) -> None:
+        """Only the backbone on ``device``, for detectors whose fitted statistics stay
+        on the CPU on purpose (their ``to`` calls this and sets ``self.device``)."""
+        if self._extractor is not None:
+            self._extractor.to(device)
+        self.device = str(device)
 
     def _check_images(self, images: np.ndarray) -> None:
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:

@@ -117,7 +117,8 @@ def choose_calibration(requested: str, detector, n_train: int, holdout_fraction:
     return "holdout"
 
 
-def _kfold_scores(spec, params, images: np.ndarray, seed: int, workdir: Path, threads: int, batch: int):
+def _kfold_scores(spec, params, images: np.ndarray, seed: int, workdir: Path, threads: int, batch: int,
+                  device: str = "cpu"):
     """Each image scored by the refit that left its fold out (folds seeded by ``seed``);
     refit j is seeded with seed + 1 + j, so the final model's own fit is untouched."""
     from iadbench.detector import FitContext
@@ -127,20 +128,27 @@ def _kfold_scores(spec, params, images: np.ndarray, seed: int, workdir: Path, th
     maps = np.empty((len(images), *images.shape[1:3]), np.float32)
     for j in range(KFOLD):
         seed_everything(seed + 1 + j)
-        refit = spec.factory(**params)
-        refit.fit(images[folds != j], FitContext(seed=seed + 1 + j, workdir=workdir / f"fold{j}", threads=threads))
+        refit = _on_device(spec.factory(**params), device)
+        refit.fit(images[folds != j], FitContext(seed=seed + 1 + j, workdir=workdir / f"fold{j}", threads=threads,
+                                                 device=device))
         held = predict_batched(refit.predict, images[folds == j], batch, tuple(refit.input_size))
         scores[folds == j], maps[folds == j] = held.scores, held.maps
     return Prediction(scores, maps)
 
 
+def _on_device(detector, device: str):
+    """``detector`` moved to ``device``; on the CPU left as built (nothing to move)."""
+    return detector if str(device) == "cpu" else detector.to(device)
+
+
 def fit_model(spec, params: dict[str, Any], split, *, seed: int, holdout_fraction: float,
               threshold_rule: str, threads: int, workdir: Path, predict_batch: int,
-              calibration: str = "auto") -> FitResult:
+              calibration: str = "auto", device: str = "cpu") -> FitResult:
     """Fit and calibrate (see ``choose_calibration``): the calibration scores fix the
     image threshold, their maps' maxima the pixel threshold (the same rule), and their
     maps the display range of heatmaps. Seeds the global RNGs with ``seed`` first, so
-    the model depends on nothing that ran before in the process."""
+    the model depends on nothing that ran before in the process. ``device``: a torch
+    device string (iadbench.devices.torch_device) the detector fits and scores on."""
     from iadbench.calibration.rules import calibrate
     from iadbench.detector import FitContext
     from iadbench.errors import InputError
@@ -153,7 +161,7 @@ def fit_model(spec, params: dict[str, Any], split, *, seed: int, holdout_fractio
     if calibration not in CALIBRATIONS:
         raise InputError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
     seed_everything(seed)
-    detector = spec.factory(**params)
+    detector = _on_device(spec.factory(**params), device)
     if not detector.name:
         detector.name = spec.name
     size = tuple(detector.input_size)
@@ -166,7 +174,7 @@ def fit_model(spec, params: dict[str, Any], split, *, seed: int, holdout_fractio
     holdout_images = load_images([split.train[i] for i in hold_idx], size)
 
     workdir.mkdir(parents=True, exist_ok=True)
-    ctx = FitContext(seed=seed, workdir=workdir, threads=threads)
+    ctx = FitContext(seed=seed, workdir=workdir, threads=threads, device=device)
     hits_before = FEATURE_CACHE_STATS["hits"]
     started = time.perf_counter()  # calibration scoring is part of the fit's cost
     if how == "out-of-fold":
@@ -174,7 +182,7 @@ def fit_model(spec, params: dict[str, Any], split, *, seed: int, holdout_fractio
     else:
         detector.fit(train_images, ctx)
         if how == "kfold":
-            held = _kfold_scores(spec, params, train_images, seed, workdir, threads, predict_batch)
+            held = _kfold_scores(spec, params, train_images, seed, workdir, threads, predict_batch, device)
     fit_s = time.perf_counter() - started
     fit_cache_hits = FEATURE_CACHE_STATS["hits"] - hits_before
     if how == "holdout":

@@ -157,8 +157,10 @@ def model_version(directory: str | Path) -> int:
     return int(read_model_json(Path(directory)).get("version", 1))
 
 
-def load_model(directory: str | Path) -> FittedModel:
-    """Load a model folder; any problem is one InputError naming the folder."""
+def load_model(directory: str | Path, device: str = "cpu") -> FittedModel:
+    """Load a model folder, its detector on ``device`` (a torch device string: a model
+    fitted on any device loads on any other); any problem is one InputError naming the
+    folder."""
     from iadbench.artifacts import load_detector
 
     directory = Path(directory)
@@ -174,7 +176,7 @@ def load_model(directory: str | Path) -> FittedModel:
             raise bad(f"missing {name}")
     body = read_model_json(directory)
     try:
-        detector = load_detector(directory)
+        detector = load_detector(directory, device=device)
     except InputError as exc:
         raise bad(_strip_path(str(exc), directory)) from None
     except Exception as exc:  # a plugin's load_state_tensors on mismatched tensors

@@ -18,9 +18,6 @@ from iadbench.errors import InputError
 from iadbench.model.folder import FittedModel
 from iadbench.types import Prediction
 
-#: Where a model can run. GPUs are issue #30.
-DEVICES = ("cpu",)
-
 
 @dataclass
 class ImageResult:
@@ -93,10 +90,15 @@ def predict_images(model: FittedModel, images_uint8_list: list[np.ndarray], batc
     return image_results(model.detector.predict, images_uint8_list, tuple(model.input_size), model.threshold, batch)
 
 
-def check_device(device: str) -> str:
-    device = str(device).strip().lower()
-    if device not in DEVICES:
-        raise InputError(f"device {device!r} is not supported: models run on {', '.join(DEVICES)} only for now")
+def check_device(device: str, runtime: str = "eager") -> str:
+    """The torch device a model opens on (``auto``, ``cpu``, ``cuda``, ``cuda:N``;
+    iadbench.devices), checked against this machine's GPUs. Exported graphs run in
+    CPU runtimes, so on a GPU only the eager runtime scores."""
+    from iadbench.devices import resolve_device, torch_device
+
+    device = torch_device(resolve_device(device, "device"))
+    if device != "cpu" and runtime not in ("auto", "eager"):
+        raise InputError(f"--runtime {runtime} runs on the CPU: on {device} use --runtime eager, or --device cpu")
     return device
 
 
@@ -104,12 +106,15 @@ def open_model(directory: str | Path, runtime: str = "auto", device: str = "cpu"
                rtol: float = 1e-3) -> Model:
     """The model folder at ``directory`` ready to score: loaded, with the runtime chosen
     (``auto``, ``eager`` or ``onnx``; an onnx graph comes from the folder's cache,
-    iadbench.deploy.graph_cache). ``threads``: the onnx runtime's intra-op threads."""
+    iadbench.deploy.graph_cache) on ``device`` (``auto`` is a GPU where torch sees one;
+    ``auto`` runtime on a GPU is eager). ``threads``: the onnx runtime's intra-op threads."""
     from iadbench.deploy.opening import open_runtime
     from iadbench.deploy.runtime import check_runtime
     from iadbench.model.folder import load_model
 
-    check_device(device)
     runtime = check_runtime(runtime)
-    fitted = load_model(directory)
+    device = check_device(device, runtime)
+    if device != "cpu":
+        runtime = "eager"
+    fitted = load_model(directory, device=device)
     return Model.of(fitted, open_runtime(fitted.detector, runtime, threads, rtol, directory=fitted.directory))

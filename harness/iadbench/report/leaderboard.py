@@ -245,8 +245,9 @@ def _environment_footer(infos: list[dict[str, Any]]) -> str:
         pk = env.get("packages", {})
         settings = info.get("plan", {}).get("settings", {})
         versions = ", ".join(f"{k} {v}" for k, v in pk.items() if v)
+        gpus = f", cells on {env.get('device')} ({', '.join(env['gpus'])})" if env.get("gpus") else ""
         lines.append(
-            f"- run `{info.get('run_id')}`: {env.get('cpu')} ({env.get('cpu_count')} cores, "
+            f"- run `{info.get('run_id')}`: {env.get('cpu')} ({env.get('cpu_count')} cores{gpus}, "
             f"{env.get('workers')} worker(s) x {env.get('torch_threads_per_cell')} torch threads), "
             f"Python {env.get('python')}, git {env.get('git_sha') or 'unknown'}; {versions}. "
             f"Feature cache {env.get('feature_cache', 'on')}. "

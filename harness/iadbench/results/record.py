@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from iadbench.errors import InputError
 
-#: Version 1: the first typed schema. Bump it with a migration step below.
-SCHEMA_VERSION = 1
+#: Version 1: the first typed schema. Version 2: where the cell computed (``device``,
+#: ``device_name``, ``cost.peak_gpu_mb``). Bump it with a migration step below.
+SCHEMA_VERSION = 2
 
 Number = float | None  # JSON has no NaN: a metric that could not be computed is null with a note
 
@@ -134,6 +135,7 @@ class Cost(_Open):
     throughput_ips: Number = None
     throughput_batch: int | None = None
     peak_rss_mb: Number = None
+    peak_gpu_mb: Number = None  # torch's peak GPU allocation; null on the CPU
     artifact_mb: Number = None
     threads: int | None = None
     runtime: str | None = None
@@ -194,6 +196,10 @@ class CellRecord(_Closed):
     counts: Counts | None = None
     cost: Cost = Field(default_factory=Cost)
     input_size: list[int] | None = None
+    # Where it computed: "cpu" or "cuda:N" (N the physical GPU) and the CPU's or GPU's
+    # model name; null for a cell that failed before it knew.
+    device: str | None = None
+    device_name: str | None = None
     training: Training | None = None
     split_notes: dict[str, Any] = Field(default_factory=dict)
     artifact: str | None = None
@@ -243,6 +249,18 @@ def migrate(data: dict[str, Any], version: int, run_settings: dict[str, Any] | N
     data = dict(data)
     if version < 1:
         data = _v0_to_v1(data, run_settings)
+    if version < 2:
+        data = _v1_to_v2(data)
+    return data
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no device fields: every cell up to then computed on the CPU (no
+    detector could use a GPU), whose model name is in the run's environment, not here.
+    A failed cell keeps a null device, as a failed version-2 cell may."""
+    data["schema_version"] = 2
+    if data.get("status") == "ok":
+        data.setdefault("device", "cpu")
     return data
 
 

@@ -10,9 +10,11 @@ from iadbench.types import ExecutorOptions, ExecutorSpec
 
 
 def _local(options: ExecutorOptions):
-    from iadbench.runner.executor import LocalProcessExecutor
+    from iadbench.runner.executor import LocalProcessExecutor, default_workers
 
-    return LocalProcessExecutor(workers=options.workers or 1, timeout_s=options.timeout_s, preload=options.preload)
+    # unsized: a cell per GPU on a GPU run, else as many as this machine's cores suit
+    workers = options.workers or len(options.gpus) or default_workers()
+    return LocalProcessExecutor(workers=workers, timeout_s=options.timeout_s, preload=options.preload, gpus=options.gpus)
 
 
 @hookimpl

@@ -45,6 +45,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     import torch
 
     from iadbench.datasets import resolve_dataset
+    from iadbench.devices import describe_device, peak_gpu_mb, reset_peak_gpu_memory, torch_device
     from iadbench.features import cache_disabled
     from iadbench.model.evaluate import evaluate
     from iadbench.model.fit import fit_options
@@ -56,6 +57,8 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     registry = get_registry()
     spec = registry.detector(cell.detector)
     seed_everything(cell.seed)
+    device = torch_device(getattr(cell, "device", "cpu"))  # cuda: the one GPU the executor left visible
+    reset_peak_gpu_memory(device)
 
     dataset = resolve_dataset(
         registry,
@@ -66,7 +69,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     )
     split = dataset.split(cell.category)
     fitted = fit_model(spec, cell.params, split, seed=cell.seed, threads=threads, workdir=cell_dir / "work",
-                       **fit_options(s))
+                       device=device, **fit_options(s))
     detector, size, threshold, threshold_note = fitted.detector, fitted.size, fitted.threshold, fitted.threshold_note
     fit_idx, hold_idx = fitted.fit_idx, fitted.hold_idx
     # The test set is scored with the feature cache off, so this pass measures
@@ -76,7 +79,9 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     metrics, reasons, intervals, verdict = ev.metrics, ev.metric_notes, ev.intervals, ev.verdicts
 
     # Cost, with the feature cache off so that no number benefits from earlier cells.
-    predict_fn, backbone_fn, runtime = _latency_runtime(cell.runtime, detector, threads)
+    predict_fn, backbone_fn, runtime = _latency_runtime(cell.runtime, detector, threads, device)
+    if backbone_fn is not None and device != "cpu":
+        backbone_fn = _synchronised(backbone_fn, device)
     with cache_disabled():
         latencies = per_image_latency_ms(predict_fn, test_images, s["warmup"], s["latency_images"])
         backbone = None
@@ -85,7 +90,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
 
     artifact = save_model(fitted, cell_dir / "model", {
         "detector": spec.name, "params": cell.params, "dataset": cell.dataset, "category": cell.category,
-        "seed": cell.seed, "cell_key": cell.key, "settings": s,
+        "seed": cell.seed, "cell_key": cell.key, "settings": s, "device": device,
     })
     _write_scores(cell_dir / "scores.csv", split.test, prediction.scores)
     _write_calibration(cell_dir / "calibration.csv", [split.train[i] for i in fitted.calibration_idx], fitted.calibration_scores)
@@ -130,38 +135,56 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
             "throughput_ips": len(test_images) / ev.predict_s if ev.predict_s > 0 and len(test_images) else None,
             "throughput_batch": s["predict_batch"],
             "peak_rss_mb": peak_rss_mb(),
+            "peak_gpu_mb": peak_gpu_mb(device),  # None on the CPU
             "artifact_mb": dir_size_mb(artifact),
             "threads": threads,
             # what latency_ms_* and backbone_latency_ms_p50 ran on (adbench run --runtime)
             **runtime,
         },
         "input_size": list(size),
+        **describe_device(device),
         "training": _training(spec, detector, cell.params),
         "split_notes": split.notes,
         "artifact": str(artifact),
     }
 
 
-def _latency_runtime(requested: str, detector, threads: int):
+def _latency_runtime(requested: str, detector, threads: int, device: str = "cpu"):
     """(predict, backbone forward or None, cost fields) for the latency measurement:
-    eager, or with ``onnx`` the detector's onnx runtime and its backbone in onnxruntime.
-    A detector that cannot export is measured eager, and the record says why."""
+    eager, or with ``onnx`` (``openvino``, ``openvino-fp16``) the detector's runtime of that
+    name and its backbone in onnxruntime.
+    A detector that cannot export, or one on a GPU (onnxruntime here runs on the CPU),
+    is measured eager, and the record says why."""
     backbone = detector.backbone_forward if detector.has_backbone else None
-    if requested != "onnx":
+    if requested == "eager":
         return detector.predict, backbone, {"runtime": "eager"}
+    if device != "cpu":
+        return detector.predict, backbone, {"runtime": "eager", "runtime_note": f"{requested} requested: the cell ran on {device}"}
     from iadbench.deploy.opening import open_backbone, open_runtime
     from iadbench.errors import InputError
 
     try:
-        rt = open_runtime(detector, "onnx", threads)
+        rt = open_runtime(detector, requested, threads)
     except InputError as exc:
-        return detector.predict, backbone, {"runtime": "eager", "runtime_note": f"onnx requested: {exc}"}
+        return detector.predict, backbone, {"runtime": "eager", "runtime_note": f"{requested} requested: {exc}"}
     if backbone is not None:
         try:
             backbone = open_backbone(detector, threads)
         except InputError:
             backbone = None  # an eager backbone beside an onnx end-to-end figure would mislead
-    return rt.predict, backbone, {"runtime": "onnx", "runtime_detail": rt.detail}
+    return rt.predict, backbone, {"runtime": rt.name, "runtime_detail": rt.detail}
+
+
+def _synchronised(fn, device: str):
+    """``fn`` that returns once the GPU has finished its work: a backbone forward
+    returns nothing to copy back, so without this its latency is the launch's alone."""
+    import torch
+
+    def timed(images):
+        fn(images)
+        torch.cuda.synchronize(torch.device(device))
+
+    return timed
 
 
 def _training(spec, detector, params: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""What a run ran on: versions, git sha, CPU, threads. Stored in run.json and shown
+"""What a run ran on: versions, git sha, CPU, threads, device. Stored in run.json and shown
 in leaderboard footers, because a number without its environment is not comparable."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from iadbench.devices import cpu_model
 from iadbench.switches import env_flag
 
 PACKAGES = ("iadbench", "torch", "torchvision", "timm", "anomalib", "numpy", "scikit-learn")
@@ -20,16 +21,6 @@ def _version(name: str) -> str | None:
         return version(name)
     except PackageNotFoundError:
         return None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_sha() -> str | None:
@@ -50,7 +41,8 @@ def git_sha() -> str | None:
         return None
 
 
-def describe(threads_per_cell: int, workers: int, plugin_versions: dict[str, str | None]) -> dict[str, Any]:
+def describe(threads_per_cell: int, workers: int, plugin_versions: dict[str, str | None],
+             device: str = "cpu") -> dict[str, Any]:
     return {
         "packages": {name: _version(name) for name in PACKAGES},
         "plugins": plugin_versions,
@@ -62,4 +54,13 @@ def describe(threads_per_cell: int, workers: int, plugin_versions: dict[str, str
         "workers": workers,
         "torch_threads_per_cell": threads_per_cell,
         "feature_cache": "on" if env_flag("IADBENCH_FEATURE_CACHE", default=True) else "off",
+        # where cells computed (resolved: cpu, cuda or cuda:N) and the GPUs, by name
+        "device": device,
+        **({"gpus": _gpu_names()} if device != "cpu" else {}),
     }
+
+
+def _gpu_names() -> list[str]:
+    import torch
+
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

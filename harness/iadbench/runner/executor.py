@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import queue
 import signal
 import sys
 import threading
@@ -72,8 +73,10 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int) -> None:
-    """First code of a forked cell process: its own log and threads."""
+def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int, gpu: int | None = None) -> None:
+    """First code of a forked cell process: its own log, threads and GPU. The GPU is
+    chosen through CUDA_VISIBLE_DEVICES, read when CUDA initialises: the forkserver
+    imported torch but never touched CUDA, so the cell's first CUDA call sees only it."""
     _die_with_parent()
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -81,11 +84,18 @@ def _cell_entry(spec_path: str, result_path: str, log_path: str, threads: int) -
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
+    _cell_environment(threads, gpu)
     from iadbench.runner import cell
 
     os._exit(cell.run_cell_files(Path(spec_path), Path(result_path)))
+
+
+def _cell_environment(threads: int, gpu: int | None) -> None:
+    """A cell process's threads and GPU, set before any of its code runs."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
 
 
 #: What the running forkserver was started with (preload list, environment); the
@@ -126,7 +136,11 @@ class ExecutorClosed(RuntimeError):
 class LocalProcessExecutor:
     """Each cell in its own process, forked from a forkserver that has already
     imported torch and friends (a fresh interpreter per cell spends seconds on
-    imports alone)."""
+    imports alone).
+
+    ``gpus``: GPU indices handed out one to each running cell whose device is
+    ``cuda`` (it sees that GPU alone, as ``cuda:0``), so a run computes on every GPU
+    at once, a cell per GPU at most."""
 
     def __init__(
         self,
@@ -134,8 +148,14 @@ class LocalProcessExecutor:
         threads_per_cell: int | None = None,
         timeout_s: float | None = None,
         preload: list[str] | tuple[str, ...] = (),
+        gpus: list[int] | tuple[int, ...] = (),
     ):
-        self.workers = max(1, workers)
+        self.gpus = [int(g) for g in gpus]
+        # two cells on one GPU contend for its memory: no more cells than GPUs
+        self.workers = max(1, min(workers, len(self.gpus)) if self.gpus else workers)
+        self._free_gpus: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for gpu in self.gpus:
+            self._free_gpus.put(gpu)
         cpus = os.cpu_count() or 1
         self.threads = threads_per_cell or max(1, cpus // self.workers)
         self.timeout_s = timeout_s
@@ -166,6 +186,13 @@ class LocalProcessExecutor:
             _stop_forkserver()
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
+    def _take_gpu(self, cell: Cell) -> int | None:
+        """A free GPU for a ``cuda`` cell (waits for one; there are as many workers as
+        GPUs, so it never waits long); None for a CPU cell or one pinned to cuda:N."""
+        if not self.gpus or getattr(cell, "device", "cpu") != "cuda":
+            return None
+        return self._free_gpus.get()
+
     def _run(self, task: CellTask) -> dict[str, Any]:
         task.cell_dir.mkdir(parents=True, exist_ok=True)
         spec_path = task.cell_dir / "cell.json"
@@ -174,24 +201,29 @@ class LocalProcessExecutor:
         result_path.unlink(missing_ok=True)
         spec_path.write_text(json.dumps({"cell": task.cell.to_json(), "threads": self.threads}, indent=2))
         started = time.time()
+        gpu = self._take_gpu(task.cell)
         proc = self._mp.Process(
             target=_cell_entry,
-            args=(str(spec_path), str(result_path), str(log_path), self.threads),
+            args=(str(spec_path), str(result_path), str(log_path), self.threads, gpu),
             name=f"cell-{task.cell.key}",
         )
-        with self._start_lock:
-            if self._closed:
-                raise ExecutorClosed("executor is shut down")
-            proc.start()
-            self._procs.add(proc)
         try:
-            proc.join(self.timeout_s)
-            timed_out = proc.is_alive()
-            if timed_out:
-                proc.kill()
-                proc.join()
+            with self._start_lock:
+                if self._closed:
+                    raise ExecutorClosed("executor is shut down")
+                proc.start()
+                self._procs.add(proc)
+            try:
+                proc.join(self.timeout_s)
+                timed_out = proc.is_alive()
+                if timed_out:
+                    proc.kill()
+                    proc.join()
+            finally:
+                self._procs.discard(proc)
         finally:
-            self._procs.discard(proc)
+            if gpu is not None:
+                self._free_gpus.put(gpu)
         rc = proc.exitcode
         if result_path.is_file():
             return json.loads(result_path.read_text())

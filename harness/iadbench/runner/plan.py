@@ -78,6 +78,12 @@ class Plan:
     # Which fitted model folders stay once the run ends (iadbench.results.housekeeping):
     # disk only, never a result, so not in a key either.
     keep_models: str = DEFAULT_KEEP_MODELS
+    # Where cells compute: auto, cpu, cuda or cuda:N (iadbench.devices), resolved at plan
+    # time. A GPU cell's key differs from a CPU one's (see ``device_identity``).
+    device: str = "auto"
+    # "published": trained detectors at their methods' published training length
+    # (iadbench.runner.training); it changes their params, and so their keys.
+    training: str = "default"
 
     @property
     def default_grid(self) -> bool:
@@ -101,6 +107,9 @@ class Plan:
             runtime=data.get("runtime", "eager"),
             # runs from before --keep-models kept every model
             keep_models=data.get("keep_models", "all"),
+            # runs from before --device ran on the CPU
+            device=data.get("device", "cpu"),
+            training=data.get("training", "default"),
         )
 
 
@@ -122,6 +131,7 @@ class Cell:
     seed: int
     settings: dict[str, Any]
     runtime: str = "eager"  # see Plan.runtime: not part of the key
+    device: str = "cpu"  # cpu, cuda or cuda:N, resolved; its kind enters the key on a GPU (device_identity)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,6 +188,8 @@ def load_plan_file(path: Path) -> Plan:
             address=run.pop("address", None),
             runtime=run.pop("runtime", "eager"),
             keep_models=run.pop("keep_models", DEFAULT_KEEP_MODELS),
+            device=run.pop("device", "auto"),
+            training=run.pop("training", "default"),
         )
         if run:
             raise TypeError(f"unknown [run] keys: {', '.join(sorted(run))}")
@@ -185,6 +197,14 @@ def load_plan_file(path: Path) -> Plan:
         raise InputError(f"invalid plan: {exc}", path) from exc
     check_executor(plan.executor, plan.address, path)
     check_run_runtime(plan.runtime, path)
+    from iadbench.devices import parse_device
+    from iadbench.runner.training import check_training
+
+    try:
+        plan.device = parse_device(str(plan.device), "device")
+    except InputError as exc:
+        raise InputError(str(exc), path) from None
+    plan.training = check_training(plan.training, path)
     try:
         plan.keep_models = check_keep_models(str(plan.keep_models))
     except InputError as exc:
@@ -216,19 +236,42 @@ def check_executor(executor: str, address: str | None, where: Path | None = None
         spec.check(address)
 
 
-RUN_RUNTIMES = ("eager", "onnx")
+#: openvino-int8 needs calibration images a cell does not set aside: not a run runtime.
+RUN_RUNTIMES = ("eager", "onnx", "openvino", "openvino-fp16", "openvino-bf16")
 
 
 def check_run_runtime(runtime: str, where: Path | None = None) -> str:
-    """A run's latency runtime (Plan.runtime): eager or onnx."""
+    """A run's latency runtime (Plan.runtime): eager, onnx or an OpenVINO one but INT8."""
     if runtime not in RUN_RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r} (known: {', '.join(RUN_RUNTIMES)})", where)
-    if runtime == "onnx":
+    if runtime != "eager":  # every graph starts as a checked ONNX graph
         from iadbench.deploy.runtime import onnxruntime_available
 
         if not onnxruntime_available():
-            raise InputError("runtime 'onnx' needs onnxruntime (pip install 'iadbench[deploy]')", where)
+            raise InputError(f"runtime '{runtime}' needs onnxruntime (pip install 'iadbench[deploy]')", where)
+    if runtime.startswith("openvino"):
+        from iadbench.deploy.openvino import openvino_available
+
+        if not openvino_available():
+            raise InputError(f"runtime '{runtime}' needs openvino (pip install 'iadbench[openvino]')", where)
     return runtime
+
+
+def device_identity(device: str) -> dict[str, str]:
+    """What a cell's key holds of its device: nothing on the CPU (so every key from
+    before devices stands), ``{"device": "cuda"}`` on a GPU.
+
+    In the key because a GPU cell computes different numbers: other kernels and
+    reduction orders change a trained detector's scores in their last bits, and
+    ``precision="auto"`` trains in bfloat16 on a GPU where a CPU without bfloat16
+    units trains in float32. A run resumed on the other kind of device then runs its
+    cells afresh instead of mixing the two, and a CPU and a GPU run of one grid sit
+    side by side in a leaderboard. The GPU's index stays out: which GPU of a machine
+    a cell got is the executor's choice, not the setup's."""
+    from iadbench.devices import device_kind
+
+    kind = device_kind(device)
+    return {} if kind == "cpu" else {"device": kind}
 
 
 def default_entries(registry: Registry) -> list[DetectorEntry]:
@@ -279,6 +322,9 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
     resolved params) are refused, whatever their labels: a label is display only and
     stays out of the cell key, so such entries would share keys and cell folders.
     """
+    from iadbench.runner.training import check_training, published_params
+
+    check_training(plan.training)
     detectors = list(plan.detectors) if not plan.default_grid else default_entries(registry)
     if not plan.seeds:
         raise InputError("no seed chosen")
@@ -298,6 +344,8 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
         # Keys and types against the declared params (the factory's signature):
         # an int for a float param becomes a float, so 1 and 1.0 are one setup.
         params = {**spec.params, **coerce_params(spec, entry.params)}
+        if plan.training == "published":
+            params.update(published_params(spec, entry.params))
         identity = _identity(spec, params)
         if identity in seen:
             raise InputError(
@@ -312,7 +360,7 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
         # already runs it with exactly those parameters (under any label).
         taken = set(labels)
         for name, spec in sorted(registry.detectors.items()):
-            params = dict(spec.params)
+            params = {**spec.params, **(published_params(spec, {}) if plan.training == "published" else {})}
             if not spec.available or name in taken or _identity(spec, params) in seen:
                 continue
             if "opt-in" in spec.tags:  # too slow for the default grid: runs when named
@@ -323,8 +371,11 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
         raise InputError("no available detector to run (see `adbench list detectors`)")
 
     from iadbench.calibration.rules import parse_rule
+    from iadbench.devices import resolve_device
     from iadbench.model.fit import CALIBRATIONS
 
+    # auto -> a GPU where torch sees one; a GPU this machine lacks is an error here
+    device = resolve_device(plan.device, "device")
     parse_rule(plan.settings.threshold_rule)  # a misspelt rule fails here, not in every cell
     if plan.settings.calibration not in CALIBRATIONS:
         raise InputError(f"calibration {plan.settings.calibration!r} is not one of {', '.join(CALIBRATIONS)}")
@@ -365,7 +416,6 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
                         "seed": seed,
                         "settings": settings,
                     }
-                    cells.append(
-                        Cell(key=stable_key(identity), label=entry.display, runtime=plan.runtime, **identity)
-                    )
+                    cells.append(Cell(key=stable_key({**identity, **device_identity(device)}), label=entry.display,
+                                      runtime=plan.runtime, device=device, **identity))
     return cells

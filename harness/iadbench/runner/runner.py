@@ -84,13 +84,27 @@ def _record(cell: Cell, result: dict[str, Any], run_id: str) -> CellRecord:
                                        "started": result.get("started"), "finished": result.get("finished")})
 
 
-def _make_executor(plan: Plan, registry: Registry, workers: int | None, timeout_s: float | None, preload: list[str]) -> Executor:
+def _make_executor(plan: Plan, registry: Registry, workers: int | None, timeout_s: float | None, preload: list[str],
+                   cells: list[Cell] = ()) -> Executor:
     """The plan's executor, built by the plugin that registered it."""
     from iadbench.types import ExecutorOptions
 
     options = ExecutorOptions(workers=workers, timeout_s=timeout_s, preload=preload, address=plan.address,
-                              memory_mb=lambda cell: registry.detector(cell.detector).memory_mb)
+                              memory_mb=lambda cell: registry.detector(cell.detector).memory_mb,
+                              gpus=_gpus_to_share(cells))
     return registry.executor(plan.executor).factory(options)
+
+
+def _gpus_to_share(cells: list[Cell]) -> list[int]:
+    """This machine's GPU indices where cells run on "cuda" (any GPU), so the executor
+    hands each running cell one; none for CPU cells or cells pinned to cuda:N.
+    Counting GPUs initialises CUDA in this process only: cells fork from a forkserver
+    started afresh, which never touches CUDA."""
+    if not any(c.device == "cuda" for c in cells):
+        return []
+    from iadbench.devices import gpu_count
+
+    return list(range(gpu_count()))
 
 
 def execute(
@@ -103,7 +117,10 @@ def execute(
     workers: int | None = 1,  # None: the executor sizes it (ray: per node)
     console: Console | None = None,
     cell_timeout_s: float | None = None,
+    force: bool = False,
 ) -> RunOutcome:
+    """Run ``plan``'s cells into ``run_dir``. ``force``: run published training lengths
+    on the CPU despite the estimate (iadbench.runner.training.refuse_on_cpu)."""
     console = console or Console()
     store = RunStore(run_dir)
     if resume and not store.exists:
@@ -117,6 +134,10 @@ def execute(
         )
     # Every check on the plan runs before the run folder is touched.
     cells = expand(plan, registry, categories_lister(registry, plan.data_root))
+    if plan.training == "published" and not force and any(c.device == "cpu" for c in cells):
+        from iadbench.runner.training import refuse_on_cpu
+
+        refuse_on_cpu([c for c in cells if c.device == "cpu"], registry, run_dir.parent)
     if executor is None:  # a name the plugins registered, usable here: checked before the folder exists
         check_executor(plan.executor, plan.address, registry=registry, ready=True)
     with store.locked():
@@ -138,7 +159,7 @@ def _execute_locked(
     if store.exists and not resume:
         raise InputError(ALREADY_A_RUN, run_dir)
     preload = sorted({m for c in cells for m in registry.detector(c.detector).preload})
-    executor = executor or _make_executor(plan, registry, workers, cell_timeout_s, preload)
+    executor = executor or _make_executor(plan, registry, workers, cell_timeout_s, preload, cells)
     threads = getattr(executor, "threads", None)
 
     if resume:
@@ -158,6 +179,7 @@ def _execute_locked(
                 "environment": environment.describe(
                     threads or 0, getattr(executor, "workers", workers),
                     {name: info.version for name, info in registry.plugins.items()},
+                    device=cells[0].device if cells else "cpu",
                 ),
             }
         )
