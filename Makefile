@@ -24,10 +24,10 @@ $(RUN_STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# every extra: anomalib's models, deploy and line (export, serving, OpenCV), ray, the test
+# every extra: anomalib's models, deploy, openvino and line (export, serving, CPU runtimes, OpenCV), ray, the test
 # tools and the docs site
 $(STAMP): $(RUN_STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,anomalib,deploy,ray,line,docs]'
+	$(BIN)/python -m pip install -q -e '.[test,anomalib,deploy,openvino,ray,line,docs]'
 	touch $@
 
 # The default detector set (runner/plan.py DEFAULT_DETECTORS; leaderboards/default-grid.md)

@@ -2,7 +2,8 @@
 side, and a load test of the web service.
 
     python -m bench.deploy search MODEL_DIR --dataset mvtec --path ../shared/data/mvtec_ad --category bottle
-    python -m bench.deploy latency MODEL_DIR... [--category bottle] [--repeats 20]
+    python -m bench.deploy latency MODEL_DIR... [--category bottle] [--repeats 20] [--openvino]
+        [--dataset folder --path ../shared/data/magnetic_tile]
     python -m bench.deploy load MODEL_DIR [--requests 500] [--concurrency 50]
 
 ``search``: predicts the test split of the model's dataset with exact search and with
@@ -16,6 +17,9 @@ model end to end in eager (and in float32 eager too where it predicts in bfloat1
 the scores' difference and both AUROCs) and in onnxruntime, interleaved round-robin in blocks of
 ``BLOCK`` calls after an untimed one, each call the next test image; then the largest
 relative score difference and image/pixel AUROC of both runtimes over the test set.
+With ``--openvino`` the OpenVINO runtimes too (float32, fp16, bf16 and INT8, calibrated on
+``--calibration`` good training images of the category, six more held out as the gate's
+good check images; never test images), each line with its ratio to eager.
 Models are timed one after another, not interleaved with each other: a line runs one
 model, and a 47 MB PatchCore bank read between two calls of another model evicts that
 model's weights from the caches (PaDiM 12.7 ms alone, 19.8 ms interleaved with two
@@ -86,8 +90,9 @@ def search_check(args: argparse.Namespace) -> None:
         )
 
 
-def _mvtec_test(category: str, size: tuple[int, int], limit: int | None = None):
-    split = _test_split("mvtec", str(_mvtec_root()), category)
+def _mvtec_test(category: str, size: tuple[int, int], limit: int | None = None, dataset: str = "mvtec",
+                path: str | None = None):
+    split = _test_split(dataset, path or str(_mvtec_root()), category)
     test = split.test[:limit] if limit else split.test
     labels = np.array([t.label for t in test])
     return test, load_images(test, size), load_masks(test, size), labels
@@ -154,10 +159,12 @@ def latency(args: argparse.Namespace) -> None:
     for directory in args.models:  # everything built first, then timed model by model
         model = open_model(directory, "onnx", threads=args.threads)  # what predict and serve use
         det = model.detector
-        test, x, masks, labels = _mvtec_test(args.category, det.input_size)
+        test, x, masks, labels = _mvtec_test(args.category, det.input_size, dataset=args.dataset, path=args.path)
         runtimes = {"onnx": model.runtime}
         if det.split_runtime:  # the whole graph as `adbench export` writes it, for comparison
             runtimes["onnx graph"] = OnnxRuntime(graph_bytes(det), threads=args.threads)
+        if args.openvino:
+            runtimes.update(_openvino_runtimes(args, directory, det))
         bank = f", bank {det.memory_bank.shape[0]}, search {det.search}" if hasattr(det, "memory_bank") else ""
         name = f"{det.name} {det.input_size[0]} px{bank}"
         prepared.append((name, directory, det, runtimes, x, masks, labels))
@@ -190,11 +197,14 @@ def latency(args: argparse.Namespace) -> None:
             print(f"    eager in bfloat16 against float32 ({ms[(name, 'eager fp32')]:.1f} ms, {ms[(name, 'eager fp32')] / ms[(name, 'eager')]:.2f}x "
                   f"the bf16 time): scores max rel diff {rel.max():.1e} | image AUROC fp32 {i32:.4f}, pixel AUROC {p32:.4f}")
         for label, rt in runtimes.items():
-            got = rt.predict(x)
+            with cache_disabled():
+                got = rt.predict(x)
             rel = np.abs(got.scores - eager.scores) / np.abs(eager.scores)
             io_, po = _aurocs(got.scores, got.maps, labels, masks)
-            print(f"    {label} ({rt.detail}): {ms[(name, label)]:.1f} ms | scores max rel diff {rel.max():.1e} over "
-                  f"{len(x)} test images | image AUROC {io_:.4f}, pixel AUROC {po:.4f}")
+            ratio = ms[(name, label)] / ms[(name, "eager")]
+            print(f"    {label} ({rt.detail}): {ms[(name, label)]:.1f} ms ({ratio:.2f}x eager) | scores max rel diff "
+                  f"{rel.max():.1e} over {len(x)} test images | image AUROC {io_:.4f} ({io_ - ie:+.4f}), "
+                  f"pixel AUROC {po:.4f} ({po - pe:+.4f})")
     # bank scaling: each PatchCore line against the smallest bank given, same runtime
     banks = [(det.memory_bank.shape[0], name) for name, _, det, *_ in prepared if hasattr(det, "memory_bank")]
     if len(banks) > 1:
@@ -203,6 +213,29 @@ def latency(args: argparse.Namespace) -> None:
             print(f"bank {rows} / {rows0} rows ({rows / rows0:.1f}x): onnx latency {ms[(name, 'onnx')] / ms[(ref, 'onnx')]:.2f}x, "
                   f"eager {ms[(name, 'eager')] / ms[(ref, 'eager')]:.2f}x")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def _openvino_runtimes(args: argparse.Namespace, directory: str, det) -> dict:
+    """The OpenVINO runtimes of a model folder, INT8 calibrated on the category's good
+    training images (rebuilt each run: the calibration is this bench's choice)."""
+    from iadbench.deploy.ir_cache import INT8, open_ir
+
+    split = _test_split(args.dataset, args.path or str(_mvtec_root()), args.category)
+    train = load_images(split.train[: args.calibration + 6], det.input_size)
+    out = {}
+    for variant in ("openvino", "openvino-fp16", "openvino-bf16", INT8):
+        t = time.perf_counter()
+        try:
+            out[variant] = open_ir(det, variant, directory, args.threads, calibration=train[: args.calibration],
+                                   good=train[args.calibration :], rebuild=variant == INT8)
+        except InputError as exc:
+            print(f"    {variant} refused: {exc}")
+            continue
+        c = out[variant].check
+        print(f"    {variant} gate ({time.perf_counter() - t:.0f} s to build): scores {c['max_score_rel_diff']:.1e} relative, "
+              f"rank correlation {c['spearman']:.4f}, image AUROC {c['image_auroc']:.4f} ({c['image_auroc_eager']:.4f} eager), "
+              f"pixel AUROC {c['pixel_auroc']:.4f} ({c['pixel_auroc_eager']:.4f}) on {c['images']} check images")
+    return out
 
 
 def load(args: argparse.Namespace) -> None:
@@ -316,6 +349,10 @@ def main() -> None:
     lat.add_argument("--category", default="bottle")
     lat.add_argument("--repeats", type=int, default=10)
     lat.add_argument("--threads", type=int, default=2)
+    lat.add_argument("--dataset", default="mvtec")
+    lat.add_argument("--path", default=None, help="dataset root (default: the MVTec AD root bench.quality finds)")
+    lat.add_argument("--openvino", action="store_true", help="time the OpenVINO runtimes too")
+    lat.add_argument("--calibration", type=int, default=32, help="good training images INT8 is calibrated on")
     ld = sub.add_parser("load")
     ld.add_argument("model")
     ld.add_argument("--category", default="bottle")

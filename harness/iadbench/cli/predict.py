@@ -52,7 +52,8 @@ def predict(
     target: Path = typer.Argument(..., help="An image, or a folder scored recursively."),
     out: Path | None = typer.Option(None, "--out", help="Write <name>_overlay.png and <name>_map.png (16-bit raw map) per image."),
     fmt: str = typer.Option("table", "--format", help="table, json (one line per image) or csv."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx where the detector exports), eager or onnx."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (the fastest runtime that passed the parity gate on this machine, measured once per model folder), eager, onnx, openvino, openvino-fp16, openvino-bf16 or openvino-int8 (built by adbench export --calibration)."),
+    device: str = typer.Option("auto", "--device", help="auto (a GPU where torch sees one, else the CPU), cpu, cuda or cuda:N. On a GPU the model scores in eager PyTorch (exported graphs run on the CPU)."),
 ) -> None:
     """Score images with a fitted model; verdicts use the model's stored threshold."""
     from iadbench.images import decode_image
@@ -61,7 +62,9 @@ def predict(
 
     if fmt not in FORMATS:
         raise InputError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
-    model = open_model(model_dir, runtime)
+    model = open_model(model_dir, runtime, device=device)
+    if getattr(model.runtime, "choice_note", None):  # what auto chose and why
+        err_console.print(model.runtime.choice_note, highlight=False)
     paths = find_images(target)
     if not paths:
         raise InputError("no image files found", target)

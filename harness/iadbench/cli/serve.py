@@ -16,7 +16,8 @@ def serve(
     model_dir: Path = typer.Argument(..., help="Model folder (adbench fit --out, or a run's cells/<key>/model)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; set --token then)."),
     port: int = typer.Option(8000, "--port", help="TCP port to listen on."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx where the detector exports), eager or onnx."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (the fastest runtime that passed the parity gate on this machine, measured once per model folder), eager, onnx, openvino, openvino-fp16, openvino-bf16 or openvino-int8 (built by adbench export --calibration)."),
+    device: str = typer.Option("auto", "--device", help="auto (a GPU where torch sees one, else the CPU), cpu, cuda or cuda:N. On a GPU the model scores in eager PyTorch (exported graphs run on the CPU)."),
     threads: int = typer.Option(2, "--threads", help="Threads of the scoring runtime."),
     token: str | None = typer.Option(None, "--token", help="Bearer token required by /predict, /feedback, /reload and /model (or IADBENCH_TOKEN)."),
     max_body_mb: float = typer.Option(20.0, "--max-body-mb", help="Largest request body accepted (413 above)."),
@@ -53,7 +54,7 @@ def serve(
     log.setLevel(logging.INFO)
 
     def opener(directory: Path):
-        return open_model(directory, runtime, threads=threads)
+        return open_model(directory, runtime, device=device, threads=threads)
 
     drift = {"window": drift_window}
     served = load_version(model_dir, opener, drift)
@@ -62,6 +63,8 @@ def serve(
                      batch_wait_ms=batch_wait_ms, model_dir=model_dir, opener=opener, reload_interval=reload_interval,
                      feedback=store, drift=drift)
     model = served.model
+    if getattr(model.runtime, "choice_note", None):  # what auto chose and why
+        err_console.print(model.runtime.choice_note, highlight=False)
     err_console.print(
         f"serving {model.detector.name} version {served.version} from {model_dir} ({model.runtime_name} runtime)"
         f" on http://{host}:{port}/" + ("; token required" if token else "")

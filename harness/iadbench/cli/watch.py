@@ -29,7 +29,8 @@ def watch(
     drop_frames: bool = typer.Option(False, "--drop-frames", help="A full queue drops its oldest item for the newest instead (logged)."),
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many images or frames."),
     until_idle: float | None = typer.Option(None, "--until-idle", help="Stop once nothing has arrived for this many seconds."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto (onnx where the detector exports), eager or onnx."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (the fastest runtime that passed the parity gate on this machine, measured once per model folder), eager, onnx, openvino, openvino-fp16, openvino-bf16 or openvino-int8 (built by adbench export --calibration)."),
+    device: str = typer.Option("auto", "--device", help="auto (a GPU where torch sees one, else the CPU), cpu, cuda or cuda:N. On a GPU the model scores in eager PyTorch (exported graphs run on the CPU)."),
     threads: int = typer.Option(2, "--threads", help="Threads of the scoring runtime."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view or summary (the view is off anyway when stdout is not a terminal)."),
 ) -> None:
@@ -55,7 +56,7 @@ def watch(
         raise InputError("--sort sorts a folder's files; the source is not a folder", source)
     log = log or ((out / "watch.jsonl") if out is not None else Path("watch.jsonl"))
     torch.set_num_threads(threads)
-    model = open_model(model_dir, runtime, threads=threads)  # a bad model folder: exit 2 before the source opens
+    model = open_model(model_dir, runtime, device=device, threads=threads)  # a bad model folder: exit 2 before the source opens
     # Opened before the log: a source that cannot be opened is one line, nothing written.
     src = open_source(source, size=tuple(model.input_size), queue=FrameQueue(queue, drop_frames),
                       existing=existing, settle=settle, poll=poll,

@@ -22,7 +22,8 @@ import numpy as np
 from iadbench.errors import InputError
 from iadbench.types import Prediction
 
-RUNTIMES = ("auto", "eager", "onnx")
+#: openvino*: iadbench.deploy.openvino; auto: iadbench.deploy.opening.
+RUNTIMES = ("auto", "eager", "onnx", "openvino", "openvino-fp16", "openvino-bf16", "openvino-int8")
 #: The names of an iadbench graph's input and outputs, and of a front graph's output.
 INPUT, OUTPUTS = "images", ("score", "map")
 FRONT_OUTPUT = "features"

@@ -1,0 +1,96 @@
+"""A detector's OpenVINO runtime, from the model folder's cached IR where it is fresh,
+else converted from its checked ONNX graph (iadbench.deploy.graph_cache), quantized
+for INT8, held to the parity gate and cached (iadbench.deploy.openvino says where).
+
+A cached IR is fresh when its fingerprint is the model folder's graph fingerprint (the
+artifact, the plugin version, GRAPH_FORMAT) with IR_FORMAT; its recorded parity check
+is held to today's bound on every open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from iadbench.deploy import parity
+from iadbench.deploy.openvino import IR_FORMAT, OpenVinoRuntime, convert, ir_folder, load_ir, quantize, save_ir
+from iadbench.detector import Detector
+from iadbench.errors import InputError
+
+INT8 = "openvino-int8"
+
+
+def int8_needs_calibration(name: str) -> InputError:
+    return InputError(f"--runtime {INT8}: model folder '{name}' has no INT8 IR yet; build it once with "
+                      f"`adbench export MODEL_DIR --format {INT8} --calibration GOOD_IMAGES --out model.xml`")
+
+
+def runtime_of(model, detector: Detector, variant: str, threads: int) -> OpenVinoRuntime:
+    finish = detector.predict_from_front if detector.split_runtime else None
+    return OpenVinoRuntime(model, name=variant, threads=threads, finish=finish)
+
+
+def _fingerprint(directory: Path, detector: Detector) -> str:
+    from iadbench.deploy.graph_cache import fingerprint
+
+    return f"{fingerprint(directory, detector.name)} ir{IR_FORMAT}"
+
+
+def cached_ir(directory: str | Path, detector: Detector, variant: str, threads: int = 2):
+    """The runtime of the folder's fresh cached IR of ``variant``, or None."""
+    folder = ir_folder(directory, variant, detector.split_runtime)
+    loaded = load_ir(folder)
+    if loaded is None:
+        return None
+    model, meta = loaded
+    if meta.get("fingerprint") != _fingerprint(Path(directory), detector) or not isinstance(meta.get("check"), dict):
+        return None
+    parity.accept(meta["check"], parity.BOUNDS[variant])
+    rt = runtime_of(model, detector, variant, threads)
+    rt.metadata, rt.graph_source, rt.check = meta, f"cached {folder.name}/", meta["check"]
+    return rt
+
+
+def _onnx_graph(detector: Detector, directory: Path | None) -> bytes:
+    """The detector's ONNX graph (front graph for a split runtime), checked against eager:
+    the model folder's cached one where it has one."""
+    from iadbench.deploy import export
+    from iadbench.deploy.graph_cache import graph_path, open_cached
+
+    front = detector.split_runtime
+    if directory is not None:
+        open_cached(directory, detector, front=front)  # builds, checks and caches where stale
+        path = graph_path(directory, front)
+        if path.is_file():
+            return path.read_bytes()
+    return export.checked_graph(detector, front=front, images=export.check_images(detector.input_size, n=2)).graph
+
+
+def open_ir(detector: Detector, variant: str, directory: str | Path | None = None, threads: int = 2,
+            calibration: np.ndarray | None = None, good: np.ndarray | None = None, rebuild: bool = False):
+    """``detector`` in OpenVINO (``variant`` of iadbench.deploy.openvino.VARIANTS), gated.
+    ``calibration``: good images INT8 is calibrated on; ``good``: held-out good images
+    for the check set (else synthetic ones). With ``directory`` the IR comes from and
+    goes to its cache; ``rebuild`` ignores a cached one (new calibration images)."""
+    directory = Path(directory) if directory is not None else None
+    if directory is not None and not rebuild:
+        rt = cached_ir(directory, detector, variant, threads)
+        if rt is not None:
+            return rt
+    if variant == INT8 and calibration is None:
+        raise int8_needs_calibration(directory.name if directory is not None else detector.name)
+    model = convert(_onnx_graph(detector, directory))
+    if variant == INT8:
+        model = quantize(model, calibration)
+    rt = runtime_of(model, detector, variant, threads)
+    checks = parity.check_set(detector.input_size, good)
+    check = parity.gate(rt, parity.eager_reference(detector, checks), checks)
+    meta = {"runtime": variant, "check": check.as_dict(), "check_images": checks.source,
+            **({"calibration_images": len(calibration)} if calibration is not None and variant == INT8 else {})}
+    rt.metadata, rt.check, rt.graph_source = meta, meta["check"], "built in memory"
+    if directory is not None:
+        meta.update(fingerprint=_fingerprint(directory, detector), ir_format=IR_FORMAT, detector=detector.name)
+        folder = ir_folder(directory, variant, detector.split_runtime)
+        stored = save_ir(model, folder, variant, meta)
+        rt.graph_source = f"built and cached as {folder.name}/" if stored else "built in memory (model folder not writable)"
+    return rt

@@ -1,0 +1,197 @@
+"""OpenVINO runtimes: a detector's checked ONNX graph (or front graph) converted to
+OpenVINO IR and run on the CPU plugin, in three variants:
+
+- ``openvino``: float32 IR, computed in float32 (the CPU plugin would otherwise run
+  bfloat16 where the CPU has it);
+- ``openvino-fp16``: weights stored in float16 (half the file), computed in float16
+  where the CPU plugin can (AVX512-FP16/AMX-FP16), else in float32;
+- ``openvino-bf16``: float32 IR computed in bfloat16 where the CPU has it (AVX512-BF16,
+  AMX: efficientad 4-5x faster than float32 on a Sapphire Rapids Xeon), else float32;
+- ``openvino-int8``: NNCF post-training quantization calibrated on good images:
+  the convolutional part in INT8, the scoring tail (every node no convolution depends
+  on: distances, maps, score) in float32.
+
+Each IR passes the parity gate (iadbench.deploy.parity) before it scores. In a model
+folder it is cached as ``<model|front>.<runtime>/`` (model.xml, model.bin and
+iadbench.json: the fingerprint of the artifact it was built from, the gate's numbers,
+the calibration images' count and source), written to a temporary folder and renamed.
+INT8 needs calibration images, so it is built by ``adbench export --format
+openvino-int8 --calibration GOOD_DIR``; later opens use the cached IR.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iadbench.deploy.runtime import FRONT_OUTPUT, INPUT, OUTPUTS, _in_batches
+from iadbench.errors import InputError
+from iadbench.types import Prediction
+
+VARIANTS = ("openvino", "openvino-fp16", "openvino-bf16", "openvino-int8")
+#: Bump when IRs built by this code differ from the code before's: every cached IR is rebuilt.
+IR_FORMAT = 1
+META_FILE = "iadbench.json"
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _ov():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise InputError("the openvino runtimes need openvino (pip install 'iadbench[openvino]')") from None
+    return ov
+
+
+def convert(graph: bytes):
+    """A serialised ONNX graph as an ``openvino.Model``."""
+    ov = _ov()
+    try:
+        return ov.convert_model(io.BytesIO(graph))
+    except Exception as exc:
+        raise InputError(f"OpenVINO cannot convert the graph ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def quantize(model, calibration: np.ndarray):
+    """``model`` with NNCF's post-training INT8 quantization, calibrated on the uint8
+    images ``calibration`` one at a time. Only the convolutional part is quantized:
+    every node that feeds no convolution (``scoring_tail``: PaDiM's Mahalanobis
+    distances, PatchCore's bank distances, the map upsampling and blur, the score)
+    stays float32; rounding a distance to 256 levels leaves every image the same score."""
+    try:
+        import nncf
+    except ImportError:
+        raise InputError("--runtime openvino-int8 needs nncf (pip install 'iadbench[openvino]')") from None
+    if len(calibration) == 0:
+        raise InputError("INT8 quantization needs at least one calibration image")
+    items = [np.ascontiguousarray(calibration[i : i + 1]) for i in range(len(calibration))]
+    return nncf.quantize(model, nncf.Dataset(items), subset_size=len(items),
+                         preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
+                         ignored_scope=nncf.IgnoredScope(names=scoring_tail(model), validate=False))
+
+
+CONVOLUTIONS = ("Convolution", "GroupConvolution")
+
+
+def scoring_tail(model) -> list[str]:
+    """Names of the nodes of ``model`` no convolution depends on (constants aside)."""
+    feeding: set[str] = set()
+    stack = [op for op in model.get_ops() if op.get_type_name() in CONVOLUTIONS]
+    while stack:
+        op = stack.pop()
+        for inp in op.inputs():
+            src = inp.get_source_output().get_node()
+            if src.get_friendly_name() not in feeding:
+                feeding.add(src.get_friendly_name())
+                stack.append(src)
+    skip = ("Constant", "Parameter", "Result", *CONVOLUTIONS)
+    return [op.get_friendly_name() for op in model.get_ops()
+            if op.get_type_name() not in skip and op.get_friendly_name() not in feeding]
+
+
+def _precision(core, variant: str) -> str:
+    """The inference precision a variant computes in on this CPU."""
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if variant == "openvino-fp16" and "FP16" in capabilities:
+        return "f16"
+    if variant == "openvino-bf16" and "BF16" in capabilities:
+        return "bf16"
+    return "f32"
+
+
+class OpenVinoRuntime:
+    """An OpenVINO model compiled for the CPU: the whole graph (uint8 images -> score,
+    map), or with ``finish`` a front graph (-> features) finished in Python (PatchCore's
+    search). ``threads`` inference threads, latency hint, one stream, as the onnx runtime."""
+
+    def __init__(self, model, name: str = "openvino", threads: int = 2, max_batch: int = 8,
+                 finish: Callable[[np.ndarray], Prediction] | None = None):
+        ov = _ov()
+        core = ov.Core()
+        self.name, self.finish = name, finish
+        self.precision = _precision(core, name)
+        config = {"INFERENCE_NUM_THREADS": max(1, int(threads)), "PERFORMANCE_HINT": "LATENCY",
+                  "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": self.precision}
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise InputError(f"OpenVINO cannot compile the graph ({type(exc).__name__}: {str(exc)[:200]})") from None
+        names = [set(o.get_names()) for o in self.compiled.outputs]
+        want = [FRONT_OUTPUT] if finish else list(OUTPUTS)
+        if not all(any(w in n for n in names) for w in want):
+            raise InputError(f"not an iadbench graph (want outputs {', '.join(want)})")
+        shape = self.compiled.input(0).get_partial_shape()
+        self.input_size = (shape[1].get_length(), shape[2].get_length())
+        self.threads, self.max_batch = int(threads), max(1, int(max_batch))
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: calls from several threads take turns
+        weights = {"openvino-fp16": "float16", "openvino-int8": "INT8"}.get(name, "float32")
+        where = "front graph in OpenVINO, the rest in Python" if finish else "whole graph in OpenVINO"
+        self.detail = f"{where} ({weights} IR, computing in {self.precision})"
+        self.metadata: dict[str, Any] = {}
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        return _in_batches(images, self.input_size, self.max_batch, self._predict_batch)
+
+    def _predict_batch(self, images: np.ndarray) -> Prediction:
+        with self._lock:
+            out = self._request.infer({INPUT: images})
+            if self.finish is not None:
+                return self.finish(np.array(out[self.compiled.output(FRONT_OUTPUT)]))
+            score = np.array(out[self.compiled.output(OUTPUTS[0])])
+            amap = np.array(out[self.compiled.output(OUTPUTS[1])])
+        return Prediction(scores=score, maps=amap)
+
+
+def ir_folder(directory: str | Path, variant: str, front: bool = False) -> Path:
+    return Path(directory) / f"{'front' if front else 'model'}.{variant}"
+
+
+def save_ir(model, folder: Path, variant: str, meta: dict[str, Any]) -> bool:
+    """The IR (fp16-compressed for ``openvino-fp16``) and ``meta`` into ``folder``,
+    through a temporary folder renamed into place; False where it cannot be written."""
+    ov = _ov()
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", suffix=".tmp", dir=folder.parent))
+    except OSError:
+        return False
+    try:
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=variant == "openvino-fp16")
+        (tmp / META_FILE).write_text(json.dumps(meta, sort_keys=True, default=str))
+        os.chmod(tmp, 0o755)
+        if folder.exists():  # stale: moved aside, then replaced
+            old = folder.with_name(folder.name + f".old-{os.getpid()}")
+            os.replace(folder, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True
+
+
+def load_ir(folder: Path):
+    """(openvino.Model, its iadbench.json) of a cached IR folder; None where absent or unreadable."""
+    if not (folder / "model.xml").is_file():
+        return None
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        return _ov().Core().read_model(str(folder / "model.xml")), meta
+    except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, whatever broke it
+        return None
