@@ -174,7 +174,7 @@ def test_a_source_that_cannot_be_opened_is_one_line_exit_2(model_dir, tmp_path, 
     assert not (tmp_path / "w.jsonl").exists()
 
 
-def test_ctrl_c_stops_cleanly_with_the_log_complete(model_dir, tmp_path):
+def test_ctrl_c_stops_cleanly_with_the_log_complete(model_dir, tmp_path, ctrl_c_reaches_children):
     inbox, log = tmp_path / "in", tmp_path / "w.jsonl"
     inbox.mkdir()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
