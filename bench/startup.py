@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from iadbench.devices import cpu_model
+
 ADBENCH = [sys.executable, "-m", "iadbench"]
 FLOOR = ("python -c 'import typer, rich'", [sys.executable, "-c", "import typer, rich"])
 COMMANDS = [
@@ -38,17 +40,6 @@ def wall_time(argv: list[str]) -> float:
     return elapsed
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="fresh processes per command (default 7)")
@@ -57,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         parser.error(f"--runs must be >= 1, got {args.runs}")
     env_note = {k: v for k, v in os.environ.items() if k.startswith("IADBENCH_")}
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} logical CPUs); python {platform.python_version()}; "
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); python {platform.python_version()}; "
           f"median of {args.runs} runs" + (f"; environment {env_note}" if env_note else ""))
     timings: dict[str, list[float]] = {}
     for label, command in COMMANDS:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -24,20 +23,11 @@ from typing import Any
 import numpy as np
 
 from iadbench.detector import Detector
+from iadbench.devices import cpu_model
 from iadbench.errors import InputError
 
 RECORD = "runtime.json"
 CALLS = 10
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str | None:
@@ -52,7 +42,7 @@ def _version(package: str) -> str | None:
 def machine_key(directory: Path, detector: Detector, threads: int) -> dict[str, Any]:
     from iadbench.deploy.graph_cache import fingerprint
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": int(threads),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": int(threads),
             "versions": {p: _version(p) for p in ("torch", "onnxruntime", "openvino", "nncf")},
             "fingerprint": fingerprint(directory, detector.name)}
 

@@ -20,20 +20,15 @@ def overlaps(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def _start(c: float, size: float, d: int, r: float) -> float:
+    """Where a box of ``size`` starts along one axis: past c + r (d > 0), before c - r
+    (d < 0), or centred on c (d == 0)."""
+    return c + r if d > 0 else c - r - size if d < 0 else c - size / 2
+
+
 def _candidate(x: float, y: float, w: float, h: float, dx: int, dy: int, r: float) -> Box:
     """A w x h box at distance r from (x, y) in direction (dx, dy)."""
-    if dx > 0:
-        x0 = x + r
-    elif dx < 0:
-        x0 = x - r - w
-    else:
-        x0 = x - w / 2
-    if dy > 0:
-        y0 = y + r
-    elif dy < 0:
-        y0 = y - r - h
-    else:
-        y0 = y - h / 2
+    x0, y0 = _start(x, w, dx, r), _start(y, h, dy, r)
     return x0, y0, x0 + w, y0 + h
 
 
