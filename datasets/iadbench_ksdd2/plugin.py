@@ -3,8 +3,9 @@
 
 An image is defective when its GT mask has any positive pixel. The unsupervised
 protocol trains on the good training images only; how many defective training images
-it left out is recorded in Split.notes["left_out_defective_train"]. All images form
-one category, ``ksdd2``.
+it left out is recorded in Split.notes["left_out_defective_train"]. They are offered as
+``Split.train_defective`` for mixed supervision (``--defects-in-train K`` takes K of
+them; the test set stays whole). All images form one category, ``ksdd2``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from iadbench.api import DatasetError, DatasetSpec, Sample, Split, hookimpl
+from iadbench.api import DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
 from iadbench.images import check_mask_size, decode_mask
 from iadbench.layouts import abspath, list_images
 
@@ -83,9 +84,11 @@ class KSDD2:
                 train=train_good,
                 test=sorted(test_good + test_bad, key=lambda s: _natural(s.path)),
                 notes={"left_out_defective_train": len(train_bad), "protocol": "unsupervised (good training images only)"},
+                train_defective=sorted(train_bad, key=lambda s: _natural(s.path)),
             )
         s = self._cache
-        return Split(dataset=s.dataset, category=s.category, train=list(s.train), test=list(s.test), notes=dict(s.notes))
+        return Split(dataset=s.dataset, category=s.category, train=list(s.train), test=list(s.test), notes=dict(s.notes),
+                     train_defective=list(s.train_defective))
 
 
 def holds_ksdd2(path: Path) -> bool:
@@ -107,5 +110,15 @@ def register_datasets(register):
             description="KolektorSDD2 (train/test with <id>_GT.png masks; unsupervised: good training images only)",
             version="1",
             detect=holds_ksdd2,
+            downloads=(
+                Download(
+                    url="https://www.vicos.si/resources/kolektorsdd2/",
+                    filename="KolektorSDD2.zip",
+                    licence="CC BY-NC-SA 4.0 (non-commercial use)",
+                    note="download KolektorSDD2.zip from the ViCoS page and put it in DIR; "
+                    "no checksum is published, so it is used unverified",
+                    manual=True,
+                ),
+            ),
         )
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iadbench.api import DatasetError, DatasetSpec, Split, hookimpl
-from iadbench.layouts import MVTEC, find_categories, holds_layout, parse_mvtec
+from iadbench.api import DatasetError, DatasetSpec, Download, Split, hookimpl
+from iadbench.layouts import MVTEC, find_categories, holds_named_categories, parse_mvtec
 
 NAME = "mvtec"
 CATEGORIES = (
@@ -51,8 +51,9 @@ class MVTecAD:
 
 
 def holds_mvtec(path: Path) -> bool:
-    """An MVTec-like category, or a folder of them."""
-    return holds_layout(path, (MVTEC,))
+    """An MVTec AD category, or a folder of MVTec AD categories only (by their names): a
+    user's own MVTec-like tree is the folder dataset's."""
+    return holds_named_categories(path, CATEGORIES)
 
 
 @hookimpl
@@ -65,5 +66,16 @@ def register_datasets(register):
             description="MVTec AD (15 categories; train/good, test/<defect>, ground_truth masks)",
             version="1",
             detect=holds_mvtec,
+            # URL and SHA-256 as anomalib 2.7 records them (anomalib.data.datamodules.image.mvtecad)
+            downloads=(
+                Download(
+                    url="https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/"
+                    "download/420938113-1629960298/mvtec_anomaly_detection.tar.xz",
+                    sha256="cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d",
+                    licence="CC BY-NC-SA 4.0 (non-commercial use)",
+                    note="MVTec's terms: https://www.mvtec.com/company/research/datasets/mvtec-ad; if the link "
+                    "stops working, get the archive there (a short form) and put it in DIR",
+                ),
+            ),
         )
     )

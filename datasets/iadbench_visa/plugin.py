@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from iadbench.api import DatasetError, DatasetSpec, Sample, Split, hookimpl
+from iadbench.api import DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
 from iadbench.images import check_mask_size, image_size
 from iadbench.layouts import abspath
 
@@ -82,6 +82,7 @@ class VisA:
             raise DatasetError(f"no category '{category}' in the split file (found: {', '.join(self.categories())})", self.csv_path)
         train: list[Sample] = []
         test: list[Sample] = []
+        train_defective: list[Sample] = []  # offered for mixed supervision only
         left_out = 0
         for line, row in self._rows[category]:
             split, label_text = row["split"].lower(), row["label"].lower()
@@ -96,6 +97,8 @@ class VisA:
             image_size(image)
             if split == "train" and label == 1:
                 left_out += 1  # unsupervised: train on good images only
+                mask = self._file(row["mask"], line, "mask") if row["mask"] else None
+                train_defective.append(Sample(path=image, label=1, defect_type=DEFECT, mask_path=mask))
                 continue
             if label == 0:
                 (train if split == "train" else test).append(Sample(path=image))
@@ -112,7 +115,8 @@ class VisA:
         notes: dict = {"split_csv": str(self.csv_path)}
         if left_out:
             notes["left_out_defective_train"] = left_out
-        return Split(dataset=NAME, category=category, train=train, test=test, notes=notes)
+        return Split(dataset=NAME, category=category, train=train, test=test, notes=notes,
+                     train_defective=train_defective)
 
 
 def holds_visa(path: Path) -> bool:
@@ -131,5 +135,14 @@ def register_datasets(register):
             description="VisA (12 categories; split_csv/1cls.csv with normal/anomaly labels and masks)",
             version="1",
             detect=holds_visa,
+            # URL and SHA-256 as anomalib 2.7 records them (anomalib.data.datamodules.image.visa)
+            downloads=(
+                Download(
+                    url="https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220922.tar",
+                    sha256="2eb8690c803ab37de0324772964100169ec8ba1fa3f7e94291c9ca673f40f362",
+                    licence="CC BY-NC-SA 4.0 (non-commercial use)",
+                    note="the licence as anomalib records it; the archive's own licence file rules",
+                ),
+            ),
         )
     )

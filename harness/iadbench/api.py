@@ -5,7 +5,8 @@ A plugin imports from the modules in ``PUBLIC_MODULES`` and from nothing else in
 pyproject.toml). Public, and kept stable for plugins:
 
 - ``iadbench.api`` (this module): Detector, FitContext, the spec types (and
-  ExecutorOptions), Sample, Split, Prediction, EvalData, GOOD, the errors and
+  ExecutorOptions), Sample (with RegionMask, per-region ground truth), Split, Prediction,
+  EvalData (with DefectRegion), GOOD, the errors and
   ``hookimpl``; cheap to import (Detector and FitContext, which need torch, load on
   first use), so a plugin's registration costs no torch
 - ``iadbench.images``: loading and validating images and masks
@@ -20,7 +21,8 @@ pyproject.toml). Public, and kept stable for plugins:
 - ``iadbench.memory``: a bounded heap for fits that fragment glibc's
 - ``iadbench.seeding``: ``seed_everything``, for networks initialised from the global generators
 - ``iadbench.metrics`` and the modules of its array functions, ``iadbench.metrics.image``,
-  ``iadbench.metrics.pixel``, ``iadbench.metrics.aupro``, ``iadbench.metrics.classification``
+  ``iadbench.metrics.pixel``, ``iadbench.metrics.aupro``, ``iadbench.metrics.classification``,
+  ``iadbench.metrics.segf1``, ``iadbench.metrics.spro``, ``iadbench.metrics.aupimo``, ``iadbench.metrics.pgn_pbn``
   and ``iadbench.metrics.auroc_resampling`` (fast bootstrap resamples): for metric plugins
 - ``iadbench.executors``: what an executor plugin receives and returns, and the local
   process executor to build on
@@ -46,22 +48,25 @@ from iadbench.types import (
     GOOD,
     Dataset,
     DatasetSpec,
+    DefectRegion,
     DetectorSpec,
+    Download,
     EvalData,
     ExecutorOptions,
     ExecutorSpec,
     MetricSpec,
     Prediction,
+    RegionMask,
     Sample,
     Split,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from iadbench.detector import Detector, FitContext
+    from iadbench.detector import Detector, FitContext, LabelledDefects
 
 #: Names imported on first use (PEP 562): iadbench.detector imports torch, and a plugin's
 #: registration (``from iadbench.api import DetectorSpec, hookimpl``) must not.
-_LAZY = {"Detector": "iadbench.detector", "FitContext": "iadbench.detector"}
+_LAZY = {"Detector": "iadbench.detector", "FitContext": "iadbench.detector", "LabelledDefects": "iadbench.detector"}
 
 
 def __getattr__(name: str) -> Any:
@@ -98,6 +103,10 @@ PUBLIC_MODULES = (
     "iadbench.metrics.aupro",
     "iadbench.metrics.classification",
     "iadbench.metrics.auroc_resampling",
+    "iadbench.metrics.segf1",
+    "iadbench.metrics.spro",
+    "iadbench.metrics.aupimo",
+    "iadbench.metrics.pgn_pbn",
     "iadbench.executors",
     "iadbench.testing",
     "iadbench.cli",
@@ -109,16 +118,20 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DatasetSpec",
+    "DefectRegion",
     "Detector",
     "DetectorSpec",
+    "Download",
     "EvalData",
     "ExecutorOptions",
     "ExecutorSpec",
     "FitContext",
     "ImageError",
     "InputError",
+    "LabelledDefects",
     "MetricSpec",
     "Prediction",
+    "RegionMask",
     "Sample",
     "Split",
     "UndefinedMetric",

@@ -150,6 +150,13 @@ def _pair_masks(
     return samples
 
 
+def pair_masks(images: list[Path], mask_dir: Path, defect: str) -> list[Sample]:
+    """Defect samples of ``images``, each with its mask from ``mask_dir`` named
+    ``<stem>_mask.*`` or ``<stem>.*`` in any image format (a benchmark whose masks are
+    BMP beside PNG images); a missing mask, an orphan mask or a size mismatch is an error."""
+    return _pair_masks(images, mask_dir, defect, required=True)
+
+
 def probe_all(paths: Iterable[Path]) -> None:
     """Read every file's header: catches zero-byte, non-image and oversized files early
     (a few milliseconds per hundred images); full decoding happens at load time."""
@@ -294,6 +301,12 @@ def _finish(split: Split) -> Split:
     return split
 
 
+def warn_one_class(split: Split) -> Split:
+    """The check every parser here ends with, for a benchmark's own parser: a test split
+    with one class only is recorded in ``notes["warnings"]``, not failed."""
+    return _finish(split)
+
+
 # --- layout detection -----------------------------------------------------------------
 
 
@@ -309,12 +322,30 @@ def detect_layout(path: Path) -> str | None:
 
 
 def _has_good_images(folder: Path, layout: str) -> bool:
-    return (folder / "train" / GOOD).is_dir() if layout == MVTEC else (folder / GOOD).is_dir()
+    if layout != MVTEC:
+        return (folder / GOOD).is_dir()
+    # Benchmarks with trees of their own are not MVTec-like: MVTec AD 2 has no test/
+    # (test_public/ instead), MVTec LOCO keeps each image's masks in a folder of its own.
+    return (folder / "train" / GOOD).is_dir() and (folder / "test").is_dir() and not _masks_in_folders(folder)
+
+
+def _masks_in_folders(folder: Path) -> bool:
+    """True when ground_truth/<defect>/ holds a folder per image (MVTec LOCO), not masks;
+    the first visible entry of each defect folder decides (a cheap look)."""
+    truth = folder / "ground_truth"
+    if not truth.is_dir():
+        return False
+    for defect in os.scandir(truth):
+        if defect.is_dir() and not is_litter(Path(defect.name)):
+            first = next((e for e in os.scandir(defect.path) if not is_litter(Path(e.name))), None)
+            if first is not None:
+                return first.is_dir()
+    return False
 
 
 def holds_layout(root: Path, layouts: tuple[str, ...]) -> bool:
     """True when ``root``, or one of its sub-folders, is a category in one of ``layouts``
-    with its good images where the layout keeps them (train/good/, or good/): a
+    with its good images where the layout keeps them (train/good/ beside test/, or good/): a
     stricter test than find_categories, which also takes half-made trees so that their
     parser can say what is missing. A dataset plugin's ``detect`` for these layouts."""
     if not root.is_dir():
@@ -327,6 +358,25 @@ def holds_layout(root: Path, layouts: tuple[str, ...]) -> bool:
     except DatasetError:
         return False
     return any((layout := detect_layout(f)) in layouts and _has_good_images(f, layout) for f in folders)
+
+
+def holds_named_categories(root: Path, names: Iterable[str], layouts: tuple[str, ...] = (MVTEC,)) -> bool:
+    """True when ``root`` is a category in one of ``layouts`` (good images in place) whose
+    folder name is in ``names``, or holds such categories, at least one, and no other:
+    how a benchmark with an MVTec-like layout knows its own folders by their category
+    names and leaves a user's MVTec-like tree to the ``folder`` dataset."""
+    names = set(names)
+    if not root.is_dir():
+        return False
+    own = detect_layout(root)
+    if own in layouts:
+        return root.name in names and _has_good_images(root, own)
+    try:
+        folders = subfolders(root)
+    except DatasetError:
+        return False
+    found = [f.name for f in folders if (layout := detect_layout(f)) in layouts and _has_good_images(f, layout)]
+    return bool(found) and all(name in names for name in found)
 
 
 def find_categories(root: Path, layouts: tuple[str, ...]) -> dict[str, tuple[Path, str]]:

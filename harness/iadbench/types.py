@@ -22,13 +22,42 @@ GOOD = "good"
 
 
 @dataclass(frozen=True)
+class RegionMask:
+    """One annotated defect region in a mask file of its own (MVTec LOCO) and the
+    saturations sPRO may give it: rows (pixel value, saturation, relative), of which the
+    one whose value the mask's pixels hold applies (LOCO marks each defect type by its
+    value; the mask is decoded only when scored). The region counts as found in full
+    once ``saturation`` of it is flagged: a fraction of its area when ``relative``, else
+    a pixel count at the mask's native size (capped at the area). No rows: 1.0 relative."""
+
+    path: Path
+    saturations: tuple[tuple[int, float, bool], ...] = ()
+
+
+@dataclass(frozen=True)
+class DefectRegion:
+    """A RegionMask at the detector's input size, for metrics (EvalData.regions):
+    ``pixels`` are flat indices into test image ``image``'s (H, W) map and
+    ``saturation`` the fraction of them that counts as a full hit, in (0, 1]."""
+
+    image: int
+    pixels: np.ndarray
+    saturation: float
+
+
+@dataclass(frozen=True)
 class Sample:
-    """One image of a split. ``label`` is 0 for good, 1 for defective."""
+    """One image of a split. ``label`` is 0 for good, 1 for defective.
+
+    ``regions``: a defect's regions, one mask file each, where a dataset annotates
+    them apart (MVTec LOCO); the image's mask is then their union and ``mask_path``
+    the first of them. Empty for every other dataset."""
 
     path: Path
     label: int = 0
     defect_type: str = GOOD
     mask_path: Path | None = None
+    regions: tuple[RegionMask, ...] = ()
 
     @property
     def is_anomalous(self) -> bool:
@@ -41,6 +70,13 @@ class Split:
 
     ``notes`` carries facts a loader wants recorded with the results, e.g. how many
     defective training images an unsupervised protocol left out.
+
+    ``train_defective``: labelled defective images a detector may learn from (mixed
+    supervision), never scored. A loader fills it with a dataset's own labelled
+    defective training images (KSDD2's positives); ``--defects-in-train K`` then picks K
+    of them, or, for a dataset without any, moves K defective images out of ``test``
+    (iadbench.runner.supervision). Only detectors whose ``supervision`` is "mixed" see
+    them; an unsupervised detector's fit is the same whatever this holds.
     """
 
     dataset: str
@@ -48,6 +84,7 @@ class Split:
     train: list[Sample]
     test: list[Sample]
     notes: dict[str, Any] = field(default_factory=dict)
+    train_defective: list[Sample] = field(default_factory=list)
 
     @property
     def has_masks(self) -> bool:
@@ -91,6 +128,10 @@ class EvalData:
     test set; ``calibration_scores`` are those scores (each image scored by a model
     that did not fit it), for metrics that fix thresholds of their own.
     ``masks`` is None when the dataset has no pixel ground truth.
+    ``pixel_threshold``: the map level fixed the same way on the calibration images'
+    map maxima (iadbench.model.fit), for pixel metrics at a threshold (SegF1); None
+    when none was fixed. ``regions``: the test set's annotated defect regions with
+    their saturations (sPRO), None unless the dataset annotates regions apart.
     """
 
     labels: np.ndarray  # (N,) int 0/1
@@ -100,6 +141,8 @@ class EvalData:
     threshold: float
     defect_types: list[str]
     calibration_scores: np.ndarray | None = None
+    pixel_threshold: float | None = None
+    regions: list[DefectRegion] | None = None
 
 
 class _DeclaredParams:
@@ -191,6 +234,46 @@ class DetectorSpec:
             self.preload = (*self.preload, module)
 
 
+@dataclass(frozen=True)
+class Download:
+    """A file of a public dataset that ``adbench data get`` fetches, or says how to get.
+
+    ``url`` is the official source; ``filename`` the name it is saved under (default:
+    the URL's last segment). ``sha256`` is checked before the file is used; where the
+    published record holds only an MD5, ``md5`` instead. Never a checksum nobody
+    published: without one the file is used unverified, with a warning. ``size_bytes``
+    (when known) is shown first and checked after. ``licence`` is printed before the
+    download. ``manual``: ``url`` is a page (a licence form, a login), not the file, so
+    ``note`` says how to get it (``DIR`` in it reads as the target folder); ``data get`` then verifies and extracts the file the
+    user placed in the target folder (no ``filename``: the user places the extracted
+    dataset itself). ``strip``: a folder every archive member sits in, left out on
+    extraction so that the dataset's root is ``<DIR>/<subdir>``.
+    """
+
+    url: str
+    filename: str = ""
+    sha256: str | None = None
+    md5: str | None = None
+    size_bytes: int | None = None
+    licence: str = ""
+    note: str = ""
+    manual: bool = False
+    strip: str = ""
+
+    def __post_init__(self):
+        for algo, value, length in (("sha256", self.sha256, 64), ("md5", self.md5, 32)):
+            if value is not None and (len(value) != length or any(c not in "0123456789abcdefABCDEF" for c in value)):
+                raise PluginError(f"Download of {self.url}: {algo} '{value}' is not {length} hex digits")
+
+    @property
+    def file(self) -> str | None:
+        """The name of the archive in the target folder; None for a manual download
+        with no single file."""
+        if self.filename:
+            return self.filename
+        return None if self.manual else self.url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+
 @dataclass
 class DatasetSpec:
     """A dataset a plugin offers.
@@ -213,6 +296,8 @@ class DatasetSpec:
     # `adbench data check PATH` picks the dataset that reads a folder. A dataset
     # without a ``subdir`` (your own folder) is asked before a public benchmark.
     detect: Callable[[Path], bool] | str | None = LazyCallable(required=False)
+    # Where ``adbench data get NAME`` fetches the data from (iadbench.downloads).
+    downloads: tuple[Download, ...] = ()
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Bootstrap intervals (``interval``) are asked for where they are cheap: image and pixel
 AUROC and image AP have exact fast resamples, and F1 is recomputed on the resampled
-scores (a few milliseconds in all). Pixel AP and AUPRO would re-rank millions of pixels 1,000 times, and
+scores (a few milliseconds in all). Pixel AP, AUPRO and AUPIMO would re-rank millions of pixels 1,000 times, and
 precision, recall, accuracy and the false-alarm rate already have Clopper-Pearson
 intervals where it matters (the record's verdicts), so those go without.
 """
@@ -85,6 +85,29 @@ def register_metrics(register):
             summary=True,
         ),
         MetricSpec(
+            "auspro",
+            "iadbench.metrics.spro:pixel_auspro",
+            level="pixel",
+            description=(
+                "MVTec LOCO's AUsPRO: area under the saturated per-region-overlap curve (each annotated "
+                "region found in full once its defects_config saturation is covered; false positives "
+                "counted on good test images only), integrated to FPR 0.05, normalised to [0, 1]; "
+                "undefined for datasets without per-region annotations"
+            ),
+            label="AUsPRO",
+        ),
+        MetricSpec(
+            "seg_f1",
+            "iadbench.metrics.segf1:seg_f1",
+            level="pixel",
+            description=(
+                "MVTec AD 2's SegF1: pixel F1 pooled over every pixel of the test set, a pixel "
+                "flagged when its map value is above the pixel threshold fixed on good training "
+                "images' maps (never the test set)"
+            ),
+            label="SegF1",  # at the pixel threshold, not the image one: needs_threshold stays False
+        ),
+        MetricSpec(
             "precision",
             "iadbench.metrics.classification:precision",
             level="image",
@@ -118,6 +141,37 @@ def register_metrics(register):
             description=f"Image accuracy {_AT_THRESHOLD}",
             label="accuracy",
             needs_threshold=True,
+        ),
+        MetricSpec(
+            "aupimo",
+            "iadbench.metrics.aupimo:pixel_aupimo",
+            level="pixel",
+            description=(
+                "Mean over defective images of AUPIMO (Bertoldo et al. 2024): each image's own "
+                "defect-pixel TPR integrated over log FPR in [1e-5, 1e-4], the FPR measured on good "
+                "test images' pixels; anomalib's definition, every good-pixel score a threshold"
+            ),
+            label="AUPIMO",
+        ),
+        MetricSpec(
+            "pg5",
+            "iadbench.metrics.pgn_pbn:pg5",
+            level="image",
+            description=(
+                "PG5 (anomalib's PGn): share of good test images below the 5%-quantile of the "
+                "defective images' scores, TNR at 5% FNR; threshold read off the test set"
+            ),
+            label="PG5",
+        ),
+        MetricSpec(
+            "pb5",
+            "iadbench.metrics.pgn_pbn:pb5",
+            level="image",
+            description=(
+                "PB5 (anomalib's PBn): share of defective test images above the 95%-quantile of "
+                "the good images' scores, TPR at 5% FPR; threshold read off the test set"
+            ),
+            label="PB5",
         ),
     ]
     for spec in specs:

@@ -33,8 +33,9 @@ CLAIMS = {
     "empty": set(),
 }
 
-# tree -> the dataset data check reads it with (a folder nobody claims goes to `folder`)
-READER = {"mvtec_category": "folder", "mvtec_root": "folder", "good_defect": "folder", "visa": "visa",
+# tree -> the dataset data check reads it with: a benchmark that knows the folder by its
+# category names before `folder`, and a folder nobody claims goes to `folder`
+READER = {"mvtec_category": "mvtec", "mvtec_root": "mvtec", "good_defect": "folder", "visa": "visa",
           "ksdd2": "ksdd2", "half_made": "folder", "empty": "folder"}
 
 
@@ -47,12 +48,14 @@ def test_each_plugin_claims_its_own_layout_only(tmp_path, tree):
     assert reader_of(path, datasets).name == READER[tree]
 
 
-def test_own_folders_are_asked_before_benchmarks_and_no_detector_means_no_reader(tmp_path):
+def test_benchmarks_are_asked_before_own_folders_and_no_detector_means_no_reader(tmp_path):
     path = make_mvtec_category(tmp_path / "bottle")
     datasets = dict(get_registry().datasets)
     mine = DatasetSpec("mine", factory=dict, detect=lambda p: (p / "train").is_dir())
-    assert reader_of(path, {"mvtec": datasets["mvtec"], "mine": mine}).name == "mine"
+    assert reader_of(path, {"mine": mine, "mvtec": datasets["mvtec"]}).name == "mvtec"
     assert reader_of(path, {"mvtec": datasets["mvtec"]}).name == "mvtec"
+    parts = make_mvtec_category(tmp_path / "parts")  # MVTec-like, but no MVTec AD category
+    assert reader_of(parts, {"mine": mine, "mvtec": datasets["mvtec"]}).name == "mine"
     (tmp_path / "empty").mkdir()
     assert reader_of(tmp_path / "empty", {"mvtec": datasets["mvtec"]}) is None  # no claim, no own-folder dataset
     assert reader_of(path, {"factory": datasets["factory"]}) is None

@@ -48,6 +48,9 @@ def test_visa_leaves_out_anomalous_training_rows(tmp_path):
     csv.write_text(csv.read_text() + "candle,train,anomaly,candle/Data/Images/Anomaly/000.JPG,candle/Data/Masks/Anomaly/000.png\n")
     split = VisA(root).split("candle")
     assert split.notes["left_out_defective_train"] == 1 and len(split.train) == 3
+    # offered for mixed supervision, with its mask, never among the good training images
+    (offered,) = split.train_defective
+    assert offered.label == 1 and offered.mask_path is not None and offered.path not in {s.path for s in split.train}
 
 
 @pytest.mark.parametrize(
@@ -90,6 +93,7 @@ def test_ksdd2_labels_from_gt_and_notes_left_out_training_defects(tmp_path):
     split = ds.split("ksdd2")
     assert len(split.train) == 4 and all(s.label == 0 for s in split.train)
     assert split.notes["left_out_defective_train"] == 2
+    assert len(split.train_defective) == 2 and all(s.label == 1 and s.mask_path for s in split.train_defective)
     assert [s.label for s in split.test] == [0, 0, 1, 1]
     assert all(s.mask_path.name.endswith("_GT.png") for s in split.test if s.label)
 

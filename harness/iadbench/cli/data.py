@@ -14,11 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from iadbench.cli.app import console, data_app, err_console
 from iadbench.datasets import resolve_dataset
-from iadbench.errors import DatasetError, ImageError
+from iadbench.errors import DatasetError, ImageError, InputError, UnknownNameError
 from iadbench.types import GOOD, DatasetSpec, Split
 
 #: data check's options, passed to a dataset that takes them (good/defect folders hold out test images)
@@ -40,10 +41,12 @@ def _claims(spec: DatasetSpec, path: Path) -> bool:
 
 def reader_of(path: Path, datasets: dict[str, DatasetSpec]) -> DatasetSpec | None:
     """The dataset that reads the folder ``path``: the first whose ``detect`` claims it,
-    datasets of your own folders (no ``subdir``) asked before public benchmarks, whose
-    layouts are also MVTec-like trees. A folder nobody claims goes to the first dataset
-    of your own folders, so that its parser says what is missing; None without one."""
-    ordered = sorted((s for s in datasets.values() if s.detect is not None), key=lambda s: s.subdir is not None)
+    public benchmarks (with a ``subdir``) asked before datasets of your own folders: a
+    benchmark knows its folders by their category names or its own files (an MVTec AD,
+    MPDD or BTAD tree is read as itself), and an MVTec-like tree of your own goes to
+    ``folder``. A folder nobody claims goes to the first dataset of your own folders, so
+    that its parser says what is missing; None without one."""
+    ordered = sorted((s for s in datasets.values() if s.detect is not None), key=lambda s: s.subdir is None)
     claimed = next((s for s in ordered if _claims(s, path)), None)
     return claimed or next((s for s in ordered if s.subdir is None), None)
 
@@ -62,6 +65,7 @@ def _open_dataset(target: str, data_root: Path | None, test_fraction: float, see
     spec = reader_of(path, registry.datasets)
     if spec is None:
         raise DatasetError("no registered dataset reads this folder (none declares a layout it detects)", path)
+    console.print(f"{path}: read as '{spec.name}' ({spec.description})", highlight=False, markup=False)
     options = {k: v for k, v in zip(FOLDER_OPTIONS, (test_fraction, seed)) if k in spec.params}
     return spec.name, resolve_dataset(registry, spec.name, path=path, **options)
 
@@ -73,7 +77,7 @@ def _decode_all(split: Split) -> tuple[Counter, dict[str, list[float]], list[str
     sizes: Counter = Counter()
     coverage: dict[str, list[float]] = {}
     problems: list[str] = []
-    for s in split.train + split.test:
+    for s in split.train + split.train_defective + split.test:
         try:
             img = decode_image(s.path)
         except ImageError as exc:
@@ -101,6 +105,9 @@ def _summary(split: Split, sizes: Counter, coverage: dict[str, list[float]]) -> 
     for col in ("split", "type", "images", "masks", "mask coverage (mean, min-max)"):
         table.add_column(col, justify="right" if col in ("images", "masks") else "left")
     table.add_row("train", GOOD, str(len(split.train)), "-", "-")
+    if split.train_defective:  # mixed supervision only, never scored
+        n = len(split.train_defective)
+        table.add_row("train", "defective (labelled)", str(n), str(sum(s.mask_path is not None for s in split.train_defective)), "-")
     by_type: dict[str, list] = {}
     for s in split.test:
         by_type.setdefault(s.defect_type, []).append(s)
@@ -155,3 +162,58 @@ def check(
         err_console.print(f"[red]error:[/red] {summary}; {len(all_problems)} problem(s) found", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2)
     console.print(f"ok: {summary}; no problems found", highlight=False)
+
+
+def _fetchable_table(fetchable: dict[str, DatasetSpec]) -> Table:
+    from iadbench.downloads.get import human_size
+    from iadbench.downloads.verify import expected
+
+    table = Table("dataset", "file", "size", "checksum", "how", "licence", title="adbench data get NAME --to DIR", title_justify="left")
+    for name, spec in fetchable.items():
+        for d in spec.downloads:
+            want = expected(d)
+            table.add_row(name, d.file or "-", human_size(d.size_bytes).split(" (")[0] if d.size_bytes else "unknown",
+                          want[0] if want else "none", "by hand" if d.manual else "direct", d.licence.split(" (")[0] or "-")
+    return table
+
+
+@data_app.command("get")
+def get(
+    name: str | None = typer.Argument(None, metavar="[NAME]", help="Dataset to fetch (none: list what can be fetched)."),
+    to: Path | None = typer.Option(None, "--to", envvar="IADBENCH_DATA_ROOT", help="Data root to put it in: NAME goes to DIR/<sub-folder>, the folder --data-root DIR reads."),
+    list_: bool = typer.Option(False, "--list", help="List the datasets data get knows: file, size, checksum, licence."),
+    force: bool = typer.Option(False, "--force", help="Fetch and extract again even where the data is in place."),
+    keep_archive: bool = typer.Option(False, "--keep-archive", help="Keep the archive after extracting it (default: removed)."),
+) -> None:
+    """Download a public dataset: show its source, size, checksum and licence, fetch it
+    (resuming a .part file), verify the checksum, extract it safely under DIR.
+
+    Set IADBENCH_DOWNLOAD_MIRROR=http://host[/path] to fetch from a mirror instead of
+    the official host (the URL's path is kept)."""
+    from iadbench.downloads import DownloadError
+    from iadbench.downloads.get import data_folder, get_dataset, located
+    from iadbench.plugins import get_registry
+
+    fetchable = {n: s for n, s in sorted(get_registry().datasets.items()) if s.downloads}
+    if list_ or name is None:
+        console.print(_fetchable_table(fetchable))
+        return
+    if name not in fetchable:
+        raise UnknownNameError(f"no dataset '{name}' to fetch (data get knows: {', '.join(fetchable) or 'none'})")
+    if to is None:
+        raise InputError("data get needs --to DIR (the data root; or set IADBENCH_DATA_ROOT)")
+    spec = fetchable[name]
+    to = to.expanduser()
+    try:
+        folder = get_dataset(spec, to, console, force=force, keep_archive=keep_archive)
+    except (DownloadError, OSError) as exc:  # OSError: a full disk, a --to that is a file
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    root = located(spec, folder)
+    if root == folder:
+        console.print(f"ready: {folder}\nuse it: adbench run --dataset {name} --data-root {to}", highlight=False, soft_wrap=True)
+    elif root is not None:
+        console.print(f"ready: {root}\nuse it: adbench run --dataset {name} --dataset-path {name}={root}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"[yellow]warning:[/yellow] {data_folder(spec, to)} does not look like {name}'s layout; "
+                      f"`adbench data check {folder}` says what is missing", highlight=False, soft_wrap=True)

@@ -46,8 +46,14 @@ def evaluate(model, split, *, metrics=None, predict_batch: int = 16) -> Evaluati
 
         metrics = get_registry().metrics
     size = tuple(model.input_size)
-    images = load_images(split.test, size)
-    masks = load_masks(split.test, size) if split.has_masks else None
+    crop = float(getattr(model, "crop", 1.0))
+    images = load_images(split.test, size, crop)
+    masks = load_masks(split.test, size, crop) if split.has_masks else None
+    regions = None
+    if any(s.regions for s in split.test):  # per-region ground truth (MVTec LOCO): masks are their union
+        from iadbench.metrics.spro import load_regions
+
+        masks, regions = load_regions(split.test, size, crop)
     labels = np.array([t.label for t in split.test], dtype=np.int64)
     with cache_disabled():
         started = time.perf_counter()
@@ -61,12 +67,25 @@ def evaluate(model, split, *, metrics=None, predict_batch: int = 16) -> Evaluati
         threshold=model.threshold,
         defect_types=[t.defect_type for t in split.test],
         calibration_scores=model.calibration_scores,
+        pixel_threshold=getattr(model, "pixel_threshold", None),
+        regions=regions,
     )
-    values, notes, intervals = _measure(data, metrics, model.threshold_note)
     rule = parse_rule(model.threshold_rule)
-    verdict = verdicts(labels, prediction.scores, model.threshold, rule.target_fpr, model.calibration_scores)
+    unlabelled = split.notes.get("unlabelled_test")
+    if unlabelled:  # a private test set: scored, but there is nothing to measure against
+        values, notes, intervals = _unmeasured(metrics, unlabelled)
+        verdict = verdicts(labels[:0], prediction.scores[:0], model.threshold, rule.target_fpr, model.calibration_scores)
+    else:
+        values, notes, intervals = _measure(data, metrics, model.threshold_note)
+        verdict = verdicts(labels, prediction.scores, model.threshold, rule.target_fpr, model.calibration_scores)
     return Evaluation(images=images, masks=masks, labels=labels, prediction=prediction, predict_s=predict_s,
                       data=data, metrics=values, metric_notes=notes, intervals=intervals, verdicts=verdict)
+
+
+def _unmeasured(specs, why: str):
+    """(metrics, notes, intervals) of a test set without labels (``Split.notes
+    ["unlabelled_test"]`` says why): every metric recorded undefined with that reason."""
+    return {name: float("nan") for name in specs}, {name: f"no test labels: {why}" for name in specs}, {}
 
 
 def _measure(data: EvalData, specs, threshold_note: str | None):

@@ -1,0 +1,1 @@
+"""iadbench_btad plugin for iadbench."""

@@ -1,0 +1,1 @@
+"""iadbench_dagm plugin for iadbench."""

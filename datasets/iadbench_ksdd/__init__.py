@@ -1,0 +1,1 @@
+"""iadbench_ksdd plugin for iadbench."""

@@ -1,0 +1,1 @@
+"""iadbench_mpdd plugin for iadbench."""

@@ -1,0 +1,1 @@
+"""iadbench_mvtec_ad2 plugin for iadbench: MVTec AD 2."""

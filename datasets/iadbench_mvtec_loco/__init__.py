@@ -1,0 +1,1 @@
+"""iadbench_mvtec_loco plugin for iadbench: MVTec LOCO AD."""

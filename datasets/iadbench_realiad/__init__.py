@@ -1,0 +1,1 @@
+"""iadbench_realiad plugin for iadbench."""
