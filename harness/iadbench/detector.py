@@ -38,6 +38,21 @@ def optional(method):
 
 
 @dataclass
+class LabelledDefects:
+    """Labelled defective training images for a mixed-supervision fit, at the detector's
+    input size: ``images`` uint8 (K, H, W, 3), ``masks`` bool (K, H, W) where
+    ``has_mask`` (K,) is true; an image without a mask is labelled defective as a whole
+    (its mask row is all False and means "unknown", not "good")."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    has_mask: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.images))
+
+
+@dataclass
 class FitContext:
     """What the harness tells a detector about the cell it runs in.
 
@@ -51,6 +66,9 @@ class FitContext:
     extra: dict[str, Any] = field(default_factory=dict)
     #: The torch device the detector was moved to (``Detector.to``) before fit.
     device: str = "cpu"
+    #: Labelled defective images, given only to a detector whose ``supervision`` is
+    #: "mixed" (None or empty: learn from the good images alone).
+    defects: LabelledDefects | None = None
 
 
 class Detector(ABC):
@@ -95,6 +113,10 @@ class Detector(ABC):
     #: conformance kit, iadbench.testing): 0 for bit-identical refits; raise it where
     #: e.g. a threaded reduction is not reproducible to the last bit.
     determinism_rtol: float = 1e-5
+    #: "unsupervised": fit learns from good images only (the harness never hands it a
+    #: defect); "mixed": fit also reads ``ctx.defects`` where a run moved labelled
+    #: defects into training (``--defects-in-train``), and must work without them.
+    supervision: str = "unsupervised"
     #: Where fit and predict compute, a torch device string ("cpu", "cuda:0"); set by
     #: ``to``. Images still arrive and outputs still leave as numpy arrays on the CPU.
     device: str = "cpu"

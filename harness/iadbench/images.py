@@ -189,10 +189,20 @@ def decode_mask(path: str | Path) -> np.ndarray:
     return arr > 0
 
 
-def prepare_image(image: np.ndarray, size: Size) -> np.ndarray:
+def crop_box(shape: tuple[int, int], crop: float) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the centred window that keeps ``crop`` of an image
+    of ``shape`` on each side (``crop`` 1: the whole image)."""
+    h, w = int(shape[0]), int(shape[1])
+    ch, cw = max(1, round(h * crop)), max(1, round(w * crop))
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def prepare_image(image: np.ndarray, size: Size, crop: float = 1.0) -> np.ndarray:
     """A uint8 image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped) as RGB
     (size[0], size[1], 3), resized with PIL bilinear: the one resize between any image
-    and a detector's input."""
+    and a detector's input. ``crop`` < 1 (``--protocol paper``: 224/256) resizes to
+    ``size / crop`` first and keeps the centre ``size``, as the PaDiM and PatchCore
+    papers prepare MVTec AD images (resize 256, centre crop 224)."""
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise InputError(f"images must be uint8, got {arr.dtype}")
@@ -204,38 +214,56 @@ def prepare_image(image: np.ndarray, size: Size) -> np.ndarray:
         arr = arr[..., :3]
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise InputError(f"images must be (H, W) or (H, W, 3), got shape {arr.shape}")
-    if arr.shape[:2] == tuple(size):
-        return np.ascontiguousarray(arr)
-    resized = Image.fromarray(np.ascontiguousarray(arr)).resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
+    full = _uncropped(size, crop)
+    if arr.shape[:2] != full:
+        arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize((full[1], full[0]), Image.BILINEAR),
+                         dtype=np.uint8)
+    if full != tuple(size):
+        top, left, _, _ = crop_box(full, crop)
+        arr = arr[top : top + size[0], left : left + size[1]]
+    return np.ascontiguousarray(arr)
 
 
-def load_image(path: str | Path, size: Size) -> np.ndarray:
-    """The image as uint8 RGB (size[0], size[1], 3)."""
-    return prepare_image(decode_image(path), size)
+def _uncropped(size: Size, crop: float) -> tuple[int, int]:
+    """The size an image is resized to before its centre ``size`` is kept."""
+    if not 0 < crop <= 1:
+        raise InputError(f"crop must be in (0, 1], got {crop}")
+    if crop == 1:
+        return (int(size[0]), int(size[1]))
+    return (round(size[0] / crop), round(size[1] / crop))
 
 
-def resize_mask(mask: np.ndarray, size: Size) -> np.ndarray:
-    """Nearest-neighbour resize of a bool mask to (height, width)."""
-    if mask.shape == tuple(size):
-        return mask
-    img = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-    return np.asarray(img.resize((size[1], size[0]), Image.NEAREST)) > 0
+def load_image(path: str | Path, size: Size, crop: float = 1.0) -> np.ndarray:
+    """The image as uint8 RGB (size[0], size[1], 3) (``crop``: see ``prepare_image``)."""
+    return prepare_image(decode_image(path), size, crop)
 
 
-def load_mask(path: str | Path, size: Size) -> np.ndarray:
+def resize_mask(mask: np.ndarray, size: Size, crop: float = 1.0) -> np.ndarray:
+    """Nearest-neighbour resize of a bool mask to (height, width), cropped as its image
+    is (``prepare_image``)."""
+    full = _uncropped(size, crop)
+    if mask.shape != full:
+        img = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+        mask = np.asarray(img.resize((full[1], full[0]), Image.NEAREST)) > 0
+    if full != tuple(size):
+        top, left, _, _ = crop_box(full, crop)
+        mask = mask[top : top + size[0], left : left + size[1]]
+    return mask
+
+
+def load_mask(path: str | Path, size: Size, crop: float = 1.0) -> np.ndarray:
     """The mask as bool (size[0], size[1]), binarised by the mask rule."""
-    return resize_mask(decode_mask(path), size)
+    return resize_mask(decode_mask(path), size, crop)
 
 
-def load_images(samples: Sequence[Sample], size: Size) -> np.ndarray:
+def load_images(samples: Sequence[Sample], size: Size, crop: float = 1.0) -> np.ndarray:
     out = np.empty((len(samples), size[0], size[1], 3), dtype=np.uint8)
     for i, s in enumerate(samples):
-        out[i] = load_image(s.path, size)
+        out[i] = load_image(s.path, size, crop)
     return out
 
 
-def load_masks(samples: Sequence[Sample], size: Size) -> np.ndarray:
+def load_masks(samples: Sequence[Sample], size: Size, crop: float = 1.0) -> np.ndarray:
     """Masks for a test list; good images (and defects without a mask) are all-False.
 
     A mask whose native size differs from its image's is an error, not resized away:
@@ -245,5 +273,5 @@ def load_masks(samples: Sequence[Sample], size: Size) -> np.ndarray:
     for i, s in enumerate(samples):
         if s.mask_path is not None:
             check_mask_size(s.path, s.mask_path)
-            out[i] = load_mask(s.mask_path, size)
+            out[i] = load_mask(s.mask_path, size, crop)
     return out

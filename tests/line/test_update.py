@@ -294,3 +294,18 @@ def test_patchcore_update_on_bottle_is_near_a_refit(mvtec_root, tmp_path):
     auc_u = roc_auc_score(labels, updated.predict(x_test).scores)
     auc_r = roc_auc_score(labels, refit.predict(x_test).scores)
     assert abs(auc_u - auc_r) <= 0.005, (auc_u, auc_r)
+
+
+def test_a_model_that_learnt_from_labelled_defects_is_not_updated(tmp_path):
+    """An update refits on good images only: a mixed-supervision model fitted with K > 0
+    labelled defects would lose them silently, so it is refused; at K = 0 it is not."""
+    from types import SimpleNamespace
+
+    from iadbench.errors import InputError
+    from iadbench.line.update import _refuse_labelled
+
+    learnt = SimpleNamespace(info={"supervision": {"k": 5}}, detector=SimpleNamespace(supervision="mixed"))
+    with pytest.raises(InputError, match="learnt from 5 labelled defective images"):
+        _refuse_labelled(learnt, tmp_path)
+    _refuse_labelled(SimpleNamespace(info={"supervision": {"k": 0}}, detector=learnt.detector), tmp_path)
+    _refuse_labelled(SimpleNamespace(info={}, detector=SimpleNamespace(supervision="unsupervised")), tmp_path)

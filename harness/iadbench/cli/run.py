@@ -116,6 +116,9 @@ def run(
     device: str | None = typer.Option(None, "--device", help="Where cells compute: auto (default: a GPU where torch sees one, else the CPU), cpu, cuda (a cell per GPU) or cuda:N. A GPU this machine lacks is an error before anything runs."),
     training: str | None = typer.Option(None, "--training", help="default (each detector's own training length; CPU-sized for the trained ones) or published (every trained detector at its method's published length: no † in the leaderboard; on the CPU refused with an estimate unless --force)."),
     force: bool = typer.Option(False, "--force", help="Run --training published on the CPU despite the estimate."),
+    setting: str | None = typer.Option(None, "--setting", help="per-category (default: a model per category) or unified (one model per dataset fitted on all its categories' good images, evaluated per category, as the multi-class benchmarks; rows marked (unified))."),
+    protocol: str | None = typer.Option(None, "--protocol", help="How images reach detectors: default (each whole image resized to the detector's input size) or paper (the PaDiM/PatchCore papers' MVTec AD protocol: resize 256, centre crop 224, masks alike; detectors with an input_size parameter take 224 unless --set gives one)."),
+    defects_in_train: str | None = typer.Option(None, "--defects-in-train", help="Mixed supervision: K labelled defective images per category moved into training for detectors that learn from them (supervision mixed); a comma list such as 0,1,5,10,20 runs the sweep as one grid, every row scored on the test set the largest K leaves. Default 0: good images only."),
     keep_models: str | None = typer.Option(None, "--keep-models", help="Fitted model folders kept when the run ends: best (default: the best detector per dataset/category by image AUROC), all, or none. Scores, report and leaderboard never need them."),
 ) -> None:
     """Run a grid; each cell in its own process, each record appended as it ends."""
@@ -157,6 +160,24 @@ def run(
     check_executor(plan.executor, plan.address)
     if device is not None or resume:
         plan.device = _run_device(device, plan, run_dir if resume else None)
+    if setting is not None:  # changes what every model is fitted on, so cells: not on --resume
+        if resume:
+            raise InputError("--resume takes its plan from the run folder; drop --setting")
+        from iadbench.runner.plan import check_setting
+
+        plan.setting = check_setting(setting, "--setting")
+    if protocol is not None:  # changes what every detector sees, so cells: not on --resume
+        if resume:
+            raise InputError("--resume takes its plan from the run folder; drop --protocol")
+        from iadbench.runner.plan import check_protocol
+
+        plan.protocol = check_protocol(protocol, "--protocol")
+    if defects_in_train is not None:  # changes test sets and fits, so cells: not on --resume
+        if resume:
+            raise InputError("--resume takes its plan from the run folder; drop --defects-in-train")
+        from iadbench.model.defects import parse_defect_counts
+
+        plan.defects_in_train = parse_defect_counts(defects_in_train)
     if training is not None:  # changes trained detectors' params, so their cells: not on --resume
         if resume:
             raise InputError("--resume takes its plan from the run folder; drop --training")

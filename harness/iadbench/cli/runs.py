@@ -36,12 +36,16 @@ def print_run_footer(plan, registry, outcome, out) -> None:
 
     left = left_out(plan, registry, outcome.cells)
     slow = [name for name, why in left if why.startswith("opt-in")]
-    rest = [name for name, why in left if not why.startswith("opt-in")]
+    labelled = [name for name, why in left if why.startswith("learns from labelled")]
+    rest = [name for name, why in left if name not in slow and name not in labelled]
     if rest:
         out.print(f"left out: {len(rest)} available detector(s) not in the default set (add -d NAME, or --all for "
                   f"every one): {', '.join(rest)}", highlight=False)
     if slow:
         out.print(f"left out{'' if rest else ' of --all'}: {', '.join(slow)} (opt-in, slow: runs only when named, -d NAME)",
+                  highlight=False)
+    if labelled:
+        out.print(f"left out: {', '.join(labelled)} (learns from labelled defects: runs in a --defects-in-train sweep)",
                   highlight=False)
     if not plan.detectors:  # a default or --all run: say what this machine cannot run, and why
         unavailable: dict[str, list[str]] = {}

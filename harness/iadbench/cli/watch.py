@@ -58,7 +58,7 @@ def watch(
     torch.set_num_threads(threads)
     model = open_model(model_dir, runtime, device=device, threads=threads)  # a bad model folder: exit 2 before the source opens
     # Opened before the log: a source that cannot be opened is one line, nothing written.
-    src = open_source(source, size=tuple(model.input_size), queue=FrameQueue(queue, drop_frames),
+    src = open_source(source, size=tuple(model.input_size), crop=model.crop, queue=FrameQueue(queue, drop_frames),
                       existing=existing, settle=settle, poll=poll,
                       exclude=tuple(p for p in (out, sort) if p is not None))
     live = sys.stdout.isatty() and not quiet

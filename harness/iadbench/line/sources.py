@@ -102,6 +102,7 @@ class Source:
 
     size: tuple[int, int]
     queue: FrameQueue
+    crop: float = 1.0  # the model's centre window (--protocol paper; iadbench.images.prepare_image)
     events: Any = None  # callable(event: str, **fields); the Watcher sets it
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)  # the source will send nothing more
@@ -141,7 +142,7 @@ class Source:
             from iadbench.images import prepare_image
 
             try:
-                item.input = prepare_image(item.image, self.size)
+                item.input = prepare_image(item.image, self.size, self.crop)
             except Exception as exc:  # noqa: BLE001
                 item.error, item.image = f"{item.name}: cannot prepare ({exc})", None
         dropped = self.queue.put(item, self.stop)

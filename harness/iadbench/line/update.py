@@ -60,12 +60,12 @@ def good_images(folder: Path) -> list[Path]:
     return list_images(Path(folder))
 
 
-def decode_all(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
+def decode_all(paths: list[Path], size: tuple[int, int], crop: float = 1.0) -> np.ndarray:
     """Every image decoded and prepared at ``size`` before anything is written: a corrupt
     file is an ImageError naming it, and the model stays untouched."""
     from iadbench.images import load_image
 
-    return np.stack([load_image(p, size) for p in paths]) if paths else np.zeros((0, *size, 3), np.uint8)
+    return np.stack([load_image(p, size, crop) for p in paths]) if paths else np.zeros((0, *size, 3), np.uint8)
 
 
 def feedback_images(model_dir: Path, body: dict[str, Any]) -> tuple[list[Path], list[str]]:
@@ -109,12 +109,13 @@ def update_model(model_dir: str | Path, good: str | Path | None, *, out: str | P
         started = time.perf_counter()
         fitted = load_model(model_dir)  # one line naming the folder: missing, unreadable, unknown detector
         body = read_model_json(model_dir)
+        _refuse_labelled(fitted, model_dir)
         parent = int(body.get("version", 1))
         paths = good_images(Path(good)) if good is not None else []
         fb_paths, fb_ids = feedback_images(model_dir, body) if feedback else ([], [])
         if not paths and not fb_paths:
             raise InputError("no images to add (no --good folder and no false alarms in the feedback store)", model_dir)
-        images = decode_all(paths + fb_paths, tuple(fitted.input_size))
+        images = decode_all(paths + fb_paths, tuple(fitted.input_size), fitted.crop)
         det = fitted.detector
         from iadbench.capabilities import Updatable, implements
 
@@ -223,6 +224,15 @@ def _recalibrate(body: dict[str, Any], scores: list[float], maxima: list[float],
     body["info"] = {**(body.get("info") or {}), "threshold_note": note or (estimate.note if estimate is not None else None)}
 
 
+def _refuse_labelled(fitted, model_dir: Path) -> None:
+    """A model that learnt from labelled defects (``--defects-in-train``) cannot be
+    updated: a refit on good images would silently drop what the labels taught."""
+    learnt = (fitted.info or {}).get("supervision") or {}
+    if getattr(fitted.detector, "supervision", "unsupervised") == "mixed" and learnt.get("k"):
+        raise InputError(f"this model learnt from {learnt['k']} labelled defective images; an update refits on good "
+                         "images only and would drop them: fit it again with the new good images instead", model_dir)
+
+
 def _refit(fitted, body: dict[str, Any], train: Path, new_paths: list[Path], threads: int):
     """Refit the model's detector, with its params, seed and settings, on the union; the
     fit runs now, the writer writes its folder."""
@@ -254,7 +264,7 @@ def _refit(fitted, body: dict[str, Any], train: Path, new_paths: list[Path], thr
     settings.setdefault("holdout_fraction", 0.1)
     with tempfile.TemporaryDirectory(prefix="iadbench-refit-") as work:
         result = fit_model(spec, params, split, seed=int(info.get("seed", 0)), threads=threads or os.cpu_count() or 1,
-                           workdir=Path(work), **fit_options(settings))
+                           workdir=Path(work), crop=fitted.crop, **fit_options(settings))
 
     def build(tmp: Path) -> dict[str, Any]:
         save_model(result, tmp, {k: v for k, v in info.items() if k not in ("train_images", "holdout_images", "threshold_note")})

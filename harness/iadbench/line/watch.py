@@ -268,11 +268,12 @@ class Watcher:
         return self.out / f"{prefix}frame_{item.frame:06d}"
 
     def _overlay(self, item: Item, amap: np.ndarray) -> Path:
-        from iadbench.visual import overlay, png_bytes, resize_map
+        from iadbench.visual import overlay, png_bytes
+        from iadbench.visual.overlay import place_map
 
         stem = self._stem(item)
         stem.parent.mkdir(parents=True, exist_ok=True)
-        full = resize_map(amap, item.image.shape[:2])
+        full = place_map(amap, item.image.shape[:2], self.model.crop)
         pic = overlay(item.image, full, self.model.display_range, self.model.pixel_threshold)
         path = stem.with_name(stem.name + "_overlay.png")
         tmp = path.with_name("." + path.name + ".tmp")

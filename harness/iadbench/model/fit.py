@@ -72,6 +72,7 @@ class FitResult:
     fit_s: float
     fit_cache_hits: int
     threshold_rule: str = ""
+    crop: float = 1.0  # the centre fraction of each image the detector saw (--protocol paper)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -118,7 +119,7 @@ def choose_calibration(requested: str, detector, n_train: int, holdout_fraction:
 
 
 def _kfold_scores(spec, params, images: np.ndarray, seed: int, workdir: Path, threads: int, batch: int,
-                  device: str = "cpu"):
+                  device: str = "cpu", defects=None):
     """Each image scored by the refit that left its fold out (folds seeded by ``seed``);
     refit j is seeded with seed + 1 + j, so the final model's own fit is untouched."""
     from iadbench.detector import FitContext
@@ -130,10 +131,21 @@ def _kfold_scores(spec, params, images: np.ndarray, seed: int, workdir: Path, th
         seed_everything(seed + 1 + j)
         refit = _on_device(spec.factory(**params), device)
         refit.fit(images[folds != j], FitContext(seed=seed + 1 + j, workdir=workdir / f"fold{j}", threads=threads,
-                                                 device=device))
+                                                 device=device, defects=defects))
         held = predict_batched(refit.predict, images[folds == j], batch, tuple(refit.input_size))
         scores[folds == j], maps[folds == j] = held.scores, held.maps
     return Prediction(scores, maps)
+
+
+def _labelled_defects(samples, size: tuple[int, int], crop: float = 1.0):
+    """LabelledDefects of ``samples`` at the detector's input size; None for none."""
+    if not samples:
+        return None
+    from iadbench.detector import LabelledDefects
+    from iadbench.images import load_images, load_masks
+
+    return LabelledDefects(images=load_images(samples, size, crop), masks=load_masks(samples, size, crop),
+                           has_mask=np.array([s.mask_path is not None for s in samples], dtype=bool))
 
 
 def _on_device(detector, device: str):
@@ -143,12 +155,16 @@ def _on_device(detector, device: str):
 
 def fit_model(spec, params: dict[str, Any], split, *, seed: int, holdout_fraction: float,
               threshold_rule: str, threads: int, workdir: Path, predict_batch: int,
-              calibration: str = "auto", device: str = "cpu") -> FitResult:
+              calibration: str = "auto", device: str = "cpu", defects=None, crop: float = 1.0) -> FitResult:
     """Fit and calibrate (see ``choose_calibration``): the calibration scores fix the
     image threshold, their maps' maxima the pixel threshold (the same rule), and their
     maps the display range of heatmaps. Seeds the global RNGs with ``seed`` first, so
     the model depends on nothing that ran before in the process. ``device``: a torch
-    device string (iadbench.devices.torch_device) the detector fits and scores on."""
+    device string (iadbench.devices.torch_device) the detector fits and scores on.
+    ``defects``: labelled defective Samples (iadbench.model.defects.take_defects), handed
+    to a detector whose ``supervision`` is "mixed" and to no other. The threshold is
+    still fixed on good images alone. ``crop``: the centre fraction of each image the
+    detector sees (``--protocol paper``; iadbench.images.prepare_image)."""
     from iadbench.calibration.rules import calibrate
     from iadbench.detector import FitContext
     from iadbench.errors import InputError
@@ -170,11 +186,12 @@ def fit_model(spec, params: dict[str, Any], split, *, seed: int, holdout_fractio
         fit_idx, hold_idx = split_holdout(len(split.train), holdout_fraction, seed)
     else:
         fit_idx, hold_idx = np.arange(len(split.train)), np.zeros(0, dtype=np.int64)
-    train_images = load_images([split.train[i] for i in fit_idx], size)
-    holdout_images = load_images([split.train[i] for i in hold_idx], size)
+    train_images = load_images([split.train[i] for i in fit_idx], size, crop)
+    holdout_images = load_images([split.train[i] for i in hold_idx], size, crop)
 
+    labelled = _labelled_defects(defects, size, crop) if getattr(detector, "supervision", "unsupervised") == "mixed" else None
     workdir.mkdir(parents=True, exist_ok=True)
-    ctx = FitContext(seed=seed, workdir=workdir, threads=threads, device=device)
+    ctx = FitContext(seed=seed, workdir=workdir, threads=threads, device=device, defects=labelled)
     hits_before = FEATURE_CACHE_STATS["hits"]
     started = time.perf_counter()  # calibration scoring is part of the fit's cost
     if how == "out-of-fold":
@@ -182,7 +199,7 @@ def fit_model(spec, params: dict[str, Any], split, *, seed: int, holdout_fractio
     else:
         detector.fit(train_images, ctx)
         if how == "kfold":
-            held = _kfold_scores(spec, params, train_images, seed, workdir, threads, predict_batch, device)
+            held = _kfold_scores(spec, params, train_images, seed, workdir, threads, predict_batch, device, labelled)
     fit_s = time.perf_counter() - started
     fit_cache_hits = FEATURE_CACHE_STATS["hits"] - hits_before
     if how == "holdout":
@@ -214,7 +231,7 @@ def fit_model(spec, params: dict[str, Any], split, *, seed: int, holdout_fractio
         calibration_scores=np.asarray(held.scores, dtype=np.float64), calibration_map_maxima=map_maxima,
         threshold_estimate=estimate, threshold=threshold, threshold_note=threshold_note,
         pixel_threshold=pixel_threshold, display_range=display_range_from_maps(display_maps),
-        fit_s=fit_s, fit_cache_hits=fit_cache_hits, threshold_rule=str(threshold_rule),
+        fit_s=fit_s, fit_cache_hits=fit_cache_hits, threshold_rule=str(threshold_rule), crop=float(crop),
     )
 
 
@@ -224,7 +241,7 @@ def save_model(fitted: FitResult, directory: Path, info: dict[str, Any]) -> Path
     from iadbench.model.folder import write_model
 
     return write_model(
-        directory, fitted.detector, threshold=fitted.threshold, threshold_rule=fitted.threshold_rule,
+        directory, fitted.detector, threshold=fitted.threshold, threshold_rule=fitted.threshold_rule, crop=fitted.crop,
         display_range=fitted.display_range, pixel_threshold=fitted.pixel_threshold,
         calibration={**fitted.calibration_info(), "scores": fitted.calibration_scores.tolist(),
                      "map_maxima": np.asarray(fitted.calibration_map_maxima, dtype=np.float64).tolist()},

@@ -58,6 +58,9 @@ class FittedModel:
     # {"method", "images", "estimate", "scores", "map_maxima"}; None for folders written
     # before calibration scores were kept
     calibration: dict[str, Any] | None = None
+    # The centre fraction of each image the detector sees (iadbench.images.prepare_image):
+    # 1 (the whole image) but for models fitted under ``--protocol paper``
+    crop: float = 1.0
 
     @property
     def calibration_scores(self) -> np.ndarray:
@@ -100,6 +103,7 @@ def write_model(
     info: dict[str, Any],
     pixel_threshold: float | None = None,
     calibration: dict[str, Any] | None = None,
+    crop: float = 1.0,
 ) -> Path:
     """Save the detector artifact and model.json into ``directory``; returns it."""
     directory = Path(detector.save(directory))
@@ -113,6 +117,7 @@ def write_model(
         "display_range": [float(display_range[0]), float(display_range[1])],
         "info": info,
         **({"calibration": calibration} if calibration is not None else {}),
+        **({"crop": float(crop)} if crop != 1 else {}),
         "version": 1,
         "lineage": [],
     }
@@ -193,6 +198,7 @@ def load_model(directory: str | Path, device: str = "cpu") -> FittedModel:
             info=dict(body.get("info") or {}),
             pixel_threshold=None if body.get("pixel_threshold") is None else float(body["pixel_threshold"]),
             calibration=body.get("calibration") if isinstance(body.get("calibration"), dict) else None,
+            crop=float(body.get("crop", 1.0)),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise bad(f"{MODEL_FILE} lacks or mangles a field ({type(exc).__name__}: {exc})") from None

@@ -58,26 +58,27 @@ class Model(FittedModel):
 
     def predict(self, images: list[np.ndarray], batch: int = 16) -> list[ImageResult]:
         """Images of any size and mode (see ``iadbench.images.prepare_image``)."""
-        return image_results(self.score, images, tuple(self.input_size), self.threshold, batch)
+        return image_results(self.score, images, tuple(self.input_size), self.threshold, batch, self.crop)
 
 
 def image_results(score, images: list[np.ndarray], size: tuple[int, int], threshold: float,
-                  batch: int = 8) -> list[ImageResult]:
-    """Score images of any size: each is prepared to ``size`` (iadbench.images), scored
-    with ``score`` in batches, and its map resized back (bilinear) to its own size."""
+                  batch: int = 8, crop: float = 1.0) -> list[ImageResult]:
+    """Score images of any size: each is prepared to ``size`` (iadbench.images; ``crop``:
+    the centre window a model fitted under ``--protocol paper`` sees), scored with
+    ``score`` in batches, and its map put back (bilinear) on the image's own size."""
     from iadbench.images import prepare_image
-    from iadbench.visual.overlay import resize_map
+    from iadbench.visual.overlay import place_map
 
     results: list[ImageResult] = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
-        pred = score(np.stack([prepare_image(im, size) for im in chunk]))
+        pred = score(np.stack([prepare_image(im, size, crop) for im in chunk]))
         for im, value, amap in zip(chunk, pred.scores, pred.maps):
             results.append(
                 ImageResult(
                     score=float(value),
                     anomalous=bool(math.isfinite(threshold) and value > threshold),
-                    map=resize_map(amap, np.asarray(im).shape[:2]),
+                    map=place_map(amap, np.asarray(im).shape[:2], crop),
                     map_input=np.asarray(amap, dtype=np.float32),
                 )
             )
@@ -87,7 +88,8 @@ def image_results(score, images: list[np.ndarray], size: tuple[int, int], thresh
 def predict_images(model: FittedModel, images_uint8_list: list[np.ndarray], batch: int = 8) -> list[ImageResult]:
     """Score images of any size with the model's detector, eager (``Model.predict``
     scores through whichever runtime the model holds)."""
-    return image_results(model.detector.predict, images_uint8_list, tuple(model.input_size), model.threshold, batch)
+    return image_results(model.detector.predict, images_uint8_list, tuple(model.input_size), model.threshold, batch,
+                         model.crop)
 
 
 def check_device(device: str, runtime: str = "eager") -> str:

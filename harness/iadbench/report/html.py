@@ -30,6 +30,7 @@ from iadbench.report import plots
 from iadbench.report.breakdown import defect_breakdown, read_calibration, read_scores, tail_curve
 from iadbench.report.first_screen import heat_table_html, summary_html
 from iadbench.report.leaderboard import cost_table, metric_table, registered_metrics, verdict_table
+from iadbench.report.ranks import across_html
 from iadbench.report.records import load_runs
 from iadbench.report.standings import DatasetBest, best_per_dataset
 from iadbench.types import MetricSpec
@@ -240,6 +241,29 @@ def _first_screen(frame: pd.DataFrame, infos: list[dict], quality: MetricSpec, f
             + chart + "</div></section>"), bests
 
 
+def _sweep_html(frame: pd.DataFrame, specs, files: Path) -> str:
+    """What labelled defects buy, per dataset: the chart and its first table ("" without a sweep)."""
+    from iadbench.report import supervision
+
+    rows = supervision.sweep_frame(frame)
+    if rows.empty or not supervision.sweep_ks(rows):
+        return ""
+    parts = ["<section id='defects-sweep'><h2>What labelled defects buy</h2>",
+             f"<p class='note'>{_esc(supervision.describe(rows).strip('_'))}</p>"]
+    for dataset in sorted(rows["dataset"].unique()):
+        in_dataset = rows[rows["dataset"] == dataset]
+        shown = [(m, specs[m].title) for m in supervision.SWEEP_METRICS
+                 if m in specs and f"metrics.{m}" in in_dataset and supervision.curves(in_dataset, m)]
+        if not shown:
+            continue
+        src = _write_png(files, f"sweep-{re.sub(r'[^A-Za-z0-9_.-]', '_', dataset)}.png",
+                         supervision.sweep_chart(in_dataset, shown))
+        parts.append(f"<h3>{_esc(dataset)}</h3><img src=\"{_esc(src)}\" alt=\"{_esc(', '.join(t for _, t in shown))} "
+                     "against the number of labelled defects in training\">")
+        parts.append(frame_html(supervision.sweep_table(in_dataset, shown[0][0])))
+    return "".join(parts) + "</section>"
+
+
 def render_html(run_dirs: list[Path], files: Path, metrics: dict[str, MetricSpec] | None = None,
                 title: str = "Run report") -> str:
     """The page's HTML; pictures are written into ``files`` as it goes."""
@@ -256,6 +280,7 @@ def render_html(run_dirs: list[Path], files: Path, metrics: dict[str, MetricSpec
         first, bests = _first_screen(frame, infos, quality, files)
         body.append(first)
         body.append(_winner_galleries(frame, bests, quality, files))
+    body.append(_sweep_html(frame, specs, files))
     body.append("<h2>Leaderboard</h2><p class='note'>Missing cells are shown as such; bold marks the best value and "
                 "every detector whose 95% bootstrap interval overlaps the best one's.</p>")
     for name in headline:
@@ -264,6 +289,7 @@ def render_html(run_dirs: list[Path], files: Path, metrics: dict[str, MetricSpec
         if spec is not None and spec.description:
             body.append(f"<p class='note'>{_esc(spec.description)}</p>")
         body.append(frame_html(metric_table(frame, name, spec.higher_is_better if spec else True)))
+    body.append(across_html(frame, specs, files))
     verdicts = verdict_table(frame, specs)
     if not verdicts.empty:
         body.append("<h2>Verdicts</h2><p class='note'>What each threshold did on the test set: false alarms on good "

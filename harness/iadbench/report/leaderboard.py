@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from iadbench.report.protocol import protocol_line
+from iadbench.report.ranks import across_section
 from iadbench.report.records import load_runs, shared_labels
+from iadbench.report.supervision import sweep_section
 from iadbench.report.training import footnote
 from iadbench.types import MetricSpec
 
@@ -319,7 +321,9 @@ def render(run_dirs: list[Path], metrics: dict[str, MetricSpec] | None = None, t
             parts += [f"_{spec.description}_", ""]
         table = metric_table(frame, name, spec.higher_is_better if spec else True)
         parts.append(table.to_markdown())
+    parts += across_section(frame, specs)
     parts += verdict_section(frame, specs)
+    parts += sweep_section(frame, specs)
     parts += defect_sections(frame)
     parts += ["", "## Cost", "", "_Measured in each cell's own process: batch-1 latency after warm-up, "
               "throughput at batch 16, peak resident memory of the whole cell; latency and throughput with "

@@ -101,7 +101,11 @@ def protocol_line(rows: Iterable[Mapping[str, Any]], registry: Registry | None =
     backbones: dict[str, str | None] = {}
     sizes: dict[str, str | None] = {}
     thresholds: set[tuple[Any, Any]] = set()
+    protocols: set[str] = set()
+    settings_seen: set[str] = set()
     for row in rows:
+        protocols.add(str(row.get("protocol") or "default"))
+        settings_seen.add(str(row.get("setting") or "per-category"))
         det = str(row.get("detector"))
         params = row.get("params") if isinstance(row.get("params"), Mapping) else {}
         declared = declared_backbone(str(row.get("detector_name") or det), registry)
@@ -120,10 +124,23 @@ def protocol_line(rows: Iterable[Mapping[str, Any]], registry: Registry | None =
         note = f" ({', '.join(without)}: no pretrained backbone)" if without and backbone != PER_DETECTOR else ""
         parts.append(f"backbone {backbone}{note}")
     size = _one_or_per_detector(sizes)
-    if size == PER_DETECTOR:
+    said = f"{size} px" if size and size != PER_DETECTOR else ("each detector's input size" if size else "the input size")
+    if protocols == {"paper"}:
+        # The papers' MVTec AD protocol: resize 256, keep the centre 224 (masks alike)
+        parts.append(f"protocol `paper`: images resized to 8/7 of {said} and centre-cropped to it (256 -> 224 at "
+                     "224 px, as the PaDiM and PatchCore papers), masks alike")
+    elif len(protocols) > 1:
+        parts.append(f"image protocol differs between runs ({', '.join(sorted(protocols))}): rows compare only within one")
+    elif size == PER_DETECTOR:
         parts.append(f"whole images resized to each detector's input size ({PER_DETECTOR}), no centre crop")
     else:
-        parts.append(f"whole images resized to {f'{size} px' if size else 'the input size'}, no centre crop")
+        parts.append(f"whole images resized to {said}, no centre crop")
+    if settings_seen == {"unified"}:
+        parts.append("setting `unified`: one model per dataset, fitted on the good training images of all its "
+                     "categories together and evaluated per category")
+    elif len(settings_seen) > 1:
+        parts.append("rows marked (unified) are one model per dataset fitted on all its categories, the others "
+                     "a model per category")
     known = {t for t in thresholds if t != (None, None, None)}
     if len(known) == 1:
         rule, fraction, calibration = known.pop()

@@ -50,6 +50,23 @@ def display_names(frame: pd.DataFrame) -> pd.Series:
     return names.map(lambda n: f"{n} {CAPPED_MARK}" if n in marked else n)
 
 
+def row_label(record: CellRecord) -> str:
+    """A record's row in tables: its label, with K where it learnt from K labelled
+    defects (each K of a sweep is a row) and "(unified)" for the unified setting."""
+    sup = record.supervision
+    return record.detector + (f" K={sup.k}" if sup and sup.learns else "") + (
+        " (unified)" if record.setting == "unified" else "")
+
+
+def _files_dir(run_dir: Path, record: CellRecord) -> Path:
+    """Where a record's scores, calibration scores and gallery lie."""
+    if record.cell_key:
+        from iadbench.model.unified import category_dir
+
+        return category_dir(run_dir / "cells" / record.cell_key, record.category)
+    return run_dir / "cells" / record.key
+
+
 def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Latest record per cell key over all runs (an ok record wins over failures),
     flattened to columns ``metrics.X`` and ``cost.X``; plus each run's run.json.
@@ -64,14 +81,20 @@ def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame,
             if key in rows and rows[key].ok and not rec.ok:
                 continue
             rows[key] = rec
-            cell_dirs[key] = str(Path(run_dir) / "cells" / key)
+            cell_dirs[key] = str(_files_dir(Path(run_dir), rec))
     if not rows:
         raise InputError("no records in " + ", ".join(str(p) for p in run_dirs))
     flat = []
     for key, rec in rows.items():
         row = {"key": rec.key, "dataset": rec.dataset, "category": rec.category, "seed": rec.seed,
                "status": rec.status, "error": rec.error}
-        row["label"] = rec.detector
+        sup = rec.supervision
+        row["label"] = row_label(rec)
+        row["base_label"] = rec.detector + (" (unified)" if rec.setting == "unified" else "")
+        row["setting"] = rec.setting or "per-category"
+        row["defects_k"] = sup.k if sup else None
+        row["defects_reserve"] = sup.reserve if sup else 0
+        row["defects_learns"] = bool(sup.learns) if sup else False
         row["identity"] = identity_hash(rec)
         row["detector_name"] = rec.detector_name
         row["detector_version"] = rec.detector_version
@@ -82,6 +105,7 @@ def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame,
         row["params"] = rec.params
         row["input_size"] = rec.input_size
         row["settings"] = rec.settings
+        row["protocol"] = rec.protocol or "default"
         row["training"] = rec.training.model_dump() if rec.training else None
         # what the visual report and per-defect tables read: scores.csv, gallery, model
         row["cell_dir"] = cell_dirs[key]

@@ -57,8 +57,10 @@ def summary(outcome, console: Console, specs: Mapping[str, MetricSpec] | None = 
     smoke = sorted({r.get("detector") for r in outcome.records.values() if capped(r.get("training"))})
     groups: dict[tuple, list] = {}
     for cell in outcome.cells:
-        key = (cell.label, f"{cell.dataset}/{cell.category} s{cell.seed}") if per_cell else (cell.label,)
-        groups.setdefault(key, []).append(outcome.records.get(cell.key, {}))
+        label = cell.row_label
+        for record_key, category in zip(cell.record_keys, cell.categories or [cell.category]):
+            key = (label, f"{cell.dataset}/{category} s{cell.seed}") if per_cell else (label,)
+            groups.setdefault(key, []).append(outcome.records.get(record_key, {}))
     for key, recs in groups.items():
         label = key[0]
         ok = [r for r in recs if r.get("status") == "ok"]

@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from iadbench.errors import InputError
 
 #: Version 1: the first typed schema. Version 2: where the cell computed (``device``,
-#: ``device_name``, ``cost.peak_gpu_mb``). Bump it with a migration step below.
-SCHEMA_VERSION = 2
+#: ``device_name``, ``cost.peak_gpu_mb``). Version 3: labelled defects in training
+#: (``supervision``), the image ``protocol`` and the ``setting``. Bump it with a migration step below.
+SCHEMA_VERSION = 3
 
 Number = float | None  # JSON has no NaN: a metric that could not be computed is null with a note
 
@@ -153,6 +154,20 @@ class Training(_Closed):
     steps: int | None = None
 
 
+class Supervision(_Closed):
+    """Labelled defects a run moved into training (``--defects-in-train``;
+    iadbench.model.defects): absent (null) in the unsupervised protocol."""
+
+    k: int  # labelled defective images this cell's detector was given
+    reserve: int  # the sweep's largest K: defects set aside for every cell of the category
+    # moved out of the test split, or the dataset's own training defects (null: the cell failed first)
+    source: Literal["test", "dataset"] | None = None
+    learns: bool | None = None  # the detector learns from them (supervision "mixed"); else it never saw them
+    images: list[str] = Field(default_factory=list)  # the K images
+    masks: int = 0  # how many of them have a mask
+    test_removed: list[str] = Field(default_factory=list)  # defective test images set aside (never scored)
+
+
 class Retried(_Closed):
     """A cell an executor ran more than once (its worker died): each attempt's error."""
 
@@ -201,6 +216,15 @@ class CellRecord(_Closed):
     device: str | None = None
     device_name: str | None = None
     training: Training | None = None
+    supervision: Supervision | None = None
+    # How images reached the detector (iadbench.runner.plan.PROTOCOLS): "default" (whole
+    # image resized) or "paper" (resize, centre crop 224/256); null before schema 3
+    protocol: str | None = None
+    # "per-category" (a model per category) or "unified" (one model fitted on all the
+    # dataset's categories, evaluated per category; ``cell_key`` is that model's cell,
+    # whose folder holds it, with each category's files under categories/<category>/)
+    setting: str | None = None
+    cell_key: str | None = None
     split_notes: dict[str, Any] = Field(default_factory=dict)
     artifact: str | None = None
     # Where it ran, from executors that run elsewhere: the worker's host, the retries of a
@@ -251,6 +275,8 @@ def migrate(data: dict[str, Any], version: int, run_settings: dict[str, Any] | N
         data = _v0_to_v1(data, run_settings)
     if version < 2:
         data = _v1_to_v2(data)
+    if version < 3:
+        data["schema_version"] = 3  # version 3 only added ``supervision``: null, the unsupervised protocol
     return data
 
 

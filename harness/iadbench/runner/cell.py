@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from iadbench.jsonio import json_default
-from iadbench.model.fit import fit_model, save_model
+from iadbench.model.fit import fit_model, fit_options, save_model
 from iadbench.runner.cost import (
     dir_size_mb,
     peak_rss_mb,
@@ -41,16 +41,16 @@ PRELOAD = [
 
 
 def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
-    """Do the cell's work in this process and return the record's payload."""
+    """Do the cell's work in this process and return the record's payload; for a cell of
+    the unified setting (``cell.categories``), one model fitted on every category's good
+    images and a payload per category under ``per_category``."""
     import torch
 
     from iadbench.datasets import resolve_dataset
     from iadbench.devices import describe_device, peak_gpu_mb, reset_peak_gpu_memory, torch_device
     from iadbench.features import cache_disabled
-    from iadbench.model.evaluate import evaluate
-    from iadbench.model.fit import fit_options
     from iadbench.plugins import get_registry
-    from iadbench.visual.gallery import write_gallery
+    from iadbench.runner.plan import PROTOCOLS
 
     torch.set_num_threads(threads)
     s = cell.settings
@@ -67,16 +67,32 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         path=Path(cell.dataset_path) if cell.dataset_path else None,
         **cell.dataset_params,
     )
-    split = dataset.split(cell.category)
-    fitted = fit_model(spec, cell.params, split, seed=cell.seed, threads=threads, workdir=cell_dir / "work",
-                       device=device, **fit_options(s))
-    detector, size, threshold, threshold_note = fitted.detector, fitted.size, fitted.threshold, fitted.threshold_note
-    fit_idx, hold_idx = fitted.fit_idx, fitted.hold_idx
-    # The test set is scored with the feature cache off, so this pass measures
+    defects, supervision = [], None
+    if cell.categories:  # the unified setting: one model for the dataset
+        from iadbench.model.unified import union_split
+
+        splits = {c: dataset.split(c) for c in cell.categories}
+        train_split = union_split(cell.dataset, splits)
+    else:
+        split = dataset.split(cell.category)
+        if cell.defects_reserve or cell.defects_in_train:
+            from iadbench.model.defects import take_defects
+
+            split, defects, supervision = take_defects(split, cell.defects_in_train, cell.defects_reserve, cell.seed)
+        splits, train_split = {cell.category: split}, split
+
+    fitted = fit_model(spec, cell.params, train_split, seed=cell.seed, threads=threads, workdir=cell_dir / "work",
+                       device=device, defects=defects, crop=PROTOCOLS[cell.protocol], **fit_options(s))
+    if supervision is not None:
+        supervision["learns"] = fitted.detector.supervision == "mixed"
+    detector = fitted.detector
+    # Each category's test set, scored with the feature cache off so that pass measures
     # throughput honestly as well (fit_model already warmed the model up).
-    ev = evaluate(fitted, split, metrics=registry.metrics, predict_batch=s["predict_batch"])
-    test_images, masks, labels, prediction = ev.images, ev.masks, ev.labels, ev.prediction
-    metrics, reasons, intervals, verdict = ev.metrics, ev.metric_notes, ev.intervals, ev.verdicts
+    bodies = {c: _evaluate(fitted, split_c, _files_dir(cell, cell_dir, c), registry, s)
+              for c, split_c in splits.items()}
+    test_images = next(iter(bodies.values())).pop("_images")
+    for body in bodies.values():
+        body.pop("_images", None)
 
     # Cost, with the feature cache off so that no number benefits from earlier cells.
     predict_fn, backbone_fn, runtime = _latency_runtime(cell.runtime, detector, threads, device)
@@ -91,61 +107,99 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     artifact = save_model(fitted, cell_dir / "model", {
         "detector": spec.name, "params": cell.params, "dataset": cell.dataset, "category": cell.category,
         "seed": cell.seed, "cell_key": cell.key, "settings": s, "device": device,
+        **({"categories": list(cell.categories)} if cell.categories else {}),
+        **({"supervision": supervision} if supervision else {}),
     })
-    _write_scores(cell_dir / "scores.csv", split.test, prediction.scores)
-    _write_calibration(cell_dir / "calibration.csv", [split.train[i] for i in fitted.calibration_idx], fitted.calibration_scores)
-    gallery_error = None
-    try:  # the report's pictures are extra, like the intervals
-        write_gallery(cell_dir, split.test, test_images, prediction.maps, masks, prediction.scores)
-    except Exception as exc:  # noqa: BLE001
-        gallery_error = f"{type(exc).__name__}: {exc}"
-
-    return {
-        "metrics": metrics,
-        "metric_notes": reasons,
-        "intervals": intervals,
-        **({"gallery_error": gallery_error} if gallery_error else {}),
+    for category in splits:  # beside each category's scores, where the report reads both
+        _write_calibration(_files_dir(cell, cell_dir, category) / "calibration.csv",
+                           [train_split.train[i] for i in fitted.calibration_idx], fitted.calibration_scores)
+    shared = {
         "threshold": {
             "rule": s["threshold_rule"],
-            "value": threshold,
-            "holdout_images": int(len(hold_idx)),
+            "value": fitted.threshold,
+            "holdout_images": int(len(fitted.hold_idx)),
             "pixel_value": fitted.pixel_threshold,
             "display_range": list(fitted.display_range),
             "calibration": fitted.calibration_info(),
-            **({"note": threshold_note} if threshold_note else {}),
+            **({"note": fitted.threshold_note} if fitted.threshold_note else {}),
         },
-        "verdicts": verdict,
-        "counts": {
-            "train": int(len(fit_idx)),
-            "holdout": int(len(hold_idx)),
-            "test": int(len(split.test)),
-            "test_anomalous": int(labels.sum()),
-            "test_masks": bool(masks is not None),
-        },
-        "cost": {
-            "fit_s": fitted.fit_s,
-            # Images whose backbone features fit() read from the shared cache (an
-            # earlier cell computed them): fit_s then excludes that forward pass.
-            "fit_feature_cache_hits": fitted.fit_cache_hits,
-            "predict_s": ev.predict_s,
-            "latency_ms_p50": percentile(latencies, 50),
-            "latency_ms_p95": percentile(latencies, 95),
-            "backbone_latency_ms_p50": percentile(backbone, 50) if backbone else None,
-            # images/s over the whole test set at predict_batch, cache off
-            "throughput_ips": len(test_images) / ev.predict_s if ev.predict_s > 0 and len(test_images) else None,
-            "throughput_batch": s["predict_batch"],
-            "peak_rss_mb": peak_rss_mb(),
-            "peak_gpu_mb": peak_gpu_mb(device),  # None on the CPU
-            "artifact_mb": dir_size_mb(artifact),
-            "threads": threads,
-            # what latency_ms_* and backbone_latency_ms_p50 ran on (adbench run --runtime)
-            **runtime,
-        },
-        "input_size": list(size),
+        "input_size": list(fitted.size),
         **describe_device(device),
         "training": _training(spec, detector, cell.params),
-        "split_notes": split.notes,
+        "supervision": supervision,
+        "protocol": cell.protocol,
         "artifact": str(artifact),
+    }
+    cost = {
+        "fit_s": fitted.fit_s,
+        # Images whose backbone features fit() read from the shared cache (an
+        # earlier cell computed them): fit_s then excludes that forward pass.
+        "fit_feature_cache_hits": fitted.fit_cache_hits,
+        "latency_ms_p50": percentile(latencies, 50),
+        "latency_ms_p95": percentile(latencies, 95),
+        "backbone_latency_ms_p50": percentile(backbone, 50) if backbone else None,
+        "throughput_batch": s["predict_batch"],
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": peak_gpu_mb(device),  # None on the CPU
+        "artifact_mb": dir_size_mb(artifact),
+        "threads": threads,
+        # what latency_ms_* and backbone_latency_ms_p50 ran on (adbench run --runtime)
+        **runtime,
+    }
+    for body in bodies.values():
+        body["cost"] = {**cost, **body.pop("_cost")}
+        body["counts"]["train"] = int(len(fitted.fit_idx))
+        body["counts"]["holdout"] = int(len(fitted.hold_idx))
+    if not cell.categories:
+        return {**shared, **bodies[cell.category]}
+    return {**shared, "per_category": bodies}
+
+
+def _files_dir(cell: Cell, cell_dir: Path, category: str) -> Path:
+    """Where a category's scores and gallery go: the cell folder, or for a unified cell
+    one folder per category inside it (an executor moves the cell folder whole)."""
+    if not cell.categories:
+        return cell_dir
+    from iadbench.model.unified import category_dir
+
+    folder = category_dir(cell_dir, category)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _evaluate(fitted, split, files: Path, registry, s: dict[str, Any]) -> dict[str, Any]:
+    """One category's test set scored and measured: its part of the record, with its
+    scores and gallery written into ``files``."""
+    from iadbench.model.evaluate import evaluate
+    from iadbench.visual.gallery import write_gallery
+
+    ev = evaluate(fitted, split, metrics=registry.metrics, predict_batch=s["predict_batch"])
+    _write_scores(files / "scores.csv", split.test, ev.prediction.scores)
+    gallery_error = None
+    try:  # the report's pictures are extra, like the intervals
+        write_gallery(files, split.test, ev.images, ev.prediction.maps, ev.masks, ev.prediction.scores)
+    except Exception as exc:  # noqa: BLE001
+        gallery_error = f"{type(exc).__name__}: {exc}"
+    return {
+        "metrics": ev.metrics,
+        "metric_notes": ev.metric_notes,
+        "intervals": ev.intervals,
+        **({"gallery_error": gallery_error} if gallery_error else {}),
+        "verdicts": ev.verdicts,
+        "counts": {
+            "train": 0,
+            "holdout": 0,
+            "test": int(len(split.test)),
+            "test_anomalous": int(ev.labels.sum()),
+            "test_masks": bool(ev.masks is not None),
+        },
+        "split_notes": split.notes,
+        "_cost": {
+            "predict_s": ev.predict_s,
+            # images/s over the whole test set at predict_batch, cache off
+            "throughput_ips": len(ev.images) / ev.predict_s if ev.predict_s > 0 and len(ev.images) else None,
+        },
+        "_images": ev.images,
     }
 
 

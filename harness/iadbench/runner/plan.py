@@ -24,6 +24,18 @@ DEFAULT_DATASET = "factory"
 #: detectors that beat chance clearly on the factory within a few minutes on 2 cores
 #: (leaderboards/default-grid.md has the measurements). `--all` runs every available one.
 DEFAULT_DETECTORS = ("padim", "patchcore", "feature_ae", "pixel_gaussian")
+#: How images reach a detector (``--protocol``): the fraction of each resized image kept
+#: at its centre. "paper" is the PaDiM and PatchCore papers' MVTec AD protocol: resize to
+#: 256, centre crop 224 (masks alike); a detector with an ``input_size`` parameter the
+#: plan does not set then takes 224, as in the papers.
+PROTOCOLS = {"default": 1.0, "paper": 224 / 256}
+PAPER_INPUT_SIZE = 224
+#: The tag of detectors that learn from labelled defects (supervision "mixed"): --all
+#: runs them only in a --defects-in-train sweep.
+MIXED_TAG = "mixed-supervision"
+#: What one model is fitted on: each category alone, or every category of a dataset
+#: together, evaluated per category (iadbench.model.unified).
+SETTINGS = ("per-category", "unified")
 
 
 @dataclass
@@ -84,6 +96,15 @@ class Plan:
     # "published": trained detectors at their methods' published training length
     # (iadbench.runner.training); it changes their params, and so their keys.
     training: str = "default"
+    # Labelled defective images per category moved into training (mixed supervision,
+    # iadbench.model.defects): a sweep. Each K > 0 is its own cell for a detector that
+    # learns from labels; every cell of the sweep is scored on the test set its largest K
+    # leaves, so all rows compare. [0]: the unsupervised protocol, keys as before.
+    defects_in_train: list[int] = field(default_factory=lambda: [0])
+    # How images reach detectors (PROTOCOLS): "paper" enters every key, "default" none
+    protocol: str = "default"
+    # SETTINGS: "unified" fits one model per dataset (its key says so); "per-category" none
+    setting: str = "per-category"
 
     @property
     def default_grid(self) -> bool:
@@ -110,6 +131,9 @@ class Plan:
             # runs from before --device ran on the CPU
             device=data.get("device", "cpu"),
             training=data.get("training", "default"),
+            defects_in_train=list(data.get("defects_in_train", [0])),
+            protocol=data.get("protocol", "default"),
+            setting=data.get("setting", "per-category"),
         )
 
 
@@ -132,6 +156,32 @@ class Cell:
     settings: dict[str, Any]
     runtime: str = "eager"  # see Plan.runtime: not part of the key
     device: str = "cpu"  # cpu, cuda or cuda:N, resolved; its kind enters the key on a GPU (device_identity)
+    # Mixed supervision (iadbench.model.defects): K labelled defects this cell's detector
+    # trains on, of the ``defects_reserve`` the sweep sets aside; both 0 for the
+    # unsupervised protocol. In the key where the reserve is not 0 (``defects_identity``).
+    defects_in_train: int = 0
+    defects_reserve: int = 0
+    defects_learns: bool = False  # the detector learns from them (its supervision is "mixed")
+    protocol: str = "default"  # PROTOCOLS; in the key where not "default"
+    # The unified setting: the categories one model is fitted on together and evaluated on,
+    # one record each (``record_keys``); None: the cell's one category
+    categories: list[str] | None = None
+
+    @property
+    def row_label(self) -> str:
+        """The label of this cell's rows in tables: a learner's K and the unified setting
+        make rows of their own (iadbench.report.records.row_label says the same of records)."""
+        return self.label + (f" K={self.defects_in_train}" if self.defects_learns else "") + (
+            " (unified)" if self.categories else "")
+
+    @property
+    def record_keys(self) -> list[str]:
+        """The keys of the records this cell writes: its own, or one per category."""
+        if not self.categories:
+            return [self.key]
+        from iadbench.model.unified import record_key
+
+        return [record_key(self.key, c) for c in self.categories]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,7 +192,8 @@ class Cell:
 
     @property
     def title(self) -> str:
-        return f"{self.label} / {self.dataset}:{self.category} / seed {self.seed}"
+        k = f" / K={self.defects_in_train}" if self.defects_learns else ""
+        return f"{self.label} / {self.dataset}:{self.category} / seed {self.seed}{k}"
 
 
 def parse_value(text: str) -> Any:
@@ -190,6 +241,9 @@ def load_plan_file(path: Path) -> Plan:
             keep_models=run.pop("keep_models", DEFAULT_KEEP_MODELS),
             device=run.pop("device", "auto"),
             training=run.pop("training", "default"),
+            defects_in_train=run.pop("defects_in_train", [0]),
+            protocol=run.pop("protocol", "default"),
+            setting=run.pop("setting", "per-category"),
         )
         if run:
             raise TypeError(f"unknown [run] keys: {', '.join(sorted(run))}")
@@ -205,6 +259,14 @@ def load_plan_file(path: Path) -> Plan:
     except InputError as exc:
         raise InputError(str(exc), path) from None
     plan.training = check_training(plan.training, path)
+    from iadbench.model.defects import check_defect_counts
+
+    try:
+        plan.defects_in_train = check_defect_counts(plan.defects_in_train)
+        plan.protocol = check_protocol(plan.protocol)
+        plan.setting = check_setting(plan.setting)
+    except InputError as exc:
+        raise InputError(str(exc), path) from None
     try:
         plan.keep_models = check_keep_models(str(plan.keep_models))
     except InputError as exc:
@@ -257,6 +319,30 @@ def check_run_runtime(runtime: str, where: Path | None = None) -> str:
     return runtime
 
 
+def check_protocol(protocol: str, where: str = "protocol") -> str:
+    """A known protocol name (PROTOCOLS)."""
+    name = str(protocol).strip().lower()
+    if name not in PROTOCOLS:
+        raise InputError(f"{where} {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    return name
+
+
+def check_setting(setting: str, where: str = "setting") -> str:
+    """A known setting name (SETTINGS)."""
+    name = str(setting).strip().lower()
+    if name not in SETTINGS:
+        raise InputError(f"{where} {setting!r} is not one of {', '.join(SETTINGS)}")
+    return name
+
+
+def protocol_params(spec, given: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """The params a protocol sets: under "paper", ``input_size`` 224 for a detector that
+    has that parameter and was not given one."""
+    if protocol == "paper" and "input_size" in spec.params and "input_size" not in given:
+        return {"input_size": PAPER_INPUT_SIZE}
+    return {}
+
+
 def device_identity(device: str) -> dict[str, str]:
     """What a cell's key holds of its device: nothing on the CPU (so every key from
     before devices stands), ``{"device": "cuda"}`` on a GPU.
@@ -272,6 +358,17 @@ def device_identity(device: str) -> dict[str, str]:
 
     kind = device_kind(device)
     return {} if kind == "cpu" else {"device": kind}
+
+
+def defects_identity(reserve: int, k: int, learns: bool) -> dict[str, Any]:
+    """What a cell's key holds of mixed supervision: nothing in the unsupervised protocol
+    (reserve 0: every key from before stands); else the reserve, which fixes the test
+    set, and K for a detector that learns from labels. An unsupervised detector's cell
+    does not depend on K (it never sees the labels, and the test set is the reserve's),
+    so a sweep runs it once, not once per K."""
+    if reserve == 0:
+        return {}
+    return {"defects": {"reserve": reserve, **({"k": k} if learns else {})}}
 
 
 def default_entries(registry: Registry) -> list[DetectorEntry]:
@@ -291,15 +388,21 @@ def left_out(plan: Plan, registry: Registry, cells: list[Cell]) -> list[tuple[st
     for name, spec in sorted(registry.detectors.items()):
         if name in ran or not spec.available:
             continue
-        out.append((name, "opt-in (slow): -d " + name if "opt-in" in spec.tags else "not in the default set"))
+        if "opt-in" in spec.tags:
+            why = "opt-in (slow): -d " + name
+        elif MIXED_TAG in spec.tags and not max(plan.defects_in_train or [0]):
+            why = "learns from labelled defects: add --defects-in-train K"
+        else:
+            why = "not in the default set"
+        out.append((name, why))
     return out
 
 
-def _check_params(name: str, spec, params: dict[str, Any]) -> None:
+def _check_params(name: str, spec, params: dict[str, Any]):
     """Build the detector once, unfitted, so a value its constructor refuses is a plan
-    error before any cell starts (constructors are cheap: weights load in fit)."""
+    error before any cell starts (constructors are cheap: weights load in fit); returns it."""
     try:
-        spec.factory(**params)
+        return spec.factory(**params)
     except InputError:
         raise
     except (TypeError, ValueError) as exc:
@@ -346,6 +449,7 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
         params = {**spec.params, **coerce_params(spec, entry.params)}
         if plan.training == "published":
             params.update(published_params(spec, entry.params))
+        params.update(coerce_params(spec, protocol_params(spec, entry.params, plan.protocol)))
         identity = _identity(spec, params)
         if identity in seen:
             raise InputError(
@@ -353,20 +457,25 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
                 f"same parameters, so they would compute the same cells: drop one or change a parameter"
             )
         seen[identity] = entry.display
-        _check_params(entry.name, spec, params)
-        resolved.append((entry, spec, params))
+        built = _check_params(entry.name, spec, params)
+        resolved.append((entry, spec, params, _learns(built)))
     if plan.all_detectors:
         # --all adds each available detector at its defaults, unless an entry above
         # already runs it with exactly those parameters (under any label).
         taken = set(labels)
         for name, spec in sorted(registry.detectors.items()):
             params = {**spec.params, **(published_params(spec, {}) if plan.training == "published" else {})}
+            params.update(coerce_params(spec, protocol_params(spec, {}, plan.protocol)))
             if not spec.available or name in taken or _identity(spec, params) in seen:
                 continue
             if "opt-in" in spec.tags:  # too slow for the default grid: runs when named
                 continue
+            if MIXED_TAG in spec.tags and not max(plan.defects_in_train or [0]):
+                continue  # learns from labelled defects: without any it repeats its unsupervised part
             seen[_identity(spec, params)] = name
-            resolved.append((DetectorEntry(name), spec, params))
+            # built only for a sweep: --all would otherwise import every detector's module here
+            learns = bool(max(plan.defects_in_train or [0])) and _learns(spec.factory(**params))
+            resolved.append((DetectorEntry(name), spec, params, learns))
     if not resolved:
         raise InputError("no available detector to run (see `adbench list detectors`)")
 
@@ -379,6 +488,16 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
     parse_rule(plan.settings.threshold_rule)  # a misspelt rule fails here, not in every cell
     if plan.settings.calibration not in CALIBRATIONS:
         raise InputError(f"calibration {plan.settings.calibration!r} is not one of {', '.join(CALIBRATIONS)}")
+    from iadbench.model.defects import check_defect_counts
+
+    counts = check_defect_counts(plan.defects_in_train)
+    reserve = max(counts)
+    protocol = check_protocol(plan.protocol)
+    seen_protocol = {} if protocol == "default" else {"protocol": protocol}
+    unified = check_setting(plan.setting) == "unified"
+    if unified and reserve:
+        raise InputError("--setting unified with --defects-in-train is not supported: labelled defects are "
+                         "drawn per category, a unified model fits on all of them")
     settings = asdict(plan.settings)
     cells: list[Cell] = []
     for ds in plan.datasets:
@@ -400,9 +519,18 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
                     f"unknown category {', '.join(repr(c) for c in missing)} for dataset '{ds.name}' "
                     f"(known: {', '.join(known)})"
                 )
-        for category in categories:
+        if unified:
+            from iadbench.model.unified import UNIFIED_CATEGORY
+
+            if len(categories) < 2:
+                raise InputError(f"--setting unified needs two or more categories of '{ds.name}' "
+                                 f"(got {', '.join(categories)})")
+            blocks = [(UNIFIED_CATEGORY, list(categories))]
+        else:
+            blocks = [(category, None) for category in categories]
+        for category, together in blocks:
             for seed in plan.seeds:
-                for entry, spec, params in resolved:
+                for entry, spec, params, learns in resolved:
                     identity = {
                         "detector": spec.name,
                         "detector_version": spec.version,
@@ -416,6 +544,17 @@ def expand(plan: Plan, registry: Registry, categories_of=None) -> list[Cell]:
                         "seed": seed,
                         "settings": settings,
                     }
-                    cells.append(Cell(key=stable_key({**identity, **device_identity(device)}), label=entry.display,
-                                      runtime=plan.runtime, device=device, **identity))
+                    if together:
+                        identity["categories"] = together  # in the key: another set is another model
+                    for k in counts if learns else [0]:
+                        key = stable_key({**identity, **device_identity(device), **defects_identity(reserve, k, learns),
+                                          **seen_protocol})
+                        cells.append(Cell(key=key, label=entry.display, runtime=plan.runtime, device=device,
+                                          protocol=protocol, defects_in_train=k, defects_reserve=reserve,
+                                          defects_learns=learns and reserve > 0, **identity))
     return cells
+
+
+def _learns(detector) -> bool:
+    """The detector learns from labelled defects (``supervision`` "mixed")."""
+    return getattr(detector, "supervision", "unsupervised") == "mixed"

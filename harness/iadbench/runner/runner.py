@@ -3,6 +3,7 @@ executor, append each record as its cell ends, and report."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -61,6 +62,27 @@ def categories_lister(registry: Registry, data_root: str | None) -> Callable[[Da
     return categories_of
 
 
+def _records(cell: Cell, result: dict[str, Any], run_id: str) -> list[CellRecord]:
+    """The cell's records: one, or for a unified cell one per category (each with its
+    category's part of the result, or the cell's failure)."""
+    if not cell.categories:
+        return [_record(cell, result, run_id)]
+    from dataclasses import replace
+
+    from iadbench.model.unified import record_key
+
+    per = result.get("per_category") or {}
+    shared = {k: v for k, v in result.items() if k != "per_category"}
+    out = []
+    for category in cell.categories:
+        part = per.get(category)
+        if part is None and result.get("status") == "ok":
+            part = {"status": "failed", "error": f"the unified cell returned nothing for category '{category}'"}
+        one = replace(cell, key=record_key(cell.key, category), category=category)
+        out.append(_record(one, {**shared, **(part or {}), "cell_key": cell.key}, run_id))
+    return out
+
+
 def _record(cell: Cell, result: dict[str, Any], run_id: str) -> CellRecord:
     """The cell's record: its identity from the plan, the rest from its result. A result
     that does not fit the schema (a cell bug) is recorded as a failure saying so."""
@@ -76,7 +98,12 @@ def _record(cell: Cell, result: dict[str, Any], run_id: str) -> CellRecord:
         "seed": cell.seed,
         "params": cell.params,
         "settings": cell.settings,
+        "protocol": cell.protocol,
+        "setting": "unified" if cell.categories else "per-category",
     }
+    if cell.defects_reserve:  # a failed cell still says which K it was; an ok one says the rest
+        identity["supervision"] = {"k": cell.defects_in_train, "reserve": cell.defects_reserve,
+                                   "learns": cell.defects_learns}
     try:
         return build_record(identity, result)
     except InputError as exc:
@@ -134,6 +161,7 @@ def execute(
         )
     # Every check on the plan runs before the run folder is touched.
     cells = expand(plan, registry, categories_lister(registry, plan.data_root))
+    _check_defect_reserve(cells, registry)
     if plan.training == "published" and not force and any(c.device == "cpu" for c in cells):
         from iadbench.runner.training import refuse_on_cpu
 
@@ -142,6 +170,23 @@ def execute(
         check_executor(plan.executor, plan.address, registry=registry, ready=True)
     with store.locked():
         return _execute_locked(plan, registry, store, cells, resume, executor, workers, console, cell_timeout_s)
+
+
+def _check_defect_reserve(cells: list[Cell], registry: Registry) -> None:
+    """Each category can give the labelled defects the sweep asks for (a one-line error
+    naming the first that cannot), before the run folder exists."""
+    from iadbench.datasets import resolve_dataset
+    from iadbench.model.defects import check_reserve
+
+    wanted = {(c.dataset, c.dataset_path, json.dumps(c.dataset_params, sort_keys=True), c.data_root, c.category):
+              c for c in cells if c.defects_reserve}
+    opened: dict[tuple, Any] = {}
+    for (name, path, params, root, category), cell in wanted.items():
+        if (name, path, params, root) not in opened:
+            opened[(name, path, params, root)] = resolve_dataset(
+                registry, name, data_root=Path(root) if root else None, path=Path(path) if path else None,
+                **cell.dataset_params)
+        check_reserve(opened[(name, path, params, root)].split(category), cell.defects_reserve)
 
 
 def _execute_locked(
@@ -185,7 +230,7 @@ def _execute_locked(
         )
 
     done = store.done_keys()
-    todo = [c for c in cells if c.key not in done]
+    todo = [c for c in cells if not all(k in done for k in c.record_keys)]
     skipped = len(cells) - len(todo)
     if skipped:
         console.print(f"resuming: {skipped} of {len(cells)} cells already done")
@@ -213,10 +258,11 @@ def _execute_locked(
                     result = future.result()
                 except Exception as exc:  # noqa: BLE001 - the executor itself broke
                     result = {"status": "failed", "error": f"executor: {type(exc).__name__}: {exc}"}
-                record = _record(cell, result, run_id)
-                store.append(record)
-                status = record.status
-                mark = "[green]ok[/green]" if status == "ok" else f"[red]failed[/red]: {record.error}"
+                written = _records(cell, result, run_id)
+                for record in written:
+                    store.append(record)
+                bad = next((r for r in written if r.status != "ok"), None)
+                mark = "[green]ok[/green]" if bad is None else f"[red]failed[/red]: {bad.error}"
                 progress.console.print(f"{cell.title}: {mark}", highlight=False)
                 progress.advance(task_id)
         except KeyboardInterrupt:
@@ -238,6 +284,6 @@ def _execute_locked(
         run_dir=run_dir,
         cells=cells,
         skipped=skipped,
-        records={c.key: latest[c.key].to_json() for c in cells if c.key in latest},
+        records={k: latest[k].to_json() for c in cells for k in c.record_keys if k in latest},
         models=models,
     )

@@ -28,6 +28,20 @@ def resize_map(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img, dtype=np.float32)
 
 
+def place_map(amap: np.ndarray, shape: tuple[int, int], crop: float = 1.0) -> np.ndarray:
+    """A detector's map back on an image of ``shape``: resized over the centre window the
+    detector saw (``crop``: iadbench.images.prepare_image); the border it never saw
+    gets the map's lowest value, so it reads as "nothing found", not as a defect."""
+    if crop >= 1:
+        return resize_map(amap, shape)
+    from iadbench.images import crop_box
+
+    top, left, h, w = crop_box(shape, crop)
+    out = np.full(tuple(int(v) for v in shape[:2]), float(np.min(amap)), dtype=np.float32)
+    out[top : top + h, left : left + w] = resize_map(amap, (h, w))
+    return out
+
+
 def normalise(amap: np.ndarray, display_range: tuple[float, float]) -> np.ndarray:
     """Raw map values to the display scale: display_range[0] -> 0, [1] -> 1, clipped."""
     lo, hi = float(display_range[0]), float(display_range[1])
