@@ -17,7 +17,7 @@ from pathlib import Path
 
 from iadbench.api import DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
 from iadbench.images import check_mask_size
-from iadbench.layouts import abspath, is_image_file, probe_all, subfolders, visible_entries, warn_one_class
+from iadbench.layouts import abspath, holds_category, is_image_file, probe_all, subfolders, visible_entries, warn_one_class
 
 NAME = "dagm"
 CLASS = re.compile(r"Class(\d+)")
@@ -121,14 +121,7 @@ class DAGM:
 
 def holds_dagm(path: Path) -> bool:
     """A DAGM class folder (ClassN with Train/ or Test/), or a folder holding one."""
-    if not path.is_dir():
-        return False
-    if _is_class(path):
-        return True
-    try:
-        return any(f.is_dir() and _is_class(f) for f in path.iterdir())
-    except OSError:
-        return False
+    return holds_category(path, _is_class)
 
 
 @hookimpl

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from iadbench.api import GOOD, DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
 from iadbench.images import check_mask_size
-from iadbench.layouts import abspath, list_images, probe_all, subfolders
+from iadbench.layouts import abspath, holds_category, list_images, probe_all, subfolders
 
 NAME = "mvtec_ad2"
 CATEGORIES = ("can", "fabric", "fruit_jelly", "rice", "sheet_metal", "vial", "wallplugs", "walnuts")
@@ -138,14 +138,7 @@ def _public_test(test_dir: Path) -> list[Sample]:
 def holds_mvtec_ad2(path: Path) -> bool:
     """An MVTec AD 2 category (train/ beside test_public/ or a private test set), or a
     folder of them."""
-    if not path.is_dir():
-        return False
-    if is_category(path):
-        return True
-    try:
-        return any(is_category(f) for f in subfolders(path))
-    except DatasetError:
-        return False
+    return holds_category(path, is_category)
 
 
 @hookimpl

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from iadbench.api import GOOD, DatasetError, DatasetSpec, Download, RegionMask, Sample, Split, hookimpl
 from iadbench.images import check_mask_size
-from iadbench.layouts import abspath, list_images, probe_all, subfolders
+from iadbench.layouts import abspath, holds_category, list_images, probe_all, subfolders
 
 NAME = "mvtec_loco"
 CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
@@ -175,14 +175,7 @@ def _defect_samples(folder: Path, kind: str, saturations) -> list[Sample]:
 
 def holds_mvtec_loco(path: Path) -> bool:
     """A LOCO category (train/, test/ and defects_config.json), or a folder of them."""
-    if not path.is_dir():
-        return False
-    if is_category(path):
-        return True
-    try:
-        return any(is_category(f) for f in subfolders(path))
-    except DatasetError:
-        return False
+    return holds_category(path, is_category)
 
 
 @hookimpl

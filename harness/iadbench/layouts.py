@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from iadbench.errors import DatasetError
@@ -341,6 +341,20 @@ def _masks_in_folders(folder: Path) -> bool:
             if first is not None:
                 return first.is_dir()
     return False
+
+
+def holds_category(root: Path, is_category: Callable[[Path], bool]) -> bool:
+    """True when ``root`` is a category folder (``is_category`` says so: a benchmark's
+    own test of its layout), or a folder holding one: a ``detect`` for layouts that are
+    not MVTec-like (MVTec AD 2, LOCO, DAGM). Unreadable folders claim nothing."""
+    if not root.is_dir():
+        return False
+    if is_category(root):
+        return True
+    try:
+        return any(is_category(f) for f in subfolders(root))
+    except (DatasetError, OSError):
+        return False
 
 
 def holds_layout(root: Path, layouts: tuple[str, ...]) -> bool:
