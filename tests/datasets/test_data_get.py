@@ -256,6 +256,9 @@ def test_unknown_names_exit_2_with_the_known_ones_and_no_name_lists_them(tmp_pat
     monkeypatch.delenv("IADBENCH_DATA_ROOT", raising=False)
     code, out, err = adbench(capsys, "visa")
     assert code == 2 and "data get needs --to DIR" in err
+    from iadbench.cli.app import console
+
+    monkeypatch.setattr(console, "width", 240)  # a table narrower than its file names cuts them with an ellipsis
     code, out, err = adbench(capsys)
     assert code == 0
     assert "mvtec_anomaly_detection.tar.xz" in out and "VisA_20220922.tar" in out and "KolektorSDD2.zip" in out

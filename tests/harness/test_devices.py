@@ -97,9 +97,11 @@ def test_a_gpu_cell_has_its_own_key_and_a_cpu_cell_keeps_its_old_one(monkeypatch
     # the GPU's index is the executor's choice, not the setup's
     assert [c.key for c in any_gpu] == [c.key for c in gpu1] == [c.key for c in auto]
     assert not {c.key for c in cpu} & {c.key for c in any_gpu}
-    # a CPU key is what it was before devices: the identity alone, nothing added
+    # a CPU key is what it was before devices: the identity alone, nothing added (nor by
+    # the fields of later features at their defaults: labelled defects, protocol, setting)
+    later = ("defects_in_train", "defects_reserve", "defects_learns", "protocol", "categories")
     for cell in cpu:
-        identity = {k: v for k, v in cell.to_json().items() if k not in ("key", "label", "runtime", "device")}
+        identity = {k: v for k, v in cell.to_json().items() if k not in ("key", "label", "runtime", "device", *later)}
         assert cell.key == stable_key(identity)
     assert device_identity("cpu") == {} and device_identity("cuda:1") == {"device": "cuda"}
 
@@ -199,11 +201,11 @@ def test_records_carry_the_device_and_old_ones_migrate_to_the_cpu():
                                      "cost": {"peak_gpu_mb": 812.5, "peak_rss_mb": 900.0}})
     body = record.to_json()
     assert body["device"] == "cuda:1" and body["device_name"] == "NVIDIA H100" and body["cost"]["peak_gpu_mb"] == 812.5
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     v1 = {**identity, "schema_version": 1, "status": "ok", "settings": {"a": 1}}
     assert CellRecord.from_json(v1).device == "cpu"
     failed = migrate({**v1, "status": "failed"}, 1)
-    assert failed.get("device") is None and failed["schema_version"] == 2
+    assert failed.get("device") is None and failed["schema_version"] == SCHEMA_VERSION
 
 
 def _fitted_folder(tmp_path: Path, name: str, params: dict) -> Path:

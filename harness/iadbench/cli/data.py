@@ -188,7 +188,7 @@ def get(
     """Download a public dataset: show its source, size, checksum and licence, fetch it
     (resuming a .part file), verify the checksum, extract it safely under DIR.
 
-    Set IADBENCH_DOWNLOAD_MIRROR=http://host[/path] to fetch from a mirror instead of
+    Set IADBENCH_DOWNLOAD_MIRROR=http://HOST (or http://HOST/PATH) to fetch from a mirror instead of
     the official host (the URL's path is kept)."""
     from iadbench.downloads import DownloadError
     from iadbench.downloads.get import data_folder, get_dataset, located
