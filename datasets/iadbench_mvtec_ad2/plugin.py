@@ -31,7 +31,7 @@ from pathlib import Path
 
 from iadbench.api import GOOD, DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
 from iadbench.images import check_mask_size
-from iadbench.layouts import abspath, holds_category, list_images, probe_all, subfolders
+from iadbench.layouts import abspath, flag_param, holds_category, list_images, own_categories, probe_all
 
 NAME = "mvtec_ad2"
 CATEGORIES = ("can", "fabric", "fruit_jelly", "rice", "sheet_metal", "vial", "wallplugs", "walnuts")
@@ -46,16 +46,6 @@ def is_category(folder: Path) -> bool:
     return (folder / "train").is_dir() and any((folder / t).is_dir() for t in TEST_SETS)
 
 
-def flag(value, name: str) -> bool:
-    """A yes/no dataset parameter: a bool, or true/false written as text."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1"):
-        return True
-    if text in ("false", "no", "0"):
-        return False
-    raise DatasetError(f"mvtec_ad2: {name} must be true or false, got '{value}'")
 
 
 class MVTecAD2:
@@ -71,11 +61,8 @@ class MVTecAD2:
         if not self.root.is_dir():
             raise DatasetError("MVTec AD 2 folder not found", self.root)
         self.test_set = test_set
-        self.train_on_validation = flag(train_on_validation, "train_on_validation")
-        if is_category(self.root):
-            self._found = {self.root.name: self.root}
-        else:
-            self._found = {f.name: f for f in subfolders(self.root) if is_category(f)}
+        self.train_on_validation = flag_param(train_on_validation, "train_on_validation", "mvtec_ad2")
+        self._found = own_categories(self.root, is_category)
         if not self._found:
             raise DatasetError(
                 "no MVTec AD 2 category here (expected <category>/train/good and <category>/test_public)", self.root

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from iadbench.api import GOOD, DatasetError, DatasetSpec, Download, RegionMask, Sample, Split, hookimpl
 from iadbench.images import check_mask_size
-from iadbench.layouts import abspath, holds_category, list_images, probe_all, subfolders
+from iadbench.layouts import abspath, flag_param, holds_category, list_images, own_categories, probe_all, subfolders
 
 NAME = "mvtec_loco"
 CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
@@ -52,16 +52,6 @@ def is_category(folder: Path) -> bool:
     return (folder / "train").is_dir() and (folder / "test").is_dir() and (folder / CONFIG).is_file()
 
 
-def flag(value, name: str) -> bool:
-    """A yes/no dataset parameter: a bool, or true/false written as text."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1"):
-        return True
-    if text in ("false", "no", "0"):
-        return False
-    raise DatasetError(f"mvtec_loco: {name} must be true or false, got '{value}'")
 
 
 def read_config(path: Path) -> tuple[tuple[int, float, bool], ...]:
@@ -108,11 +98,8 @@ class MVTecLOCO:
         if not self.root.is_dir():
             raise DatasetError("MVTec LOCO folder not found", self.root)
         self.anomalies = anomalies
-        self.train_on_validation = flag(train_on_validation, "train_on_validation")
-        if is_category(self.root):
-            self._found = {self.root.name: self.root}
-        else:
-            self._found = {f.name: f for f in subfolders(self.root) if is_category(f)}
+        self.train_on_validation = flag_param(train_on_validation, "train_on_validation", "mvtec_loco")
+        self._found = own_categories(self.root, is_category)
         if not self._found:
             raise DatasetError(
                 f"no MVTec LOCO category here (expected <category>/train/good, <category>/test and "

@@ -343,6 +343,27 @@ def _masks_in_folders(folder: Path) -> bool:
     return False
 
 
+def flag_param(value, name: str, dataset: str) -> bool:
+    """A yes/no dataset parameter: a bool, or true/false (yes/no, 1/0) written as text,
+    as a CLI or a plan may give it; anything else a DatasetError naming it."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise DatasetError(f"{dataset}: {name} must be true or false, got '{value}'")
+
+
+def own_categories(root: Path, is_category: Callable[[Path], bool]) -> dict[str, Path]:
+    """``root`` as the one category it is, else its sub-folders that are categories
+    (``is_category``: a benchmark's own test of its layout), by name."""
+    if is_category(root):
+        return {root.name: root}
+    return {f.name: f for f in subfolders(root) if is_category(f)}
+
+
 def holds_category(root: Path, is_category: Callable[[Path], bool]) -> bool:
     """True when ``root`` is a category folder (``is_category`` says so: a benchmark's
     own test of its layout), or a folder holding one: a ``detect`` for layouts that are

@@ -16,7 +16,7 @@ import pandas as pd
 
 from iadbench.errors import InputError
 from iadbench.report.training import CAPPED_MARK, capped
-from iadbench.results.identity import setup_id
+from iadbench.results.identity import row_label, setup_id
 from iadbench.results.record import CellRecord
 from iadbench.results.store import RunStore
 
@@ -50,12 +50,10 @@ def display_names(frame: pd.DataFrame) -> pd.Series:
     return names.map(lambda n: f"{n} {CAPPED_MARK}" if n in marked else n)
 
 
-def row_label(record: CellRecord) -> str:
-    """A record's row in tables: its label, with K where it learnt from K labelled
-    defects (each K of a sweep is a row) and "(unified)" for the unified setting."""
+def record_row_label(record: CellRecord) -> str:
+    """A record's row in tables (iadbench.results.identity.row_label)."""
     sup = record.supervision
-    return record.detector + (f" K={sup.k}" if sup and sup.learns else "") + (
-        " (unified)" if record.setting == "unified" else "")
+    return row_label(record.detector, sup.k if sup and sup.learns else None, record.setting == "unified")
 
 
 def _files_dir(run_dir: Path, record: CellRecord) -> Path:
@@ -89,8 +87,8 @@ def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame,
         row = {"key": rec.key, "dataset": rec.dataset, "category": rec.category, "seed": rec.seed,
                "status": rec.status, "error": rec.error}
         sup = rec.supervision
-        row["label"] = row_label(rec)
-        row["base_label"] = rec.detector + (" (unified)" if rec.setting == "unified" else "")
+        row["label"] = record_row_label(rec)
+        row["base_label"] = row_label(rec.detector, unified=rec.setting == "unified")
         row["setting"] = rec.setting or "per-category"
         row["defects_k"] = sup.k if sup else None
         row["defects_reserve"] = sup.reserve if sup else 0

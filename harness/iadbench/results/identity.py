@@ -17,3 +17,10 @@ def setup_id(detector: str | None, version: str | None, params: dict[str, Any] |
     """What makes two plan entries (or two records) the same setup: detector name,
     version and resolved params. Labels are display only and stay out."""
     return stable_key({"detector": detector, "version": version, "params": params or {}})
+
+
+def row_label(label: str, k: int | None = None, unified: bool = False) -> str:
+    """A row's name in tables: the plan's label, with the K labelled defects a learner
+    trained on (each K of a sweep is its own row) and "(unified)" for one model per
+    dataset. The runner's summary names cells by it, reports name records by it."""
+    return label + (f" K={k}" if k is not None else "") + (" (unified)" if unified else "")

@@ -88,11 +88,13 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
     detector = fitted.detector
     # Each category's test set, scored with the feature cache off so that pass measures
     # throughput honestly as well (fit_model already warmed the model up).
-    bodies = {c: _evaluate(fitted, split_c, _files_dir(cell, cell_dir, c), registry, s)
-              for c, split_c in splits.items()}
-    test_images = next(iter(bodies.values())).pop("_images")
-    for body in bodies.values():
-        body.pop("_images", None)
+    # Latency is measured on the first category's test images; the others' are let go as
+    # soon as they are scored (a unified cell would otherwise hold every category's).
+    files = {c: _files_dir(cell, cell_dir, c) for c in splits}
+    bodies, test_images = {}, None
+    for category, split_c in splits.items():
+        bodies[category], images = _evaluate(fitted, split_c, files[category], registry, s)
+        test_images = images if test_images is None else test_images
 
     # Cost, with the feature cache off so that no number benefits from earlier cells.
     predict_fn, backbone_fn, runtime = _latency_runtime(cell.runtime, detector, threads, device)
@@ -110,8 +112,8 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         **({"categories": list(cell.categories)} if cell.categories else {}),
         **({"supervision": supervision} if supervision else {}),
     })
-    for category in splits:  # beside each category's scores, where the report reads both
-        _write_calibration(_files_dir(cell, cell_dir, category) / "calibration.csv",
+    for folder in files.values():  # beside each category's scores, where the report reads both
+        _write_calibration(folder / "calibration.csv",
                            [train_split.train[i] for i in fitted.calibration_idx], fitted.calibration_scores)
     shared = {
         "threshold": {
@@ -147,7 +149,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int) -> dict[str, Any]:
         **runtime,
     }
     for body in bodies.values():
-        body["cost"] = {**cost, **body.pop("_cost")}
+        body["cost"] = {**cost, **body["cost"]}
         body["counts"]["train"] = int(len(fitted.fit_idx))
         body["counts"]["holdout"] = int(len(fitted.hold_idx))
     if not cell.categories:
@@ -167,9 +169,10 @@ def _files_dir(cell: Cell, cell_dir: Path, category: str) -> Path:
     return folder
 
 
-def _evaluate(fitted, split, files: Path, registry, s: dict[str, Any]) -> dict[str, Any]:
-    """One category's test set scored and measured: its part of the record, with its
-    scores and gallery written into ``files``."""
+def _evaluate(fitted, split, files: Path, registry, s: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+    """One category's test set scored and measured: (its part of the record, with the
+    cost of its scoring pass; its test images at the input size), its scores and
+    gallery written into ``files``."""
     from iadbench.model.evaluate import evaluate
     from iadbench.visual.gallery import write_gallery
 
@@ -194,13 +197,12 @@ def _evaluate(fitted, split, files: Path, registry, s: dict[str, Any]) -> dict[s
             "test_masks": bool(ev.masks is not None),
         },
         "split_notes": split.notes,
-        "_cost": {
+        "cost": {
             "predict_s": ev.predict_s,
             # images/s over the whole test set at predict_batch, cache off
             "throughput_ips": len(ev.images) / ev.predict_s if ev.predict_s > 0 and len(ev.images) else None,
         },
-        "_images": ev.images,
-    }
+    }, ev.images
 
 
 def _latency_runtime(requested: str, detector, threads: int, device: str = "cpu"):

@@ -169,10 +169,10 @@ class Cell:
 
     @property
     def row_label(self) -> str:
-        """The label of this cell's rows in tables: a learner's K and the unified setting
-        make rows of their own (iadbench.report.records.row_label says the same of records)."""
-        return self.label + (f" K={self.defects_in_train}" if self.defects_learns else "") + (
-            " (unified)" if self.categories else "")
+        """The label of this cell's rows in tables (iadbench.results.identity.row_label)."""
+        from iadbench.results.identity import row_label
+
+        return row_label(self.label, self.defects_in_train if self.defects_learns else None, bool(self.categories))
 
     @property
     def record_keys(self) -> list[str]:
