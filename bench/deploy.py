@@ -3,7 +3,7 @@ side, and a load test of the web service.
 
     python -m bench.deploy search MODEL_DIR --dataset mvtec --path ../shared/data/mvtec_ad --category bottle
     python -m bench.deploy latency MODEL_DIR... [--category bottle] [--repeats 20] [--openvino]
-        [--dataset folder --path ../shared/data/magnetic_tile]
+        [--dataset folder --path ../shared/data/magnetic_tile] [--isa avx2]
     python -m bench.deploy load MODEL_DIR [--requests 500] [--concurrency 50]
 
 ``search``: predicts the test split of the model's dataset with exact search and with
@@ -20,6 +20,9 @@ relative score difference and image/pixel AUROC of both runtimes over the test s
 With ``--openvino`` the OpenVINO runtimes too (float32, fp16, bf16 and INT8, calibrated on
 ``--calibration`` good training images of the category, six more held out as the gate's
 good check images; never test images), each line with its ratio to eager.
+``--isa avx2`` runs the same under an AVX2 ceiling (``AVX2_CEILING``): on a machine with
+AVX-512 and bfloat16 units, what torch, OpenVINO and numpy give a CPU without them
+(an emulation: the clocks, caches and onnxruntime's and faiss' kernels stay this CPU's).
 Models are timed one after another, not interleaved with each other: a line runs one
 model, and a 47 MB PatchCore bank read between two calls of another model evicts that
 model's weights from the caches (PaDiM 12.7 ms alone, 19.8 ms interleaved with two
@@ -37,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -143,8 +148,6 @@ def _cycling(predict, images: np.ndarray):
 
 
 def latency(args: argparse.Namespace) -> None:
-    import os
-
     from iadbench.deploy.export import graph_bytes
     from iadbench.deploy.opening import open_backbone
     from iadbench.deploy.runtime import OnnxRuntime
@@ -153,7 +156,11 @@ def latency(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     os.environ["IADBENCH_FEATURE_CACHE"] = "0"
-    print(f"batch 1, {args.threads} threads, medians of {args.repeats} rounds x {BLOCK} calls, interleaved within each model; load average "
+    from iadbench.devices import cpu_model
+
+    ceiling = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    print(f"{cpu_model()}{f', ISA ceiling {ceiling} (torch, OpenVINO, numpy, OpenBLAS; not onnxruntime or faiss)' if ceiling else ''}; "
+          f"batch 1, {args.threads} threads, medians of {args.repeats} rounds x {BLOCK} calls, interleaved within each model; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start")
     prepared, groups = [], []
     for directory in args.models:  # everything built first, then timed model by model
@@ -232,7 +239,9 @@ def _openvino_runtimes(args: argparse.Namespace, directory: str, det) -> dict:
             print(f"    {variant} refused: {exc}")
             continue
         c = out[variant].check
-        print(f"    {variant} gate ({time.perf_counter() - t:.0f} s to build): scores {c['max_score_rel_diff']:.1e} relative, "
+        meta = out[variant].metadata
+        share = f", {meta['int8_convolutions']} of {meta['convolutions']} convolutions INT8" if "convolutions" in meta else ""
+        print(f"    {variant} gate ({time.perf_counter() - t:.0f} s to build{share}): scores {c['max_score_rel_diff']:.1e} relative, "
               f"rank correlation {c['spearman']:.4f}, image AUROC {c['image_auroc']:.4f} ({c['image_auroc_eager']:.4f} eager), "
               f"pixel AUROC {c['pixel_auroc']:.4f} ({c['pixel_auroc_eager']:.4f}) on {c['images']} check images")
     return out
@@ -240,10 +249,8 @@ def _openvino_runtimes(args: argparse.Namespace, directory: str, det) -> dict:
 
 def load(args: argparse.Namespace) -> None:
     import asyncio
-    import os
     import socket
     import subprocess
-    import sys
 
     import httpx
     import psutil
@@ -334,6 +341,20 @@ def load(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+#: What an ISA ceiling of AVX2 sets: oneDNN (torch's convolutions, OpenVINO's CPU
+#: plugin), torch's own kernels, MKL, numpy's SIMD loops and OpenBLAS. onnxruntime and
+#: faiss pick their kernels from the CPU's flags with no ceiling to set.
+AVX2_CEILING = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"}
+
+
+def isa_ceiling(isa: str) -> dict[str, str]:
+    """The environment that caps this process's libraries at ``isa`` (only avx2 is known)."""
+    if isa.lower() != "avx2":
+        raise SystemExit(f"--isa {isa}: only avx2 is known")
+    return AVX2_CEILING
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -353,6 +374,8 @@ def main() -> None:
     lat.add_argument("--path", default=None, help="dataset root (default: the MVTec AD root bench.quality finds)")
     lat.add_argument("--openvino", action="store_true", help="time the OpenVINO runtimes too")
     lat.add_argument("--calibration", type=int, default=32, help="good training images INT8 is calibrated on")
+    lat.add_argument("--isa", default=None, help="avx2: run under an AVX2 ceiling (AVX2_CEILING), what a CPU without "
+                     "AVX-512 and bfloat16 units gets from torch, OpenVINO and numpy; onnxruntime and faiss ignore it")
     ld = sub.add_parser("load")
     ld.add_argument("model")
     ld.add_argument("--category", default="bottle")
@@ -362,6 +385,9 @@ def main() -> None:
     ld.add_argument("--runtime", default="auto")
     ld.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.cmd == "latency" and args.isa and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() != args.isa.upper():
+        # the ceiling binds when oneDNN loads: start again under it
+        os.execve(sys.executable, [sys.executable, "-m", "bench.deploy", *sys.argv[1:]], {**os.environ, **isa_ceiling(args.isa)})
     if args.cmd == "latency":
         return latency(args)
     if args.cmd == "load":

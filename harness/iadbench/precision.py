@@ -28,8 +28,24 @@ if TYPE_CHECKING:
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+#: oneDNN's ISA ceilings (ONEDNN_MAX_CPU_ISA) below AVX-512 BF16: under one of these the
+#: bfloat16 units are out of reach, as on a line PC without them (oneDNN in torch and
+#: OpenVINO's CPU plugin honour the ceiling; onnxruntime does not).
+NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def isa_capped_below_bf16() -> bool:
+    """Whether ONEDNN_MAX_CPU_ISA caps oneDNN below the bfloat16 instructions."""
+    import os
+
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in NO_BF16_ISAS
+
+
 def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX-512 BF16)."""
+    """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX-512 BF16) and
+    oneDNN may use it (no ONEDNN_MAX_CPU_ISA ceiling below it)."""
+    if isa_capped_below_bf16():
+        return False
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)

@@ -115,7 +115,8 @@ def test_fp16_compute_overflowing_padim_is_refused(padim, reuse_graphs):
         open_runtime(padim, "openvino-fp16")
 
 
-def test_int8_quantizes_the_convolutions_and_keeps_the_scoring_tail_float(padim, images, graphs, reuse_graphs):
+def test_int8_quantizes_the_convolutions_and_keeps_the_scoring_tail_float(padim, images, graphs, reuse_graphs, monkeypatch):
+    from iadbench.deploy import ir_cache
     from iadbench.deploy.openvino import quantize, scoring_tail
 
     with pytest.raises(InputError, match="no INT8 IR yet"):
@@ -133,12 +134,21 @@ def test_int8_quantizes_the_convolutions_and_keeps_the_scoring_tail_float(padim,
     assert not fed & tail
     scores = OpenVinoRuntime(quantized, "openvino-int8").predict(images[4:]).scores
     assert len(set(np.round(scores, 6))) == len(scores)  # a rounded distance would give all one score
+    given = []
+
+    def plain(model, calibration, validation=None):  # accuracy control has its own test (test_int8_accuracy)
+        given.append(validation)
+        return quantize(model, calibration)
+
+    monkeypatch.setattr(ir_cache, "quantize", plain)
     try:  # a 4-image 64 px PaDiM may not survive INT8: then the gate says why
         rt = open_runtime(padim, "openvino-int8", calibration=images[:4])
     except parity.ParityRefused as exc:
         assert str(exc).startswith("openvino-int8 refused on 12 check images: ")
     else:
         assert rt.metadata["calibration_images"] == 4
+    # the runtime asked for accuracy control on the calibration images and their painted twins
+    assert len(given) == 1 and len(given[0].images) == 8 and given[0].images[:4].tolist() == images[:4].tolist()
 
 
 def _folder(tmp_path, det):
@@ -168,8 +178,12 @@ def test_auto_measures_once_per_folder_and_records_the_choice(padim, tmp_path, m
         open_model(folder, "auto")
 
 
-def test_export_cli_writes_openvino_ir_and_int8_needs_calibration(padim, images, tmp_path, capsys, reuse_graphs):
+def test_export_cli_writes_openvino_ir_and_int8_needs_calibration(padim, images, tmp_path, capsys, reuse_graphs, monkeypatch):
     from PIL import Image
+
+    from iadbench.deploy import openvino
+
+    monkeypatch.setattr(openvino, "INT8_MAX_ROUNDS", 1)  # one round of accuracy control: the plumbing is tested here
 
     folder = _folder(tmp_path, padim)
     out = tmp_path / "ir" / "padim.xml"
@@ -189,7 +203,7 @@ def test_export_cli_writes_openvino_ir_and_int8_needs_calibration(padim, images,
         Image.fromarray(im).save(good / f"{i}.png")
     code = cli("export", str(folder), "--out", str(tmp_path / "q.xml"), "--format", "openvino-int8", "--calibration", str(good))
     err = capsys.readouterr().err
-    assert code == 0 or "openvino-int8 refused on" in err, err
+    assert code == 0 or ("openvino-int8 refused on" in err and "convolutions in INT8 after at most 1 rounds" in err), err
     if code == 0:  # the cached INT8 IR is what --runtime openvino-int8 opens
         rt = open_model(folder, "openvino-int8").runtime
         assert rt.graph_source == "cached model.openvino-int8/" and rt.metadata["calibration_images"] == 4

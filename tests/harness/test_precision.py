@@ -21,3 +21,19 @@ def test_bf16_autocasts_convolutions_and_fp32_leaves_them_alone():
     with training_autocast("fp32"):
         assert conv(x).dtype == torch.float32
     assert training_layout("bf16") == torch.channels_last and training_layout("fp32") == torch.contiguous_format
+
+
+def test_an_isa_ceiling_below_bfloat16_is_treated_as_a_cpu_without_it(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 is how an AMX machine shows what a line PC without
+    bfloat16 units gets: auto then resolves to float32, and OpenVINO's bf16 runtime
+    computes in float32 (its plugin still lists BF16 but cannot compile in it)."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert not native_bf16() and resolve_precision("auto", "x") == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a ceiling above it changes nothing
+    assert native_bf16() == any(bool(getattr(torch.cpu, n, lambda: False)()) for n in
+                                ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    openvino = pytest.importorskip("openvino", reason="openvino not installed (pip install 'iadbench[openvino]')")
+    from iadbench.deploy.openvino import _precision
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert _precision(openvino.Core(), "openvino-bf16") == "f32"

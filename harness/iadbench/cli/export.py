@@ -23,7 +23,7 @@ def export(
     fmt: str = typer.Option("onnx", "--format", help="onnx, openvino (float32 IR), openvino-fp16 (fp16 weights), openvino-bf16 (computed in bfloat16 where the CPU can) or openvino-int8 (NNCF INT8; needs --calibration)."),
     rtol: float = typer.Option(1e-3, "--rtol", help="Largest relative score difference from eager accepted (onnx; openvino formats use their parity bounds)."),
     threads: int = typer.Option(2, "--threads", help="Runtime threads for the self-check."),
-    calibration: Path | None = typer.Option(None, "--calibration", help="Good images (a file or folder, never test images) INT8 is calibrated on; every 4th (at most 6) is held out as a check image."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Good images (a file or folder, never test images) INT8 is calibrated on; every 4th (at most 6) is held out as a check image. Layers whose rounding moves the scores more than 5% go back to float32 (accuracy control)."),
 ) -> None:
     """Export preprocessing, backbone, scoring, upsampling and blur as one ONNX graph
     (uint8 images (N, H, W, 3) -> score (N,), map (N, H, W)); refuses to write a graph
@@ -100,6 +100,8 @@ def _export_openvino(model, fmt: str, out: Path, threads: int, calibration: Path
         if calibration is None:
             raise InputError("--format openvino-int8 needs --calibration GOOD_IMAGES (a file or folder of good images)")
         calib, good = calibration_images(calibration, det.input_size)
+        err_console.print(f"INT8: calibrating on {len(calib)} good images, then reverting the layers that move the "
+                          f"scores most to float32 until they hold (a few minutes on 2 cores) ...", highlight=False)
     try:
         rt = open_ir(det, fmt, model.directory, threads, calibration=calib, good=good, rebuild=calib is not None)
     except InputError as exc:
@@ -113,6 +115,8 @@ def _export_openvino(model, fmt: str, out: Path, threads: int, calibration: Path
     out.with_suffix(".iadbench.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
     c = rt.metadata["check"]
     what = "front graph (features; the search runs in Python)" if det.split_runtime else "whole graph"
+    if "convolutions" in meta:  # what accuracy control left in INT8
+        what += f", {meta['int8_convolutions']} of {meta['convolutions']} convolutions INT8"
     err_console.print(
         f"wrote {out} + .bin ({(out.stat().st_size + out.with_suffix('.bin').stat().st_size) / 1e6:.1f} MB, {what}, {rt.detail}); "
         f"vs eager on {c['images']} check images: scores {c['max_score_rel_diff']:.1e} relative, rank correlation "

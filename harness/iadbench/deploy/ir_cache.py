@@ -12,8 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from iadbench.deploy import parity
-from iadbench.deploy.openvino import IR_FORMAT, OpenVinoRuntime, convert, ir_folder, load_ir, quantize, save_ir
+from iadbench.deploy import openvino, parity
+from iadbench.deploy.openvino import (
+    IR_FORMAT,
+    OpenVinoRuntime,
+    Validation,
+    convert,
+    int8_share,
+    ir_folder,
+    load_ir,
+    quantize,
+    save_ir,
+)
 from iadbench.detector import Detector
 from iadbench.errors import InputError
 
@@ -66,6 +76,22 @@ def _onnx_graph(detector: Detector, directory: Path | None) -> bytes:
     return export.checked_graph(detector, front=front, images=export.check_images(detector.input_size, n=2)).graph
 
 
+#: Calibration images accuracy-aware INT8 validates on (each with a painted copy): every
+#: few of them, so they span the set; the gate's check images stay out of it.
+INT8_VALIDATION = 8
+
+
+def int8_validation(detector: Detector, calibration: np.ndarray) -> Validation:
+    """Calibration images and a painted copy of each, with eager's float32 scores: what
+    accuracy-aware INT8 holds its scores to. Painted with other seeds than the gate's,
+    and never the gate's held-out images, so the gate stays an independent check."""
+    step = max(1, len(calibration) // INT8_VALIDATION)
+    checks = parity.check_set(detector.input_size, calibration[::step][:INT8_VALIDATION], seed=1000)
+    reference = parity.eager_reference(detector, checks)
+    return Validation(images=checks.images, scores=np.asarray(reference.scores),
+                      finish=detector.predict_from_front if detector.split_runtime else None)
+
+
 def open_ir(detector: Detector, variant: str, directory: str | Path | None = None, threads: int = 2,
             calibration: np.ndarray | None = None, good: np.ndarray | None = None, rebuild: bool = False):
     """``detector`` in OpenVINO (``variant`` of iadbench.deploy.openvino.VARIANTS), gated.
@@ -80,13 +106,22 @@ def open_ir(detector: Detector, variant: str, directory: str | Path | None = Non
     if variant == INT8 and calibration is None:
         raise int8_needs_calibration(directory.name if directory is not None else detector.name)
     model = convert(_onnx_graph(detector, directory))
+    extra = {}
     if variant == INT8:
-        model = quantize(model, calibration)
+        model = quantize(model, calibration, int8_validation(detector, calibration))
+        extra["int8_convolutions"], extra["convolutions"] = int8_share(model)
     rt = runtime_of(model, detector, variant, threads)
     checks = parity.check_set(detector.input_size, good)
-    check = parity.gate(rt, parity.eager_reference(detector, checks), checks)
+    try:
+        check = parity.gate(rt, parity.eager_reference(detector, checks), checks)
+    except parity.ParityRefused as exc:
+        if variant != INT8:
+            raise
+        raise parity.ParityRefused(f"{exc} (accuracy control left {extra['int8_convolutions']} of "
+                                   f"{extra['convolutions']} convolutions in INT8 after at most "
+                                   f"{openvino.INT8_MAX_ROUNDS} rounds of reverting)") from None
     meta = {"runtime": variant, "check": check.as_dict(), "check_images": checks.source,
-            **({"calibration_images": len(calibration)} if calibration is not None and variant == INT8 else {})}
+            **({"calibration_images": len(calibration)} if calibration is not None and variant == INT8 else {}), **extra}
     rt.metadata, rt.check, rt.graph_source = meta, meta["check"], "built in memory"
     if directory is not None:
         meta.update(fingerprint=_fingerprint(directory, detector), ir_format=IR_FORMAT, detector=detector.name)
