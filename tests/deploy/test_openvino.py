@@ -234,3 +234,33 @@ def test_run_measures_latency_through_openvino(deploy_cache, tmp_path, capsys):
     assert rec["cost"]["latency_ms_p50"] > 0
     assert cli("run", "-d", "padim", "--runtime", "openvino-int8", "--run-dir", str(tmp_path / "r2")) == 2
     assert "unknown runtime 'openvino-int8'" in capsys.readouterr().err
+
+
+def test_a_cached_ir_is_gated_again_on_another_machine(padim, tmp_path, monkeypatch, reuse_graphs):
+    """The check images are kept beside the IR. Where the IR was built its recorded
+    numbers stand; on another CPU the gate runs again, so an IR that breaks there (here:
+    weights swapped for perturbed ones behind the cache's back) is refused there."""
+    from iadbench.deploy import ir_cache
+    from iadbench.deploy.openvino import CHECKS_FILE, load_ir, save_ir
+
+    folder = _folder(tmp_path, padim)
+    built = open_model(folder, "openvino").runtime
+    ir = ir_folder(folder, "openvino")
+    kept = np.load(ir / CHECKS_FILE, allow_pickle=False)
+    checks = parity.check_set(padim.input_size)
+    np.testing.assert_array_equal(kept["images"], checks.images)
+    np.testing.assert_array_equal(kept["masks"], checks.masks)
+    assert built.metadata["machine"] == ir_cache.machine()
+
+    elsewhere = {**ir_cache.machine(), "cpu": "a line PC's CPU"}
+    monkeypatch.setattr(ir_cache, "machine", lambda: elsewhere)
+    again = open_model(folder, "openvino").runtime
+    assert again.graph_source.endswith("gated again on this machine") and again.check["spearman"] > 0.999
+
+    _, meta = load_ir(ir)
+    broken = convert(_perturbed(ir_cache._onnx_graph(padim, folder), 1.5))
+    assert save_ir(broken, ir, "openvino", meta, parity.CheckSet(kept["images"], kept["labels"], kept["masks"], "kept"))
+    with pytest.raises(InputError, match=r"^openvino refused on 12 check images: .*\(on this machine; the IR passed on "):
+        open_model(folder, "openvino")
+    monkeypatch.setattr(ir_cache, "machine", lambda: meta["machine"])  # where it was built its record stands
+    assert open_model(folder, "openvino").runtime.graph_source == "cached model.openvino/"

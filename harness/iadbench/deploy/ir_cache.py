@@ -4,7 +4,10 @@ for INT8, held to the parity gate and cached (iadbench.deploy.openvino says wher
 
 A cached IR is fresh when its fingerprint is the model folder's graph fingerprint (the
 artifact, the plugin version, GRAPH_FORMAT) with IR_FORMAT; its recorded parity check
-is held to today's bound on every open."""
+is held to today's bound on every open. On another machine (another CPU, ISA ceiling or
+OpenVINO version: INT8, bfloat16 and float16 kernels round differently) the gate runs
+again on the check images kept beside the IR, so a model folder exported on a
+workstation is checked again on the line PC."""
 
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ from iadbench.deploy.openvino import (
     convert,
     int8_share,
     ir_folder,
+    load_checks,
     load_ir,
+    machine,
     quantize,
     save_ir,
 )
@@ -55,9 +60,20 @@ def cached_ir(directory: str | Path, detector: Detector, variant: str, threads: 
     model, meta = loaded
     if meta.get("fingerprint") != _fingerprint(Path(directory), detector) or not isinstance(meta.get("check"), dict):
         return None
-    parity.accept(meta["check"], parity.BOUNDS[variant])
     rt = runtime_of(model, detector, variant, threads)
     rt.metadata, rt.graph_source, rt.check = meta, f"cached {folder.name}/", meta["check"]
+    checks = load_checks(folder, str(meta.get("check_images", "the gate's check images")))
+    built_on = meta.get("machine")
+    if built_on == machine() or checks is None:  # where it was gated (or cached before checks were kept)
+        parity.accept(meta["check"], parity.BOUNDS[variant])
+        return rt
+    # another CPU rounds INT8, bfloat16 and float16 its own way: the gate runs again here
+    try:
+        rt.check = parity.gate(rt, parity.eager_reference(detector, checks), checks).as_dict()
+    except parity.ParityRefused as exc:
+        where = built_on.get("cpu") if isinstance(built_on, dict) else "another machine"
+        raise parity.ParityRefused(f"{exc} (on this machine; the IR passed on {where})") from None
+    rt.graph_source = f"cached {folder.name}/, gated again on this machine"
     return rt
 
 
@@ -120,12 +136,12 @@ def open_ir(detector: Detector, variant: str, directory: str | Path | None = Non
         raise parity.ParityRefused(f"{exc} (accuracy control left {extra['int8_convolutions']} of "
                                    f"{extra['convolutions']} convolutions in INT8 after at most "
                                    f"{openvino.INT8_MAX_ROUNDS} rounds of reverting)") from None
-    meta = {"runtime": variant, "check": check.as_dict(), "check_images": checks.source,
+    meta = {"runtime": variant, "check": check.as_dict(), "check_images": checks.source, "machine": machine(),
             **({"calibration_images": len(calibration)} if calibration is not None and variant == INT8 else {}), **extra}
     rt.metadata, rt.check, rt.graph_source = meta, meta["check"], "built in memory"
     if directory is not None:
         meta.update(fingerprint=_fingerprint(directory, detector), ir_format=IR_FORMAT, detector=detector.name)
         folder = ir_folder(directory, variant, detector.split_runtime)
-        stored = save_ir(model, folder, variant, meta)
+        stored = save_ir(model, folder, variant, meta, checks)
         rt.graph_source = f"built and cached as {folder.name}/" if stored else "built in memory (model folder not writable)"
     return rt

@@ -237,9 +237,23 @@ def ir_folder(directory: str | Path, variant: str, front: bool = False) -> Path:
     return Path(directory) / f"{'front' if front else 'model'}.{variant}"
 
 
-def save_ir(model, folder: Path, variant: str, meta: dict[str, Any]) -> bool:
-    """The IR (fp16-compressed for ``openvino-fp16``) and ``meta`` into ``folder``,
-    through a temporary folder renamed into place; False where it cannot be written."""
+CHECKS_FILE = "check_images.npz"
+
+
+def machine() -> dict[str, Any]:
+    """What an IR's numbers depend on besides its weights: the CPU (its INT8, bfloat16
+    and float16 kernels round differently), an ISA ceiling, the OpenVINO version."""
+    from iadbench.devices import cpu_model
+
+    return {"cpu": cpu_model(), "isa_ceiling": os.environ.get("ONEDNN_MAX_CPU_ISA") or None,
+            "openvino": getattr(_ov(), "__version__", None)}
+
+
+def save_ir(model, folder: Path, variant: str, meta: dict[str, Any], checks=None) -> bool:
+    """The IR (fp16-compressed for ``openvino-fp16``), ``meta`` and the gate's check
+    images (``checks``, a parity.CheckSet: uint8 images, labels and masks, so another
+    machine can run the gate again) into ``folder``, through a temporary folder renamed
+    into place; False where it cannot be written."""
     ov = _ov()
     try:
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", suffix=".tmp", dir=folder.parent))
@@ -248,6 +262,8 @@ def save_ir(model, folder: Path, variant: str, meta: dict[str, Any]) -> bool:
     try:
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=variant == "openvino-fp16")
         (tmp / META_FILE).write_text(json.dumps(meta, sort_keys=True, default=str))
+        if checks is not None:
+            np.savez_compressed(tmp / CHECKS_FILE, images=checks.images, labels=checks.labels, masks=checks.masks)
         os.chmod(tmp, 0o755)
         if folder.exists():  # stale: moved aside, then replaced
             old = folder.with_name(folder.name + f".old-{os.getpid()}")
@@ -268,4 +284,16 @@ def load_ir(folder: Path):
         meta = json.loads((folder / META_FILE).read_text())
         return _ov().Core().read_model(str(folder / "model.xml")), meta
     except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, whatever broke it
+        return None
+
+
+def load_checks(folder: Path, source: str):
+    """The gate's check images kept with a cached IR (a parity.CheckSet), or None
+    (cached before they were kept, or unreadable)."""
+    from iadbench.deploy.parity import CheckSet
+
+    try:
+        with np.load(folder / CHECKS_FILE, allow_pickle=False) as z:
+            return CheckSet(images=z["images"], labels=z["labels"], masks=z["masks"], source=source)
+    except (OSError, KeyError, ValueError):
         return None
