@@ -19,7 +19,8 @@ the scores' difference and both AUROCs) and in onnxruntime, interleaved round-ro
 relative score difference and image/pixel AUROC of both runtimes over the test set.
 With ``--openvino`` the OpenVINO runtimes too (float32, fp16, bf16 and INT8, calibrated on
 ``--calibration`` good training images of the category, six more held out as the gate's
-good check images; never test images), each line with its ratio to eager.
+good check images; never test images; with accuracy control, its gate line saying how
+many convolutions stayed INT8), each line with its ratio to eager.
 ``--isa avx2`` runs the same under an AVX2 ceiling (``AVX2_CEILING``): on a machine with
 AVX-512 and bfloat16 units, what torch, OpenVINO and numpy give a CPU without them
 (an emulation: the clocks, caches and onnxruntime's and faiss' kernels stay this CPU's).
