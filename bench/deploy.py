@@ -227,6 +227,7 @@ def _openvino_runtimes(args: argparse.Namespace, directory: str, det) -> dict:
     """The OpenVINO runtimes of a model folder, INT8 calibrated on the category's good
     training images (rebuilt each run: the calibration is this bench's choice)."""
     from iadbench.deploy.ir_cache import INT8, open_ir
+    from iadbench.deploy.openvino import int8_note
 
     split = _test_split(args.dataset, args.path or str(_mvtec_root()), args.category)
     train = load_images(split.train[: args.calibration + 6], det.input_size)
@@ -240,9 +241,7 @@ def _openvino_runtimes(args: argparse.Namespace, directory: str, det) -> dict:
             print(f"    {variant} refused: {exc}")
             continue
         c = out[variant].check
-        meta = out[variant].metadata
-        share = f", {meta['int8_convolutions']} of {meta['convolutions']} convolutions INT8" if "convolutions" in meta else ""
-        print(f"    {variant} gate ({time.perf_counter() - t:.0f} s to build{share}): scores {c['max_score_rel_diff']:.1e} relative, "
+        print(f"    {variant} gate ({time.perf_counter() - t:.0f} s to build{int8_note(out[variant].metadata)}): scores {c['max_score_rel_diff']:.1e} relative, "
               f"rank correlation {c['spearman']:.4f}, image AUROC {c['image_auroc']:.4f} ({c['image_auroc_eager']:.4f} eager), "
               f"pixel AUROC {c['pixel_auroc']:.4f} ({c['pixel_auroc_eager']:.4f}) on {c['images']} check images")
     return out

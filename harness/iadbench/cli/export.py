@@ -92,7 +92,7 @@ def _export_openvino(model, fmt: str, out: Path, threads: int, calibration: Path
     import shutil
 
     from iadbench.deploy.ir_cache import INT8, open_ir
-    from iadbench.deploy.openvino import ir_folder
+    from iadbench.deploy.openvino import int8_note, ir_folder
 
     det = model.detector
     calib = good = None
@@ -114,9 +114,7 @@ def _export_openvino(model, fmt: str, out: Path, threads: int, calibration: Path
     meta = {**rt.metadata, **_model_meta(model), "front": bool(det.split_runtime)}
     out.with_suffix(".iadbench.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n")
     c = rt.metadata["check"]
-    what = "front graph (features; the search runs in Python)" if det.split_runtime else "whole graph"
-    if "convolutions" in meta:  # what accuracy control left in INT8
-        what += f", {meta['int8_convolutions']} of {meta['convolutions']} convolutions INT8"
+    what = ("front graph (features; the search runs in Python)" if det.split_runtime else "whole graph") + int8_note(meta)
     err_console.print(
         f"wrote {out} + .bin ({(out.stat().st_size + out.with_suffix('.bin').stat().st_size) / 1e6:.1f} MB, {what}, {rt.detail}); "
         f"vs eager on {c['images']} check images: scores {c['max_score_rel_diff']:.1e} relative, rank correlation "

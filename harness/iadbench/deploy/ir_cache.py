@@ -62,9 +62,9 @@ def cached_ir(directory: str | Path, detector: Detector, variant: str, threads: 
         return None
     rt = runtime_of(model, detector, variant, threads)
     rt.metadata, rt.graph_source, rt.check = meta, f"cached {folder.name}/", meta["check"]
-    checks = load_checks(folder, str(meta.get("check_images", "the gate's check images")))
     built_on = meta.get("machine")
-    if built_on == machine() or checks is None:  # where it was gated (or cached before checks were kept)
+    checks = None if built_on == machine() else load_checks(folder, str(meta.get("check_images", "the gate's check images")))
+    if checks is None:  # where it was gated (or cached before check images were kept)
         parity.accept(meta["check"], parity.BOUNDS[variant])
         return rt
     # another CPU rounds INT8, bfloat16 and float16 its own way: the gate runs again here

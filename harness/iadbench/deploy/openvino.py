@@ -108,20 +108,20 @@ def quantize(model, calibration: np.ndarray, validation: Validation | None = Non
         raise InputError("--runtime openvino-int8 needs nncf (pip install 'iadbench[openvino]')") from None
     if len(calibration) == 0:
         raise InputError("INT8 quantization needs at least one calibration image")
-    items = [np.ascontiguousarray(calibration[i : i + 1]) for i in range(len(calibration))]
+    items = _one_by_one(calibration)
     common = dict(subset_size=len(items), preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True,
                   ignored_scope=nncf.IgnoredScope(names=scoring_tail(model), validate=False))
     with _quiet_nncf(nncf):
         if validation is None:
             return nncf.quantize(model, nncf.Dataset(items), **common)
-        checks = [np.ascontiguousarray(validation.images[i : i + 1]) for i in range(len(validation.images))]
+        checks = _one_by_one(validation.images)
         reference = np.abs(np.asarray(validation.scores, dtype=np.float64))
 
         def agreement(compiled, data) -> tuple[float, list[float]]:
             """1 minus each image's relative score error from eager (higher is better; 1
             where equal: NNCF divides by the float graph's value), and the worst."""
-            per = [1 - abs(_score(compiled, item, validation.finish) - ref) / max(ref, 1e-12)
-                   for item, ref in zip(data, reference)]
+            scores = [float(_prediction(compiled, compiled(item), validation.finish).scores[0]) for item in data]
+            per = [1 - abs(score - ref) / max(ref, 1e-12) for score, ref in zip(scores, reference)]
             return float(min(per)), per
 
         return nncf.quantize_with_accuracy_control(
@@ -130,11 +130,9 @@ def quantize(model, calibration: np.ndarray, validation: Validation | None = Non
             **common)
 
 
-def _score(compiled, item: np.ndarray, finish) -> float:
-    out = compiled(item)
-    if finish is not None:
-        return float(finish(np.array(out[compiled.output(FRONT_OUTPUT)])).scores[0])
-    return float(np.array(out[compiled.output(OUTPUTS[0])]).reshape(-1)[0])
+def _one_by_one(images: np.ndarray) -> list[np.ndarray]:
+    """Batches of one image: NNCF feeds each item to the graph as it is."""
+    return [np.ascontiguousarray(images[i : i + 1]) for i in range(len(images))]
 
 
 @contextlib.contextmanager
@@ -146,6 +144,11 @@ def _quiet_nncf(nncf):
     nncf.set_log_level(logging.WARNING)
     with contextlib.redirect_stdout(io.StringIO()):
         yield
+
+
+def int8_note(meta: dict[str, Any]) -> str:
+    """', N of M convolutions INT8' for an IR's metadata where accuracy control ran, else ''."""
+    return f", {meta['int8_convolutions']} of {meta['convolutions']} convolutions INT8" if "convolutions" in meta else ""
 
 
 def int8_share(model) -> tuple[int, int]:
@@ -225,12 +228,15 @@ class OpenVinoRuntime:
 
     def _predict_batch(self, images: np.ndarray) -> Prediction:
         with self._lock:
-            out = self._request.infer({INPUT: images})
-            if self.finish is not None:
-                return self.finish(np.array(out[self.compiled.output(FRONT_OUTPUT)]))
-            score = np.array(out[self.compiled.output(OUTPUTS[0])])
-            amap = np.array(out[self.compiled.output(OUTPUTS[1])])
-        return Prediction(scores=score, maps=amap)
+            return _prediction(self.compiled, self._request.infer({INPUT: images}), self.finish)
+
+
+def _prediction(compiled, out, finish) -> Prediction:
+    """A compiled graph's outputs ``out`` as a Prediction: score and map, or a front
+    graph's features finished in Python."""
+    if finish is not None:
+        return finish(np.array(out[compiled.output(FRONT_OUTPUT)]))
+    return Prediction(scores=np.array(out[compiled.output(OUTPUTS[0])]), maps=np.array(out[compiled.output(OUTPUTS[1])]))
 
 
 def ir_folder(directory: str | Path, variant: str, front: bool = False) -> Path:
