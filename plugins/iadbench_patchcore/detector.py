@@ -55,11 +55,13 @@ given the same projected features and start. Deliberate differences:
 * Coreset size round(ratio * n) where anomalib takes int(ratio * n): at most one more.
 * A one-row bank scores the plain distance; anomalib's softmax over one row gives 0.
 
-``search`` (search.py): ``hnsw`` (default since spec version 3: a faiss HNSW graph,
-``hnsw_ef`` = efSearch, default 16 (32 in versions 4 and 5), with an exact re-check of each
-image's top patches that makes image scores exact, since version 7 after tightening the
-largest bounds by an inverted file; maps approximate elsewhere) or
-``exact`` (the chunked GEMM above, the default up to version 2). The gate for the
+``search`` (search.py): ``ivfpq`` (default since spec version 8: faiss IVF-PQ in its
+fast-scan layout, ``ivf_probe`` 8 lists probed, 8 candidates re-ranked exactly), ``hnsw``
+(the default of versions 3-7: a faiss HNSW graph, ``hnsw_ef`` = efSearch, default 16, 32
+in versions 4 and 5), each with an exact re-check of each image's top patches that makes
+image scores exact, since version 7 after tightening the largest bounds by an inverted
+file; maps approximate elsewhere; or ``exact`` (the chunked GEMM above, the default up
+to version 2). The gate for the
 default: pixel AUROC within 0.002 of exact search on every test image of bottle and
 magnetic tile (python -m bench.deploy search), image AUROC equal. Version 3 (152
 coordinates, ef 16): bottle -0.00004, magnetic tile -0.00037 (M 32 graph). Version 4's
@@ -70,8 +72,11 @@ ef 64). Version 6, back at 152 coordinates (version 5), is at ef 16 again: bottl
 -0.00004, magnetic tile -0.00020 (M 48 graph; ef 8 -0.00007 and -0.00050 also passes,
 but on a 77k-row bank its looser bounds need ~3 exact re-check passes an image against
 2 at ef 16). Version 7 (tightening, one exact pass of one patch an image, rarely two):
-bottle -0.00000 (its 4x bank -0.00007), magnetic tile -0.00019. A search-time choice: a
-fitted bank serves either (``use_search``), and the onnx runtime runs the backbone in onnxruntime and the HNSW search here
+bottle -0.00000 (its 4x bank -0.00007), magnetic tile -0.00019. Version 8 (IVF-PQ,
+8 lists): bottle -0.00005, magnetic tile -0.00078 (4 lists: -0.00004, -0.00171, too near
+the line; 16: -0.00026 on a fifth of magnetic tile), for about half the search's CPU
+time (search.py). A search-time choice: a
+fitted bank serves any (``use_search``), and the onnx runtime runs the backbone in onnxruntime and the approximate search here
 (``export_front`` / ``predict_from_front``).
 
 Out-of-fold scores (``fit_out_of_fold``, ``out_of_fold = "self-excluded bank"``), on which
@@ -170,8 +175,9 @@ class PatchCore(BackboneMixin, Detector):
         num_neighbors: int = 9,
         sigma: float = 4.0,
         layer_dim: int | None = None,
-        search: str = "hnsw",
+        search: str = "ivfpq",
         hnsw_ef: int = 16,
+        ivf_probe: int = 8,
     ):
         arch = canonical_arch(backbone)
         layers = list(layers) if layers else list(DEFAULT_LAYERS[ARCHS[arch].family])
@@ -186,6 +192,8 @@ class PatchCore(BackboneMixin, Detector):
         search = check_search(search)
         if isinstance(hnsw_ef, bool) or not isinstance(hnsw_ef, int) or hnsw_ef < 1:
             raise InputError(f"patchcore: hnsw_ef must be a positive integer, got {hnsw_ef!r}")
+        if isinstance(ivf_probe, bool) or not isinstance(ivf_probe, int) or ivf_probe < 1:
+            raise InputError(f"patchcore: ivf_probe must be a positive integer, got {ivf_probe!r}")
         self.params.update(layers=layers, search=search)  # resolved: a saved model keeps them
         self.input_size = (int(input_size), int(input_size))
         self.backbone, self.layers, self.weights = arch, layers, weights
@@ -198,11 +206,11 @@ class PatchCore(BackboneMixin, Detector):
         self.train_patches: int | None = None
         self._bank_sq: torch.Tensor | None = None
         self._neighbourhoods: torch.Tensor | None = None  # (M, b), see core.bank_neighbourhoods
-        self.search, self.hnsw_ef = search, int(hnsw_ef)
+        self.search, self.hnsw_ef, self.ivf_probe = search, int(hnsw_ef), int(ivf_probe)
         self._searcher: BankSearch | None = None
 
     def to(self, device: str):
-        """The backbone on ``device``; the memory bank and its nearest-neighbour search stay on the CPU (the search backends, exact and HNSW, are CPU code)."""
+        """The backbone on ``device``; the memory bank and its nearest-neighbour search stay on the CPU (the search backends, exact, HNSW and IVF-PQ, are CPU code)."""
         self.backbone_to(device)
         return self
 
@@ -246,7 +254,7 @@ class PatchCore(BackboneMixin, Detector):
         """``fit``, then each training image scored against the bank less the rows taken
         from its own patches (module doc: a self-excluded bank, not a refit), from the
         embeddings the fit computed. Maps as ``predict`` (approximate off each image's
-        maximum with hnsw search), scores exact with either search."""
+        maximum with an approximate search), scores exact with any search."""
         if len(images) < 2:
             raise InputError(f"patchcore: out-of-fold scores need at least 2 training images, got {len(images)}")
         patches, grid = self._training_patches(images)
@@ -301,14 +309,15 @@ class PatchCore(BackboneMixin, Detector):
     def searcher(self) -> BankSearch:
         if self._searcher is None:
             bank, _ = self._bank()
-            self._searcher = BankSearch(bank, self.search, ef=self.hnsw_ef)
+            self._searcher = BankSearch(bank, self.search, ef=self.hnsw_ef, probe=self.ivf_probe)
         return self._searcher
 
-    def use_search(self, search: str, hnsw_ef: int | None = None) -> None:
+    def use_search(self, search: str, hnsw_ef: int | None = None, ivf_probe: int | None = None) -> None:
         """Switch the nearest-neighbour search of a fitted model (the bank is unchanged)."""
         self.search = check_search(search)
         self.hnsw_ef = int(hnsw_ef) if hnsw_ef is not None else self.hnsw_ef
-        self.params.update(search=self.search, hnsw_ef=self.hnsw_ef)
+        self.ivf_probe = int(ivf_probe) if ivf_probe is not None else self.ivf_probe
+        self.params.update(search=self.search, hnsw_ef=self.hnsw_ef, ivf_probe=self.ivf_probe)
         self._searcher = None
 
     def predict(self, images: np.ndarray) -> Prediction:
@@ -343,7 +352,7 @@ class PatchCore(BackboneMixin, Detector):
 
     @property
     def split_runtime(self) -> bool:
-        # faiss is not an ONNX operator: with HNSW search the graph stops at the
+        # faiss is not an ONNX operator: with an approximate search the graph stops at the
         # embedding and the search runs here (exact search stays one graph).
         return self.search != "exact"
 

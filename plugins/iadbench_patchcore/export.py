@@ -3,11 +3,12 @@
 
 The search in the graph is the exact one (||q||^2 + ||m||^2 - 2 q.m and a min over the
 bank) whatever the model's ``search``: an ONNX graph has no faiss. Image scores equal
-eager ones under either search (hnsw re-checks each image's top patches exactly);
+eager ones under any search (the approximate ones re-check each image's top patches exactly);
 maps equal the exact search's. ``adbench export`` writes this graph.
 
-``PatchCoreFront`` is the graph up to the embedding: the onnx runtime of a model with
-HNSW search (the default) runs it in onnxruntime and searches with faiss in Python.
+``PatchCoreFront`` is the graph up to the embedding: the onnx runtime of a model with an
+approximate search (IVF-PQ, the default, or HNSW) runs it in onnxruntime and searches
+with faiss in Python.
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ def test_auto_runtime_keeps_a_bfloat16_detector_eager(efficientad):
 
 
 def test_patchcore_onnx_runtime_splits_at_the_search(patchcore, images):
-    """HNSW search (the default) cannot live in a graph: the onnx runtime runs the
-    backbone and embedding in onnxruntime and the faiss search in Python."""
+    """An approximate search (IVF-PQ, the default) cannot live in a graph: the onnx
+    runtime runs the backbone and embedding in onnxruntime and the faiss search in Python."""
     rt = open_runtime(patchcore, "onnx")
     assert isinstance(rt, SplitOnnxRuntime) and rt.name == "onnx"
     eager, got = patchcore.predict(images[4:]), rt.predict(images[4:])
@@ -95,7 +95,7 @@ def test_patchcore_onnx_runtime_splits_at_the_search(patchcore, images):
         patchcore.use_search("exact")
         assert isinstance(open_runtime(patchcore, "onnx"), OnnxRuntime)
     finally:
-        patchcore.use_search("hnsw", 32)
+        patchcore.use_search("ivfpq")
     with pytest.raises(InputError, match="images must be uint8"):
         rt.predict(images[4:, :32])
 

@@ -1,4 +1,5 @@
-"""PatchCore's HNSW search: the image maximum and its nearest row are exact."""
+"""PatchCore's approximate searches (HNSW, IVF-PQ): the image maximum and its nearest
+row are exact."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ pytest.importorskip("faiss", reason="faiss-cpu not installed (pip install 'iadbe
 from iadbench.api import InputError  # noqa: E402
 from iadbench_patchcore.search import BankSearch  # noqa: E402
 
+#: Each approximate search set up poorly on purpose (efSearch 1; one list probed), so
+#: that the re-check has something to correct.
+POOR = {"hnsw": {"ef": 1}, "ivfpq": {"probe": 1}}
 
-def test_hnsw_recheck_makes_each_image_maximum_exact():
+
+@pytest.mark.parametrize("search,dim", [("hnsw", 24), ("ivfpq", 24), ("ivfpq", 22)])
+def test_recheck_makes_each_image_maximum_exact(search, dim):
+    # 22 coordinates: IVF-PQ pads them to 24 (product codes of 4), which changes no distance
     rng = np.random.default_rng(0)
-    bank = torch.from_numpy(rng.normal(size=(3000, 24)).astype(np.float32))
-    q = torch.from_numpy(rng.normal(size=(3, 200, 24)).astype(np.float32) * 1.3)
-    # efSearch 1 makes the graph search poor on purpose: the recheck must still find the truth
-    dist, index = BankSearch(bank, "hnsw", ef=1, tighten_top=2)(q)
+    bank = torch.from_numpy(rng.normal(size=(3000, dim)).astype(np.float32))
+    q = torch.from_numpy(rng.normal(size=(3, 200, dim)).astype(np.float32) * 1.3)
+    dist, index = BankSearch(bank, search, tighten_top=2, **POOR[search])(q)
     for k in range(3):
         true = cdist(q[k].numpy().astype(np.float64), bank.numpy().astype(np.float64))
         true_min = true.min(1)
@@ -28,30 +34,43 @@ def test_hnsw_recheck_makes_each_image_maximum_exact():
         np.testing.assert_allclose(float(dist[k, p]), true_min.max(), rtol=1e-5)
         assert int(index[k, p]) == int(true[p].argmin())
     exact, exact_index = BankSearch(bank, "exact")(q)
-    np.testing.assert_allclose(exact.numpy(), cdist(q.reshape(-1, 24), bank).min(1).reshape(3, 200), rtol=1e-4)
+    np.testing.assert_allclose(exact.numpy(), cdist(q.reshape(-1, dim), bank).min(1).reshape(3, 200), rtol=1e-4)
 
 
-def test_patchcore_hnsw_scores_equal_exact(patchcore, images):
-    assert patchcore.search == "hnsw"  # the default since spec version 3
+def test_a_small_bank_is_searched_exactly_by_ivfpq():
+    # under SMALLEST_QUANTIZED_BANK rows a product quantizer cannot train: a flat index
+    rng = np.random.default_rng(4)
+    bank = torch.from_numpy(rng.normal(size=(100, 10)).astype(np.float32))
+    q = torch.from_numpy(rng.normal(size=(2, 40, 10)).astype(np.float32))
+    dist, index = BankSearch(bank, "ivfpq", probe=1)(q)
+    true = cdist(q.reshape(-1, 10).numpy().astype(np.float64), bank.numpy().astype(np.float64))
+    np.testing.assert_allclose(dist.reshape(-1).numpy(), true.min(1), rtol=1e-4)
+    assert np.array_equal(index.reshape(-1).numpy(), true.argmin(1))
+
+
+@pytest.mark.parametrize("search,knob", [("hnsw", {"hnsw_ef": 4}), ("ivfpq", {"ivf_probe": 1})])
+def test_patchcore_approximate_scores_equal_exact(patchcore, images, search, knob):
+    assert patchcore.search == "ivfpq"  # the default since spec version 8
     try:
         patchcore.use_search("exact")
         exact = patchcore.predict(images[4:])
-        patchcore.use_search("hnsw", 4)
+        patchcore.use_search(search, **knob)
         approx = patchcore.predict(images[4:])
     finally:
-        patchcore.use_search("hnsw", 32)
+        patchcore.use_search("ivfpq", hnsw_ef=16, ivf_probe=4)
     np.testing.assert_allclose(approx.scores, exact.scores, rtol=1e-5)
     assert np.abs(approx.maps - exact.maps).max() <= 0.05 * np.abs(exact.maps).max()
 
 
-def test_hnsw_build_is_deterministic():
-    # A poor graph (ef 1, tiny M) makes approximate distances differ from exact ones, so
-    # two builds agree only if the graph is the same.
+@pytest.mark.parametrize("search", ["hnsw", "ivfpq"])
+def test_index_build_is_deterministic(search):
+    # A poor index (ef 1 and a tiny M; one list probed) makes approximate distances
+    # differ from exact ones, so two builds agree only if the index is the same.
     rng = np.random.default_rng(1)
     bank = torch.from_numpy(rng.normal(size=(4000, 32)).astype(np.float32))
     q = torch.from_numpy(rng.normal(size=(2, 300, 32)).astype(np.float32))
     torch.set_num_threads(2)
-    runs = [BankSearch(bank, "hnsw", ef=1, hnsw_m=4)(q) for _ in range(3)]
+    runs = [BankSearch(bank, search, hnsw_m=4, **POOR[search])(q) for _ in range(3)]
     exact, _ = BankSearch(bank, "exact")(q)
     assert not torch.allclose(runs[0][0], exact)  # approximate somewhere, else the test proves nothing
     for dist, index in runs[1:]:
@@ -63,7 +82,8 @@ def test_search_parameter_is_checked():
         BankSearch(torch.zeros(3, 2), "annoy")
 
 
-def test_hnsw_leaves_the_thread_count_alone():
+@pytest.mark.parametrize("search", ["hnsw", "ivfpq"])
+def test_search_leaves_the_thread_count_alone(search):
     # faiss shares torch's OpenMP runtime when torch is imported first: its single-threaded
     # build once left torch (and every latency measured after it) on one thread.
     pytest.importorskip("faiss")
@@ -73,14 +93,15 @@ def test_hnsw_leaves_the_thread_count_alone():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        BankSearch(bank, "hnsw", ef=4, hnsw_m=8)(q)
+        BankSearch(bank, search, ef=4, hnsw_m=8)(q)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
 
-def test_tightening_leaves_one_or_two_exact_passes(monkeypatch):
-    # Clustered rows and a poor graph (ef 1, M 4) make graph failures; the inverted file
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_tightening_leaves_one_or_two_exact_passes(monkeypatch, kind):
+    # Clustered rows and a poor index (ef 1, M 4; one list) make search failures; the inverted file
     # tightens the largest bounds first, so each image needs one exact pass of one patch,
     # at most a second one, and the maximum is still exact.
     import iadbench_patchcore.search as search
@@ -92,7 +113,7 @@ def test_tightening_leaves_one_or_two_exact_passes(monkeypatch):
     passes = []
     real = search.nearest
     monkeypatch.setattr(search, "nearest", lambda x, *a, **k: passes.append(len(x)) or real(x, *a, **k))
-    dist, index = BankSearch(bank, "hnsw", ef=1, hnsw_m=4)(q)
+    dist, index = BankSearch(bank, kind, hnsw_m=4, **POOR[kind])(q)
     over = []
     for k in range(4):
         true = cdist(q[k].numpy().astype(np.float64), bank.numpy().astype(np.float64))
@@ -101,5 +122,5 @@ def test_tightening_leaves_one_or_two_exact_passes(monkeypatch):
         p = int(dist[k].argmax())
         np.testing.assert_allclose(float(dist[k, p]), true.min(1).max(), rtol=1e-5)
         assert int(index[k, p]) == int(true[p].argmin())
-    assert np.max(over) > 1.0  # the graph did fail somewhere, else the test proves nothing
+    assert np.max(over) > 1.0  # the search did fail somewhere, else the test proves nothing
     assert len(passes) <= 2 * 4 and passes[0] == 1

@@ -18,7 +18,7 @@ from iadbench_patchcore.search import BankSearch
 from .conftest import synthetic_objects
 
 needs_faiss = pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss-cpu not installed")
-SEARCHES = ["exact", pytest.param("hnsw", marks=needs_faiss)]
+SEARCHES = ["exact", pytest.param("hnsw", marks=needs_faiss), pytest.param("ivfpq", marks=needs_faiss)]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def _reference(det: PatchCore, images: np.ndarray) -> tuple[np.ndarray, np.ndarr
 @pytest.mark.parametrize("ratio", [0.25, 1.0])
 @pytest.mark.parametrize("search", SEARCHES)
 def test_out_of_fold_equals_brute_force_self_excluded_bank(images, ratio, search):
-    det = PatchCore(input_size=64, coreset_ratio=ratio, search=search, hnsw_ef=1)
+    det = PatchCore(input_size=64, coreset_ratio=ratio, search=search, hnsw_ef=1, ivf_probe=1)
     oof = det.fit_out_of_fold(images, FitContext(seed=2))
     ref_scores, ref_maps = _reference(det, images)
     assert oof.scores.shape == (12,) and oof.maps.shape == (12, 64, 64)
@@ -112,16 +112,17 @@ def test_out_of_fold_needs_two_images(images):
 
 
 @needs_faiss
-def test_hnsw_search_with_excluded_rows_certifies_each_maximum():
-    """A poor graph (ef 1, M 4) on clustered rows, queries lying on bank rows that their
-    image excludes: the graph and the inverted file must skip those rows, and each
-    image's maximum and its row are still the exact ones of the reduced bank."""
+@pytest.mark.parametrize("search,poor", [("hnsw", {"ef": 1, "hnsw_m": 4}), ("ivfpq", {"probe": 1})])
+def test_approximate_search_with_excluded_rows_certifies_each_maximum(search, poor):
+    """A poor index (a graph at ef 1, M 4; IVF-PQ probing one list) on clustered rows,
+    queries lying on bank rows that their image excludes: every index must skip those
+    rows, and each image's maximum and its row are still the exact ones of the reduced bank."""
     rng = np.random.default_rng(7)
     centres = rng.normal(size=(20, 16)) * 4
     bank = (centres[rng.integers(20, size=4000)] + rng.normal(size=(4000, 16))).astype(np.float32)
     own = [torch.from_numpy(rng.choice(4000, 300, replace=False)) for _ in range(4)]
     q = np.stack([bank[o[:250].numpy()] + rng.normal(size=(250, 16)).astype(np.float32) * 0.05 for o in own])
-    search = BankSearch(torch.from_numpy(bank), "hnsw", ef=1, hnsw_m=4)
+    search = BankSearch(torch.from_numpy(bank), search, **poor)
     dist, index = search(torch.from_numpy(q), exclude=own)
     over = []
     for k in range(4):
@@ -133,7 +134,7 @@ def test_hnsw_search_with_excluded_rows_certifies_each_maximum():
         p = int(dist[k].argmax())
         np.testing.assert_allclose(float(dist[k, p]), true.min(1).max(), rtol=1e-5)
         assert int(index[k, p]) == int(keep[true[p].argmin()])
-    assert np.max(over) > 0.5  # the graph did fail somewhere, else the test proves nothing
+    assert np.max(over) > 0.5  # the search did fail somewhere, else the test proves nothing
     # no exclusion: the unfiltered search finds the excluded rows themselves
     plain, _ = search(torch.from_numpy(q))
     assert float(plain.min()) < 0.5 * float(dist.min())
