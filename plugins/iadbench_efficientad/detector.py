@@ -124,6 +124,7 @@ class EfficientAD(BackboneMixin, Detector):
         precision: str = "auto",
         teacher_channels: int | None = TEACHER_CHANNELS,
         predict_precision: str = "auto",
+        student_width: float = 1.0,
     ):
         if variant not in PDNS:
             raise InputError(f"efficientad: unknown variant {variant!r} (choose from {sorted(PDNS)})")
@@ -142,6 +143,8 @@ class EfficientAD(BackboneMixin, Detector):
             raise InputError(f"efficientad: mining_quantile must be in (0, 1), got {mining_quantile}")
         if teacher_channels is not None and (not isinstance(teacher_channels, int) or isinstance(teacher_channels, bool) or teacher_channels < 1):
             raise InputError(f"efficientad: teacher_channels must be an integer >= 1 (or null: the stages' own), got {teacher_channels!r}")
+        if not 0 < float(student_width) <= 4:
+            raise InputError(f"efficientad: student_width must be in (0, 4] (1: the paper's PDN), got {student_width!r}")
         if penalty_dir and not Path(penalty_dir).expanduser().is_dir():
             raise InputError(f"efficientad: penalty_dir is not a folder: {penalty_dir}")
         self.precision = resolve_precision(precision, "efficientad")
@@ -154,7 +157,7 @@ class EfficientAD(BackboneMixin, Detector):
         self.teacher_state = read_teacher_state(teacher_weights, variant) if teacher_weights else None
         self.params.update(teacher_layers=layers)  # resolved: a saved model keeps them
         self.input_size = (int(input_size), int(input_size))
-        self.variant, self.steps = variant, int(steps)
+        self.variant, self.steps, self.student_width = variant, int(steps), float(student_width)
         self.lr, self.ae_lr, self.weight_decay = float(lr), float(ae_lr), float(weight_decay)
         self.penalty_dir, self.val_fraction = penalty_dir, float(val_fraction)
         self.mining_quantile = float(mining_quantile)
@@ -167,7 +170,7 @@ class EfficientAD(BackboneMixin, Detector):
         self.requested_channels = teacher_channels  # validated above: None or an int >= 1
         self.channels = TEACHER_CHANNELS
         pdn = PDNS[variant]
-        self.student = pdn(2 * self.channels, padding=self.padding)
+        self.student = self._new_student()
         self.ae = AutoEncoder(self.channels, padding=self.padding, input_size=self.input_size[0])
         self.pdn_teacher = None
         if self.teacher_state is not None:
@@ -188,6 +191,11 @@ class EfficientAD(BackboneMixin, Detector):
         self.predict_precision = resolve_precision(self.params.get("predict_precision", "auto"),
                                                    "efficientad predict_precision", self.device)
         return self
+
+    def _new_student(self) -> torch.nn.Module:
+        """The student PDN: twice the teacher's channels out (the teacher's, then the
+        autoencoder's), hidden channels at ``student_width`` times the paper's."""
+        return PDNS[self.variant](2 * self.channels, padding=self.padding, width=self.student_width)
 
     # --- teacher -----------------------------------------------------------------
 
@@ -233,10 +241,9 @@ class EfficientAD(BackboneMixin, Detector):
                 self.channels = self.requested_channels
         torch.manual_seed(int(ctx.seed))  # initialisation and dropout
         gen = torch.Generator().manual_seed(int(ctx.seed))
-        pdn = PDNS[self.variant]
         c = self.channels
         # initialised on the CPU, then moved: the same initial weights on any device
-        self.student = pdn(2 * c, padding=self.padding).to(self.device)
+        self.student = self._new_student().to(self.device)
         self.ae = AutoEncoder(c, padding=self.padding, input_size=self.input_size[0]).to(self.device)
 
         n_val = int(round(len(images) * self.val_fraction)) if len(images) >= 5 else 0
@@ -375,7 +382,7 @@ class EfficientAD(BackboneMixin, Detector):
         # The networks' width is the teacher's, as saved (a projection's 384 by default,
         # the stages' own channels with teacher_channels=None).
         self.channels = int(tensors["teacher_mean"].shape[1])  # (1, C, 1, 1)
-        self.student = PDNS[self.variant](2 * self.channels, padding=self.padding)
+        self.student = self._new_student()
         self.ae = AutoEncoder(self.channels, padding=self.padding, input_size=self.input_size[0])
         try:
             self.student.load_state_dict(part("student."))

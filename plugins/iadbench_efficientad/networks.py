@@ -26,6 +26,11 @@ def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def scaled(channels: int, width: float) -> int:
+    """A hidden layer's channels at ``width`` times the paper's (at least 8)."""
+    return max(8, round(channels * width))
+
+
 def _padded(conv: nn.Conv2d, x: torch.Tensor, pad: int) -> torch.Tensor:
     """``conv`` on ``x`` zero-padded by ``pad``: the padded PDN's convolutions. The pad
     is a separate op, not the convolution's own, because oneDNN has no fast kernel
@@ -40,15 +45,19 @@ class SmallPDN(nn.Module):
     Without padding a 256 px input gives a 56x56 grid; with padding (3 on the 4x4
     convolutions, 1 on the pools and the 3x3) the grid is input/4 (64x64).
     The ReLUs work in place: on the first convolution's 8M activations a copying ReLU
-    was a fifth of a bfloat16 forward pass (same values, same gradients)."""
+    was a fifth of a bfloat16 forward pass (same values, same gradients).
+    ``width`` scales the hidden channels (128, 256, 256): 1 is the paper's network, the
+    only width a published teacher has; below 1 a narrower student (the detector's
+    ``student_width``)."""
 
-    def __init__(self, out_channels: int = 384, padding: bool = False):
+    def __init__(self, out_channels: int = 384, padding: bool = False, width: float = 1.0):
         super().__init__()
         self.p = p = 1 if padding else 0
-        self.conv1 = nn.Conv2d(3, 128, 4)
-        self.conv2 = nn.Conv2d(128, 256, 4)
-        self.conv3 = nn.Conv2d(256, 256, 3)
-        self.conv4 = nn.Conv2d(256, out_channels, 4)
+        c1, c2 = scaled(128, width), scaled(256, width)
+        self.conv1 = nn.Conv2d(3, c1, 4)
+        self.conv2 = nn.Conv2d(c1, c2, 4)
+        self.conv3 = nn.Conv2d(c2, c2, 3)
+        self.conv4 = nn.Conv2d(c2, out_channels, 4)
         self.pool1 = nn.AvgPool2d(2, 2, padding=p)
         self.pool2 = nn.AvgPool2d(2, 2, padding=p)
 
@@ -60,16 +69,18 @@ class SmallPDN(nn.Module):
 
 
 class MediumPDN(nn.Module):
-    """PDN-M: six convolutions (wider, two 1x1), the same 33x33 receptive field."""
+    """PDN-M: six convolutions (wider, two 1x1), the same 33x33 receptive field;
+    ``width`` scales the hidden channels (256, 512, 512, 512) as PDN-S's."""
 
-    def __init__(self, out_channels: int = 384, padding: bool = False):
+    def __init__(self, out_channels: int = 384, padding: bool = False, width: float = 1.0):
         super().__init__()
         self.p = p = 1 if padding else 0
-        self.conv1 = nn.Conv2d(3, 256, 4)
-        self.conv2 = nn.Conv2d(256, 512, 4)
-        self.conv3 = nn.Conv2d(512, 512, 1)
-        self.conv4 = nn.Conv2d(512, 512, 3)
-        self.conv5 = nn.Conv2d(512, out_channels, 4)
+        c1, c2 = scaled(256, width), scaled(512, width)
+        self.conv1 = nn.Conv2d(3, c1, 4)
+        self.conv2 = nn.Conv2d(c1, c2, 4)
+        self.conv3 = nn.Conv2d(c2, c2, 1)
+        self.conv4 = nn.Conv2d(c2, c2, 3)
+        self.conv5 = nn.Conv2d(c2, out_channels, 4)
         self.conv6 = nn.Conv2d(out_channels, out_channels, 1)
         self.pool1 = nn.AvgPool2d(2, 2, padding=p)
         self.pool2 = nn.AvgPool2d(2, 2, padding=p)

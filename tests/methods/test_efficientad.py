@@ -186,6 +186,31 @@ def test_teacher_width_is_the_backbone_stages_own_or_a_fixed_projection(tmp_path
     assert check.max_score_rel_diff <= 1e-3 and check.max_map_rel_diff <= 1e-3
 
 
+def test_a_narrower_student_fits_saves_reloads_and_exports(tmp_path):
+    """student_width scales the student's hidden channels only (its outputs stay twice
+    the teacher's); the folder reloads to the same maps and exports to the same graph."""
+    x = synthetic_objects(5, 64)
+    det = EfficientAD(input_size=64, steps=2, teacher_channels=None, student_width=0.5)
+    det.fit(x, FitContext(seed=0))
+    shapes = {k: tuple(v.shape) for k, v in det.student.state_dict().items() if k.endswith("weight")}
+    assert shapes == {"conv1.weight": (64, 3, 4, 4), "conv2.weight": (128, 64, 4, 4),
+                      "conv3.weight": (128, 128, 3, 3), "conv4.weight": (240, 128, 4, 4)}
+    paper = EfficientAD(input_size=64, steps=2, teacher_channels=None)
+    assert paper.student.conv1.weight.shape[0] == 128 and MediumPDN(8, width=0.25).conv2.weight.shape[0] == 128
+    det.save(tmp_path / "m")
+    back = load_detector(tmp_path / "m", get_registry())
+    assert back.student_width == 0.5
+    np.testing.assert_allclose(back.predict(x[:2]).maps, det.predict(x[:2]).maps, rtol=1e-5, atol=1e-6)
+    for bad in (0, -1, 5):
+        with pytest.raises(InputError, match="student_width"):
+            EfficientAD(student_width=bad)
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'iadbench[deploy]')")
+    from iadbench.deploy.export import export_onnx
+
+    check = export_onnx(det, tmp_path / "m.onnx", images=x[:2])
+    assert check.max_score_rel_diff <= 1e-3 and check.max_map_rel_diff <= 1e-3
+
+
 def test_pdn_teacher_weights_and_penalty_folder(tmp_path):
     from PIL import Image
 
