@@ -2,7 +2,7 @@
 side, and a load test of the web service.
 
     python -m bench.deploy search MODEL_DIR --dataset mvtec --path ../shared/data/mvtec_ad --category bottle
-    python -m bench.deploy latency MODEL_DIR... [--category bottle] [--repeats 20] [--openvino]
+    python -m bench.deploy latency MODEL_DIR... [--category bottle] [--repeats 20] [--openvino [VARIANTS]]
         [--dataset folder --path ../shared/data/magnetic_tile] [--isa avx2]
     python -m bench.deploy load MODEL_DIR [--requests 500] [--concurrency 50]
 
@@ -17,13 +17,13 @@ model end to end in eager (and in float32 eager too where it predicts in bfloat1
 the scores' difference and both AUROCs) and in onnxruntime, interleaved round-robin in blocks of
 ``BLOCK`` calls after an untimed one, each call the next test image; then the largest
 relative score difference and image/pixel AUROC of both runtimes over the test set.
-With ``--openvino`` the OpenVINO runtimes too (float32, fp16, bf16 and INT8, calibrated on
+With ``--openvino`` the OpenVINO runtimes too (float32, fp16, bf16 and INT8, or those named, calibrated on
 ``--calibration`` good training images of the category, six more held out as the gate's
 good check images; never test images; with accuracy control, its gate line saying how
 many convolutions stayed INT8), each line with its ratio to eager.
 ``--isa avx2`` runs the same under an AVX2 ceiling (``AVX2_CEILING``): on a machine with
 AVX-512 and bfloat16 units, what torch, OpenVINO and numpy give a CPU without them
-(an emulation: the clocks, caches and onnxruntime's and faiss' kernels stay this CPU's).
+(an emulation: the clocks, caches and onnxruntime's kernels stay this CPU's).
 Models are timed one after another, not interleaved with each other: a line runs one
 model, and a 47 MB PatchCore bank read between two calls of another model evicts that
 model's weights from the caches (PaDiM 12.7 ms alone, 19.8 ms interleaved with two
@@ -74,15 +74,15 @@ def search_check(args: argparse.Namespace) -> None:
     labels = np.array([s.label for s in split.test])
     print(f"{args.model}: bank {tuple(det.memory_bank.shape)}, {len(x)} test images, {args.threads} threads")
     ref = None
-    variants = [("exact", None)] + [("hnsw", ef) for ef in args.ef]
-    for search, ef in variants:
-        det.use_search(search, ef)
+    variants = [("exact", None)] + [("hnsw", ef) for ef in args.ef] + [("ivfpq", probe) for probe in args.probe]
+    for search, knob in variants:
+        det.use_search(search, **({"hnsw_ef": knob} if search == "hnsw" else {"ivf_probe": knob} if knob else {}))
         det.predict(x[:1])  # builds the index
         t = time.perf_counter()
         pred = det.predict(x)
         ms = (time.perf_counter() - t) * 1000 / len(x)
         img, pix = _aurocs(pred.scores, pred.maps, labels, masks)
-        name = search if ef is None else f"hnsw ef={ef}"
+        name = search if knob is None else f"hnsw ef={knob}" if search == "hnsw" else f"ivfpq probe={knob}"
         if ref is None:
             ref = pred
             print(f"{name:>14}: image AUROC {img:.5f}  pixel AUROC {pix:.5f}  {ms:.0f} ms/img (batch {det.batch_size}, backbone included)")
@@ -160,7 +160,7 @@ def latency(args: argparse.Namespace) -> None:
     from iadbench.devices import cpu_model
 
     ceiling = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    print(f"{cpu_model()}{f', ISA ceiling {ceiling} (torch, OpenVINO, numpy, OpenBLAS; not onnxruntime or faiss)' if ceiling else ''}; "
+    print(f"{cpu_model()}{f', ISA ceiling {ceiling} (torch, OpenVINO, numpy, OpenBLAS, faiss; not onnxruntime)' if ceiling else ''}; "
           f"batch 1, {args.threads} threads, medians of {args.repeats} rounds x {BLOCK} calls, interleaved within each model; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start")
     prepared, groups = [], []
@@ -174,17 +174,18 @@ def latency(args: argparse.Namespace) -> None:
         if args.openvino:
             runtimes.update(_openvino_runtimes(args, directory, det))
         bank = f", bank {det.memory_bank.shape[0]}, search {det.search}" if hasattr(det, "memory_bank") else ""
-        name = f"{det.name} {det.input_size[0]} px{bank}"
+        width = f", student width {det.student_width:g}" if getattr(det, "student_width", 1) != 1 else ""
+        name = f"{det.name} {det.input_size[0]} px{bank}{width}"
         prepared.append((name, directory, det, runtimes, x, masks, labels))
-        fns = {(name, "eager"): _cycling(det.predict, x)}
+        fns = {(directory, "eager"): _cycling(det.predict, x)}  # keyed by folder: two models may share a name
         if det.predict_precision == "bf16":  # its float32 eager path beside the bf16 one
-            fns[(name, "eager fp32")] = _cycling(_in_float32(det), x)
+            fns[(directory, "eager fp32")] = _cycling(_in_float32(det), x)
         try:  # conv_ae learns from pixels: no backbone to time alone
-            fns[(name, "backbone onnx")] = _cycling(open_backbone(det, args.threads), x)
+            fns[(directory, "backbone onnx")] = _cycling(open_backbone(det, args.threads), x)
         except InputError:
             pass
         for label, rt in runtimes.items():
-            fns[(name, label)] = _cycling(rt.predict, x)
+            fns[(directory, label)] = _cycling(rt.predict, x)
         groups.append(fns)
     ms = {}
     with cache_disabled():
@@ -194,32 +195,32 @@ def latency(args: argparse.Namespace) -> None:
         with cache_disabled():
             eager = det.predict(x)
         ie, pe = _aurocs(eager.scores, eager.maps, labels, masks)
-        backbone = ms.get((name, "backbone onnx"))
+        backbone = ms.get((directory, "backbone onnx"))
         print(f"{name} ({directory}): backbone onnx {'-' if backbone is None else f'{backbone:.1f}'} ms | end to end eager "
-              f"{ms[(name, 'eager')]:.1f} ms | image AUROC eager {ie:.4f}, pixel AUROC {pe:.4f}")
-        if (name, "eager fp32") in ms:
+              f"{ms[(directory, 'eager')]:.1f} ms | image AUROC eager {ie:.4f}, pixel AUROC {pe:.4f}")
+        if (directory, "eager fp32") in ms:
             with cache_disabled():
                 f32 = _in_float32(det)(x)
             rel = np.abs(f32.scores - eager.scores) / np.abs(f32.scores)
             i32, p32 = _aurocs(f32.scores, f32.maps, labels, masks)
-            print(f"    eager in bfloat16 against float32 ({ms[(name, 'eager fp32')]:.1f} ms, {ms[(name, 'eager fp32')] / ms[(name, 'eager')]:.2f}x "
+            print(f"    eager in bfloat16 against float32 ({ms[(directory, 'eager fp32')]:.1f} ms, {ms[(directory, 'eager fp32')] / ms[(directory, 'eager')]:.2f}x "
                   f"the bf16 time): scores max rel diff {rel.max():.1e} | image AUROC fp32 {i32:.4f}, pixel AUROC {p32:.4f}")
         for label, rt in runtimes.items():
             with cache_disabled():
                 got = rt.predict(x)
             rel = np.abs(got.scores - eager.scores) / np.abs(eager.scores)
             io_, po = _aurocs(got.scores, got.maps, labels, masks)
-            ratio = ms[(name, label)] / ms[(name, "eager")]
-            print(f"    {label} ({rt.detail}): {ms[(name, label)]:.1f} ms ({ratio:.2f}x eager) | scores max rel diff "
+            ratio = ms[(directory, label)] / ms[(directory, "eager")]
+            print(f"    {label} ({rt.detail}): {ms[(directory, label)]:.1f} ms ({ratio:.2f}x eager) | scores max rel diff "
                   f"{rel.max():.1e} over {len(x)} test images | image AUROC {io_:.4f} ({io_ - ie:+.4f}), "
                   f"pixel AUROC {po:.4f} ({po - pe:+.4f})")
     # bank scaling: each PatchCore line against the smallest bank given, same runtime
-    banks = [(det.memory_bank.shape[0], name) for name, _, det, *_ in prepared if hasattr(det, "memory_bank")]
+    banks = [(det.memory_bank.shape[0], directory) for _, directory, det, *_ in prepared if hasattr(det, "memory_bank")]
     if len(banks) > 1:
         rows0, ref = min(banks)
-        for rows, name in sorted(banks)[1:]:
-            print(f"bank {rows} / {rows0} rows ({rows / rows0:.1f}x): onnx latency {ms[(name, 'onnx')] / ms[(ref, 'onnx')]:.2f}x, "
-                  f"eager {ms[(name, 'eager')] / ms[(ref, 'eager')]:.2f}x")
+        for rows, other in sorted(banks)[1:]:
+            print(f"bank {rows} / {rows0} rows ({rows / rows0:.1f}x): onnx latency {ms[(other, 'onnx')] / ms[(ref, 'onnx')]:.2f}x, "
+                  f"eager {ms[(other, 'eager')] / ms[(ref, 'eager')]:.2f}x")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
@@ -232,7 +233,11 @@ def _openvino_runtimes(args: argparse.Namespace, directory: str, det) -> dict:
     split = _test_split(args.dataset, args.path or str(_mvtec_root()), args.category)
     train = load_images(split.train[: args.calibration + 6], det.input_size)
     out = {}
-    for variant in ("openvino", "openvino-fp16", "openvino-bf16", INT8):
+    every = ("openvino", "openvino-fp16", "openvino-bf16", INT8)
+    chosen = every if args.openvino == "all" else tuple(v.strip() for v in args.openvino.split(","))
+    if set(chosen) - set(every):
+        raise SystemExit(f"--openvino {args.openvino}: choose from all, {', '.join(every)}")
+    for variant in chosen:
         t = time.perf_counter()
         try:
             out[variant] = open_ir(det, variant, directory, args.threads, calibration=train[: args.calibration],
@@ -342,10 +347,12 @@ def load(args: argparse.Namespace) -> None:
 
 
 #: What an ISA ceiling of AVX2 sets: oneDNN (torch's convolutions, OpenVINO's CPU
-#: plugin), torch's own kernels, MKL, numpy's SIMD loops and OpenBLAS. onnxruntime and
-#: faiss pick their kernels from the CPU's flags with no ceiling to set.
+#: plugin), torch's own kernels, MKL, numpy's SIMD loops, OpenBLAS and faiss (its
+#: dynamic dispatch). onnxruntime picks its kernels from the CPU's flags with no
+#: ceiling to set.
 AVX2_CEILING = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-                "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"}
+                "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell",
+                "FAISS_SIMD_LEVEL": "AVX2"}
 
 
 def isa_ceiling(isa: str) -> dict[str, str]:
@@ -363,7 +370,8 @@ def main() -> None:
     s.add_argument("--dataset", default="mvtec")
     s.add_argument("--path", required=True)
     s.add_argument("--category", required=True)
-    s.add_argument("--ef", type=int, action="append", default=None)
+    s.add_argument("--ef", type=int, action="append", default=None, help="HNSW efSearch to try (repeatable)")
+    s.add_argument("--probe", type=int, action="append", default=None, help="IVF-PQ lists probed to try (repeatable)")
     s.add_argument("--threads", type=int, default=2)
     lat = sub.add_parser("latency")
     lat.add_argument("models", nargs="+")
@@ -372,10 +380,11 @@ def main() -> None:
     lat.add_argument("--threads", type=int, default=2)
     lat.add_argument("--dataset", default="mvtec")
     lat.add_argument("--path", default=None, help="dataset root (default: the MVTec AD root bench.quality finds)")
-    lat.add_argument("--openvino", action="store_true", help="time the OpenVINO runtimes too")
+    lat.add_argument("--openvino", nargs="?", const="all", default=None, metavar="VARIANTS",
+                     help="time the OpenVINO runtimes too: all, or some of openvino,openvino-fp16,openvino-bf16,openvino-int8")
     lat.add_argument("--calibration", type=int, default=32, help="good training images INT8 is calibrated on")
     lat.add_argument("--isa", default=None, help="avx2: run under an AVX2 ceiling (AVX2_CEILING), what a CPU without "
-                     "AVX-512 and bfloat16 units gets from torch, OpenVINO and numpy; onnxruntime and faiss ignore it")
+                     "AVX-512 and bfloat16 units gets from torch, OpenVINO, numpy and faiss; onnxruntime ignores it")
     ld = sub.add_parser("load")
     ld.add_argument("model")
     ld.add_argument("--category", default="bottle")
@@ -394,6 +403,7 @@ def main() -> None:
         return load(args)
     if args.cmd == "search":
         args.ef = args.ef or [16, 64]
+        args.probe = args.probe or [4]
         search_check(args)
 
 
