@@ -12,7 +12,7 @@ Rows per method:
   --format openvino`` writes: ONNX traced, checked against eager, converted, float32
   IR computed in float32, held to the parity gate). End to end = ``runtime.predict`` on
   a uint8 (1, H, W, 3) image: the graph takes uint8 and normalises inside; PaDiM's
-  graph returns score and map; PatchCore's default (HNSW search) runs its front graph
+  graph returns score and map; PatchCore's default (an approximate search: IVF-PQ since v8, HNSW before) runs its front graph
   (features) in OpenVINO and the search, score and map in Python.
 - ``ours exact`` (PatchCore only): the same model with exact search, which exports as
   one graph (bank distances, score and map inside): the like-for-like graph to
@@ -32,7 +32,7 @@ Rows per method:
   the batch at 2 there and its inferencer then fails on one image (``_chunks_batch``).
 
 ``bare``: the compiled model alone (``infer_request.infer``) on an input prepared
-untimed: uint8 for ours, float32 NCHW in [0, 1] for anomalib; for ours' HNSW PatchCore
+untimed: uint8 for ours, float32 NCHW in [0, 1] for anomalib; for ours' approximate-search PatchCore
 that is its front graph only (marked ``front``), not comparable to a whole graph.
 
 Timing: batch 1, the same ``--images`` test images (evenly spaced over the test split,
@@ -164,7 +164,7 @@ def fit_ours(method: str, data: Data):
 
 def ours(method: str, data: Data, threads: int):
     """(our fitted detector, its rows): exported by our OpenVINO path (open_ir, float32),
-    one row, two for PatchCore (its default HNSW search, and exact search as one graph)."""
+    one row, two for PatchCore (its default approximate search, and exact search as one graph)."""
     from iadbench.deploy.ir_cache import open_ir
     from iadbench.deploy.runtime import INPUT
 
