@@ -14,7 +14,7 @@ Both approximate searches give distances that can only overestimate the true nea
 distance (each is the distance to some bank row, never one closer than the nearest).
 Then, per image, the image maximum is certified exact in two steps:
 
-  1. Tighten. The largest approximate distances are often graph failures, not anomalies
+  1. Tighten. The largest approximate distances are often search failures, not anomalies
      (on bottle's 77k-row bank, ef 16 reports 70 for patches whose nearest row lies at
      4-11). The ``tighten_top`` (32) patches with the largest bounds are searched again
      in an inverted-file index (k-means over the bank, ~sqrt(rows) lists, 8 probed):
@@ -129,7 +129,7 @@ class BankSearch:
     """Nearest bank row of every query patch, image by image (see the module doc)."""
 
     def __init__(self, bank: torch.Tensor, search: str = "exact", ef: int = 16, tighten_top: int = 32, hnsw_m: int = 48,
-                 ef_construction: int = 120, tighten_probe: int = 8, probe: int = 4):
+                 ef_construction: int = 120, tighten_probe: int = 8, probe: int = 8):
         self.bank = bank.float().contiguous()
         self.bank_sq = (self.bank * self.bank).sum(1)
         self.search, self.ef, self.tighten_top, self.hnsw_m = check_search(search), int(ef), int(tighten_top), int(hnsw_m)
