@@ -74,15 +74,15 @@ def search_check(args: argparse.Namespace) -> None:
     labels = np.array([s.label for s in split.test])
     print(f"{args.model}: bank {tuple(det.memory_bank.shape)}, {len(x)} test images, {args.threads} threads")
     ref = None
-    variants = [("exact", None)] + [("hnsw", ef) for ef in args.ef] + [("ivfpq", probe) for probe in args.probe]
-    for search, knob in variants:
-        det.use_search(search, **({"hnsw_ef": knob} if search == "hnsw" else {"ivf_probe": knob} if knob else {}))
+    variants = ([("exact", "exact", {})] + [(f"hnsw ef={ef}", "hnsw", {"hnsw_ef": ef}) for ef in args.ef]
+                + [(f"ivfpq probe={probe}", "ivfpq", {"ivf_probe": probe}) for probe in args.probe])
+    for name, search, knobs in variants:
+        det.use_search(search, **knobs)
         det.predict(x[:1])  # builds the index
         t = time.perf_counter()
         pred = det.predict(x)
         ms = (time.perf_counter() - t) * 1000 / len(x)
         img, pix = _aurocs(pred.scores, pred.maps, labels, masks)
-        name = search if knob is None else f"hnsw ef={knob}" if search == "hnsw" else f"ivfpq probe={knob}"
         if ref is None:
             ref = pred
             print(f"{name:>14}: image AUROC {img:.5f}  pixel AUROC {pix:.5f}  {ms:.0f} ms/img (batch {det.batch_size}, backbone included)")

@@ -156,7 +156,7 @@ class BankSearch:
             if rows < SMALLEST_QUANTIZED_BANK:
                 index = faiss.IndexFlatL2(width)
             else:
-                lists = max(1, min(round(rows**0.5), rows // 39))
+                lists = _list_count(rows)
                 base = faiss.IndexIVFPQFastScan(faiss.IndexFlatL2(width), width, lists, width // 4, 4)
                 base.cp.seed = base.pq.cp.seed = 0
                 base.nprobe = min(self.probe, lists)
@@ -184,18 +184,26 @@ class BankSearch:
         return self._index
 
     def _inverted_file(self):
-        """k-means lists over the bank (~sqrt(rows) lists, at least 39 rows a list as faiss
-        wants for training), ``tighten_probe`` of them probed a query."""
+        """k-means lists over the bank (``_list_count``), ``tighten_probe`` of them probed
+        a query. With IVF-PQ search it shares that index's lists (its trained coarse
+        quantizer: the same k-means on the same rows, padded, gave the same centroids),
+        so the bank is clustered once."""
         if self._lists is None:
             import faiss
 
             rows, dim = self.bank.shape
-            lists = max(1, min(round(rows**0.5), rows // 39))
-            with faiss_threads(1):  # k-means sums in a fixed order: the same lists every build
+            lists = _list_count(rows)
+            codes = self._quantized() if self.search == "ivfpq" else None
+            if isinstance(codes, faiss.IndexRefine):  # trained: the IVF index skips k-means
+                index = faiss.IndexIVFFlat(faiss.extract_index_ivf(codes).quantizer, codes.d, lists)
+            else:
                 index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists)
                 index.cp.seed = 0
-                index.train(self.bank.numpy())
-                index.add(self.bank.numpy())
+            with faiss_threads(1):  # k-means sums in a fixed order: the same lists every build
+                rows_in = _padded(self.bank, index.d).numpy()
+                if not index.is_trained:
+                    index.train(rows_in)
+                index.add(rows_in)
             index.nprobe = min(self.tighten_probe, lists)
             self._lists = index
         return self._lists
@@ -306,6 +314,12 @@ class Exclusion:
                 self.first = faiss.IndexRefineSearchParameters(k_factor=first.k_factor, base_index_params=self._probe)
             else:  # a small bank's flat index
                 self.first = faiss.SearchParameters(sel=self._selector)
+
+
+def _list_count(rows: int) -> int:
+    """Inverted lists for a bank of ``rows``: ~sqrt(rows), at least 39 rows a list as
+    faiss wants for training."""
+    return max(1, min(round(rows**0.5), rows // 39))
 
 
 def _padded(x: torch.Tensor, width: int) -> torch.Tensor:

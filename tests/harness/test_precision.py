@@ -32,8 +32,13 @@ def test_an_isa_ceiling_below_bfloat16_is_treated_as_a_cpu_without_it(monkeypatc
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a ceiling above it changes nothing
     assert native_bf16() == any(bool(getattr(torch.cpu, n, lambda: False)()) for n in
                                 ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    openvino = pytest.importorskip("openvino", reason="openvino not installed (pip install 'iadbench[openvino]')")
+    pytest.importorskip("openvino", reason="openvino not installed (pip install 'iadbench[openvino]')")
     from iadbench.deploy.openvino import _precision
 
+    class ListsBF16:  # what the CPU plugin reports on this Xeon, ceiling or not; a real plugin
+        # loaded under the ceiling would keep it for the rest of the process (its bf16 tests)
+        def get_property(self, device, key):
+            return ["FP32", "BF16", "FP16", "INT8", "BIN", "EXPORT_IMPORT"]
+
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    assert _precision(openvino.Core(), "openvino-bf16") == "f32"
+    assert _precision(ListsBF16(), "openvino-bf16") == "f32"

@@ -181,13 +181,14 @@ def scoring_tail(model) -> list[str]:
 
 def _precision(core, variant: str) -> str:
     """The inference precision a variant computes in on this CPU."""
-    from iadbench.precision import isa_capped_below_bf16
+    from iadbench.precision import native_bf16
 
     capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if variant == "openvino-fp16" and "FP16" in capabilities:
         return "f16"
-    # the plugin lists BF16 under an ISA ceiling below it, then cannot compile in it
-    if variant == "openvino-bf16" and "BF16" in capabilities and not isa_capped_below_bf16():
+    # native_bf16 holds the ISA ceiling too: under ONEDNN_MAX_CPU_ISA=AVX2 the plugin still
+    # lists BF16, then cannot compile in it
+    if variant == "openvino-bf16" and "BF16" in capabilities and native_bf16():
         return "bf16"
     return "f32"
 
