@@ -43,6 +43,20 @@ def test_state_dict_is_cached_as_safetensors_and_identical(_isolated_cache):
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_loading_weights_leaves_the_global_generator_alone(tmp_path, monkeypatch):
+    """Converting weights (a cold cache) builds a randomly initialised network; a seeded
+    fit that loads its backbone after seeding must not depend on whether that happened."""
+    monkeypatch.setenv("IADBENCH_CACHE", str(tmp_path))  # cold: nothing converted yet
+    draws = []
+    for _ in ("cold", "warm"):
+        torch.manual_seed(0)
+        pretrained_state_dict("efficientnet_lite0")
+        draws.append(torch.rand(4))
+    assert list(tmp_path.glob("backbones/tf_efficientnet_lite0-*.safetensors"))  # the cold call did convert
+    torch.manual_seed(0)
+    assert torch.equal(draws[0], torch.rand(4)) and torch.equal(draws[1], draws[0])
+
+
 @pytest.mark.parametrize("arch", [*LITES, "resnet18", "wide_resnet50_2"])
 def test_normalisation_matches_timm_pretrained_cfg(arch):
     tag = ARCHS[arch].hub_tag

@@ -84,7 +84,17 @@ def _load_checked(arch: str, sd: dict[str, torch.Tensor], where: str) -> dict[st
 
 
 def resolve_weights(arch: str, weights: str | Path | None) -> tuple[dict[str, torch.Tensor], str]:
-    """(state dict in timm's layout, weights id) of a canonical arch name."""
+    """(state dict in timm's layout, weights id) of a canonical arch name.
+
+    Checking or converting weights builds throwaway networks, whose random
+    initialisation would draw from torch's global generator only when the cache is cold:
+    a seeded fit would then differ between a machine's first run and its later ones. The
+    generator is therefore left as it was found."""
+    with torch.random.fork_rng(devices=[]):
+        return _resolve_weights(arch, weights)
+
+
+def _resolve_weights(arch: str, weights: str | Path | None) -> tuple[dict[str, torch.Tensor], str]:
     info = ARCHS[arch]
     if weights is not None and str(weights).strip():
         path = Path(weights).expanduser()
