@@ -100,6 +100,24 @@ def test_gaussian_blur_matches_scipy(mode, shape):
         assert np.abs(got - np.stack([gaussian_filter(x, sigma, mode=other, truncate=4.0) for x in m])).max() > 1e-3
 
 
+@pytest.mark.parametrize("mode", ["mirror", "reflect"])
+@pytest.mark.parametrize(("grid", "size", "sigma"), [((32, 32), (256, 256), 4.0), ((7, 11), (60, 130), 2.0),
+                                                      ((16, 16), (64, 64), 0.0)])
+def test_pixel_maps_are_upsampling_then_blur(mode, grid, size, sigma):
+    """The one-matrix-per-axis map equals the two steps done separately: torch's
+    bilinear upsampling, then scipy's gaussian_filter (sigma 0: no blur)."""
+    from scipy.ndimage import gaussian_filter
+
+    from iadbench.features import patch_maps_to_pixels
+
+    m = torch.tensor(np.random.default_rng(1).random((2, *grid)) * 5, dtype=torch.float32)
+    up = torch.nn.functional.interpolate(m.unsqueeze(1).double(), size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
+    ref = np.stack([gaussian_filter(x, sigma, mode=mode, truncate=4.0) for x in up]) if sigma else up
+    got = patch_maps_to_pixels(m, size, sigma, mode)
+    assert got.shape == (2, *size) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), ref, atol=2e-5)
+
+
 def test_gaussian_blur_rejects_unknown_mode():
     from iadbench.features import gaussian_blur
 

@@ -22,7 +22,7 @@ from iadbench.errors import InputError, UnknownNameError
 
 #: Bump when graphs built by this code differ from those of the code before: every
 #: cached graph is then rebuilt on its next use.
-GRAPH_FORMAT = 1
+GRAPH_FORMAT = 2  # 2: pixel maps as one matrix per axis
 WHOLE_GRAPH, FRONT_GRAPH = "model.onnx", "front.onnx"
 
 

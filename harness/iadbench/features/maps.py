@@ -18,7 +18,7 @@ BLUR_MODES = {"mirror": "reflect", "reflect": "symmetric"}
 
 
 @functools.lru_cache(maxsize=32)
-def _blur_matrix(n: int, sigma: float, mode: str = "mirror") -> torch.Tensor:
+def _blur_matrix64(n: int, sigma: float, mode: str = "mirror") -> np.ndarray:
     """(n, n) matrix B with B @ v = v blurred by a 1-D Gaussian of 2*int(4*sigma+0.5)+1
     taps, borders extended by ``mode`` (repeatedly when the kernel outruns n)."""
     radius = int(4.0 * sigma + 0.5)
@@ -27,7 +27,28 @@ def _blur_matrix(n: int, sigma: float, mode: str = "mirror") -> torch.Tensor:
     k /= k.sum()
     padded = np.pad(np.eye(n), ((0, 0), (radius, radius)), mode=BLUR_MODES[mode])  # rows: unit impulses
     responses = sum(w * padded[:, i : i + n] for i, w in enumerate(k))  # n x n memory, not n x n x taps
-    return torch.from_numpy(responses.T).float().contiguous()  # column j = response to impulse j
+    return np.ascontiguousarray(responses.T)  # column j = response to impulse j
+
+
+@functools.lru_cache(maxsize=32)
+def _blur_matrix(n: int, sigma: float, mode: str = "mirror") -> torch.Tensor:
+    return torch.from_numpy(_blur_matrix64(n, sigma, mode)).float()
+
+
+def _upsample_matrix64(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) matrix of torch's linear interpolation (align_corners=False), taken
+    from torch itself by interpolating unit impulses: bilinear upsampling is this along
+    each axis."""
+    eye = torch.eye(n_in, dtype=torch.float64).unsqueeze(1)
+    return torch.nn.functional.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0].T.numpy()
+
+
+@functools.lru_cache(maxsize=32)
+def _pixel_matrix(n_out: int, n_in: int, sigma: float, mode: str) -> torch.Tensor:
+    """(n_out, n_in): upsample, then blur, along one axis, as one matrix (composed in
+    float64)."""
+    up = _upsample_matrix64(n_out, n_in)
+    return torch.from_numpy(_blur_matrix64(n_out, sigma, mode) @ up if sigma > 0 else up).float().contiguous()
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float, mode: str = "mirror") -> torch.Tensor:
@@ -48,6 +69,14 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, mode: str = "mirror") -> tor
 
 def patch_maps_to_pixels(maps: torch.Tensor, size: tuple[int, int], sigma: float = 4.0, mode: str = "mirror") -> torch.Tensor:
     """(N, h, w) patch scores -> (N, H, W): bilinear upsampling (align_corners=False),
-    then ``gaussian_blur(sigma, mode)``; the default is anomalib's PaDiM map generator."""
-    up = torch.nn.functional.interpolate(maps.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False)
-    return gaussian_blur(up[:, 0], sigma, mode)
+    then ``gaussian_blur(sigma, mode)``; the default is anomalib's PaDiM map generator.
+
+    Both steps are linear and separable, so each axis is one (H, h) matrix and the map
+    is ``A_h @ maps @ A_w^T``: ~2 MMAC an image at 32 -> 256 px instead of the ~34 of
+    upsampling and then blurring the large map."""
+    if mode not in BLUR_MODES:
+        raise InputError(f"blur mode must be one of {sorted(BLUR_MODES)}, got {mode!r}")
+    maps = maps.float()
+    ah = _pixel_matrix(int(size[0]), maps.shape[-2], float(sigma), mode).to(maps.device)
+    aw = _pixel_matrix(int(size[1]), maps.shape[-1], float(sigma), mode).to(maps.device)
+    return ah @ maps @ aw.T
