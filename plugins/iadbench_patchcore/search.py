@@ -15,18 +15,25 @@ distance (each is the distance to some bank row, never one closer than the neare
 Then, per image, the image maximum is certified exact in two steps:
 
   1. Tighten. The largest approximate distances are often search failures, not anomalies
-     (on bottle's 77k-row bank, ef 16 reports 70 for patches whose nearest row lies at
-     4-11). The ``tighten_top`` (32) patches with the largest bounds are searched again
-     in an inverted-file index (k-means over the bank, ~sqrt(rows) lists, 8 probed):
-     another upper bound, cheap and nearly always close to the truth. This repeats until
-     the largest bound belongs to a tightened patch.
+     (on bottle's 77k-row bank, HNSW at ef 16 reported 70 for patches whose nearest row
+     lies at 4-11). The ``tighten_top`` (8) patches with the largest bounds are searched
+     again in an inverted file over the same k-means lists, ``tighten_probe`` (32) of
+     them probed: another upper bound, nearly always the true distance. This repeats
+     until the largest bound belongs to a tightened patch.
   2. Exact. The patch with the largest bound is searched exactly (one pass over the
      bank); then every patch whose bound still exceeds the largest exact distance found
-     (usually none) is tightened and, if still above, searched exactly in one more pass.
-     Every other patch has true distance <= its bound <= that exact distance, so the
-     image's most anomalous patch and its true nearest row are known exactly: the image
-     score (eq. 7) is exact. Only the anomaly map keeps approximate distances outside
-     the exact patches.
+     is tightened and, if still above, searched exactly in one more pass. Every other
+     patch has true distance <= its bound <= that exact distance, so the image's most
+     anomalous patch and its true nearest row are known exactly: the image score (eq. 7)
+     is exact. Only the anomaly map keeps approximate distances outside the exact and
+     tightened patches.
+
+Why tighten, and why deep: an exact pass is a GEMM of the re-checked patches against the
+whole bank, far below peak for a few patches and bound by reading the bank (37 MB for
+magnetic tile's 61k x 152). When the tightening probed the first stage's 8 lists, it
+rarely improved on IVF-PQ, and magnetic tile sent 15 patches an image to the exact pass;
+probing 32 lists for 8 patches sends one (its maximum), and the search took 13.6 instead
+of 23.8 ms an image under an AVX2 ceiling (bottle 7.8 against 8.0; spec version 9).
 
 The indexes are built on first use from the bank (not saved: a model folder holds the
 bank only, so the choice can change at load time without refitting), with one thread:
@@ -35,48 +42,21 @@ index, so the same maps, every time (the image scores are exact either way).
 
 faiss and torch may share one OpenMP runtime (when torch is imported first, faiss's
 ``omp_set_num_threads`` sets torch's thread count too), so every change of faiss's
-thread count here is undone on the way out: the single-threaded build once left the
-rest of the process, torch included, on one thread (searches 2x slower, and every cost
-measured after it in the same process skewed).
-
-Graph parameters, measured on MVTec bottle's bank (19,251 x 152), 20 test images,
-2 threads: M 32 / efConstruction 80 (the first choice) found the true nearest row for
-96.3% of patches at ef 16, overestimating distances by 16% on average (a few misses by
-far); M 48 / efConstruction 120 98.5% and 2.8%, at 5.4 vs 4.9 ms an image and a 1.4 s
-build.
-
-Why tighten before the exact pass: an exact pass is a GEMM of the re-checked patches
-against the whole bank, and with few patches it runs far below peak (77k rows: 1.3 ms for
-one patch, 11 ms for 32, which the earlier scheme re-checked an image). The inverted
-file answers the 32 patches in ~1 ms, so each image needs one exact pass of one patch,
-rarely two: the search of bottle's 4x bank (coreset 40%) went from 20 to ~12 ms an image
-(HNSW 9, tighten 1, exact 1-3). eq. 7's neighbourhood of m* is not a pass either (it is
-looked up in the table the fit computed, ``core.bank_neighbourhoods``).
+thread count here is undone on the way out.
 
 Excluded rows (``exclude``, one set per image; PatchCore's out-of-fold scores leave out
-the rows taken from the image's own patches): the graph and the inverted file search
+the rows taken from the image's own patches): the graph and the inverted files search
 with a faiss filter (``Exclusion``; the graph is still traversed through excluded rows,
-only results skip them, so neither index is rebuilt) and the exact passes see those
-rows' squared norms as +inf. Every distance is then an upper bound of the nearest
-distance in the bank less those rows, and the certification above makes each image's
-maximum exact in that smaller bank. Filtered graph search costs ~13% more than plain
-(magnetic tile's 61k-row bank: 14.8 vs 13.1 ms for an image's 1024 patches).
+only results skip them, so no index is rebuilt) and the exact passes see those rows'
+squared norms as +inf. Every distance is then an upper bound of the nearest distance in
+the bank less those rows, and the certification above makes each image's maximum exact
+in that smaller bank.
 
-The inverted file alone as the search (2 lists probed for every patch) was tried: on
-bottle its maps are closer to exact than the graph's (largest map difference 6% of the
-maximum against 67%: the graph's failures are rare but far off) and it is faster, but on
-magnetic tile it loses 0.0044 pixel AUROC against exact search (1 list: 0.0084; the
-graph: 0.0002), over the 0.002 gate, so it only tightens.
-
-Why IVF-PQ replaced the graph as the default (spec version 8): its codes make probing
-more lists cheap (a list's rows are scanned 32 at a time from 4-bit lookup tables in SIMD
-registers), so it can afford the 8 lists the flat inverted file could not. Measured
-against exact search on every test image (``python -m bench.deploy search``): pixel
-AUROC bottle -0.00005, magnetic tile -0.00078 (graph: -0.00013 and -0.00018; 4 lists:
--0.00004 and -0.00171, too near the 0.002 gate), image scores exact as before. CPU time
-of the search with its certification, one thread, a fifth of magnetic tile's test
-images (61k-row bank, 1,024 patches an image): 17.1 ms against the graph's 34.7 ms;
-16 lists 20.7 ms and -0.00026. Building is cheaper too (k-means and codes, no graph).
+Why IVF-PQ is the default first stage (spec version 8): its 4-bit codes make probing 8
+lists cheap (a list's rows are scanned 32 at a time from lookup tables held in SIMD
+registers). HNSW (M 48, efConstruction 120, ef 16) is the other choice. The flat inverted
+file as the whole search was faster than the graph but lost 0.0044 pixel AUROC on
+magnetic tile. Gates and timings of each choice: docs/history.md.
 """
 
 from __future__ import annotations
@@ -93,6 +73,8 @@ from iadbench_patchcore.core import nearest
 SEARCHES = ("exact", "hnsw", "ivfpq")
 #: Candidates an IVF-PQ search re-ranks by their exact distances, per query.
 REFINE_CANDIDATES = 8
+#: The certification's tightening: patches re-searched a round, and lists they probe.
+TIGHTEN_TOP, TIGHTEN_PROBE = 8, 32
 #: Banks smaller than this are searched exactly by the "approximate" stage too: a
 #: 4-bit product quantizer trains 16 centroids per sub-vector, and so few rows search
 #: exactly in no time.
@@ -128,8 +110,8 @@ def faiss_threads(n: int):
 class BankSearch:
     """Nearest bank row of every query patch, image by image (see the module doc)."""
 
-    def __init__(self, bank: torch.Tensor, search: str = "exact", ef: int = 16, tighten_top: int = 32, hnsw_m: int = 48,
-                 ef_construction: int = 120, tighten_probe: int = 8, probe: int = 8):
+    def __init__(self, bank: torch.Tensor, search: str = "exact", ef: int = 16, tighten_top: int = TIGHTEN_TOP, hnsw_m: int = 48,
+                 ef_construction: int = 120, tighten_probe: int = TIGHTEN_PROBE, probe: int = 8):
         self.bank = bank.float().contiguous()
         self.bank_sq = (self.bank * self.bank).sum(1)
         self.search, self.ef, self.tighten_top, self.hnsw_m = check_search(search), int(ef), int(tighten_top), int(hnsw_m)
