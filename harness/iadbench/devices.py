@@ -106,6 +106,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_identity() -> dict[str, str | None]:
+    """What a CPU measurement depends on besides the code: the CPU model and the ISA
+    ceiling set for oneDNN (an ``ONEDNN_MAX_CPU_ISA=AVX2`` run gets other kernels, so
+    other speeds and other float16, bfloat16 and INT8 rounding, on the same CPU)."""
+    import os
+
+    return {"cpu": cpu_model(), "isa_ceiling": os.environ.get("ONEDNN_MAX_CPU_ISA") or None}
+
+
 def reset_peak_gpu_memory(device: str) -> None:
     """Start counting peak GPU memory afresh (nothing on a CPU)."""
     device = torch_device(device)

@@ -172,8 +172,15 @@ def test_auto_measures_once_per_folder_and_records_the_choice(padim, tmp_path, m
     again = open_model(folder, "auto")
     assert again.runtime_name == record["chosen"] and choice.RECORD in again.runtime.choice_note
     # another machine (a record whose key differs) measures again
+    original = json.dumps(record)
     record["key"]["cpu"] = "some other CPU"
     (folder / choice.RECORD).write_text(json.dumps(record))
+    with pytest.raises(AssertionError, match="measured again"):
+        open_model(folder, "auto")
+    # so does the same CPU under an ISA ceiling (other kernels, other speeds); the check
+    # fails before anything compiles, so no runtime loads under the ceiling
+    (folder / choice.RECORD).write_text(original)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     with pytest.raises(AssertionError, match="measured again"):
         open_model(folder, "auto")
 

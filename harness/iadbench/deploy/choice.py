@@ -8,7 +8,7 @@ holds an INT8 IR (``adbench export --format openvino-int8`` builds it: it needs 
 images to calibrate on). Each non-eager one is held to the parity gate on the same
 check images (iadbench.deploy.parity); the passing ones and eager are timed at batch 1
 (median of ``CALLS`` calls after one untimed, each call the next check image). The
-record is keyed by the machine (CPU model, cores, threads, the runtimes' versions) and
+record is keyed by the machine (CPU model, ISA ceiling, cores, threads, the runtimes' versions) and
 the artifact's fingerprint: any change measures again.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from iadbench.detector import Detector
-from iadbench.devices import cpu_model
+from iadbench.devices import cpu_identity
 from iadbench.errors import InputError
 
 RECORD = "runtime.json"
@@ -42,7 +42,7 @@ def _version(package: str) -> str | None:
 def machine_key(directory: Path, detector: Detector, threads: int) -> dict[str, Any]:
     from iadbench.deploy.graph_cache import fingerprint
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": int(threads),
+    return {**cpu_identity(), "cores": os.cpu_count(), "threads": int(threads),
             "versions": {p: _version(p) for p in ("torch", "onnxruntime", "openvino", "nncf")},
             "fingerprint": fingerprint(directory, detector.name)}
 

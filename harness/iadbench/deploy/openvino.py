@@ -250,10 +250,9 @@ CHECKS_FILE = "check_images.npz"
 def machine() -> dict[str, Any]:
     """What an IR's numbers depend on besides its weights: the CPU (its INT8, bfloat16
     and float16 kernels round differently), an ISA ceiling, the OpenVINO version."""
-    from iadbench.devices import cpu_model
+    from iadbench.devices import cpu_identity
 
-    return {"cpu": cpu_model(), "isa_ceiling": os.environ.get("ONEDNN_MAX_CPU_ISA") or None,
-            "openvino": getattr(_ov(), "__version__", None)}
+    return {**cpu_identity(), "openvino": getattr(_ov(), "__version__", None)}
 
 
 def save_ir(model, folder: Path, variant: str, meta: dict[str, Any], checks=None) -> bool:
