@@ -403,7 +403,7 @@ def main() -> None:
         return load(args)
     if args.cmd == "search":
         args.ef = args.ef or [16, 64]
-        args.probe = args.probe or [4]
+        args.probe = args.probe or [8]  # the detector's default (ivf_probe)
         search_check(args)
 
 
