@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 
 from iadbench.api import DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
-from iadbench.images import check_mask_size
 from iadbench.layouts import abspath, holds_category, is_image_file, probe_all, subfolders, visible_entries, warn_one_class
 
 NAME = "dagm"
@@ -57,6 +56,8 @@ def _labels(folder: Path) -> list[tuple[int, int, str, str]]:
 
 def _read_part(folder: Path) -> tuple[list[Sample], list[Sample], int]:
     """(good, defective, images not in Labels.txt) of one Train/ or Test/ folder."""
+    from iadbench.images import check_mask_size
+
     labels_file = folder / "Label" / "Labels.txt"
     good, bad, listed = [], [], set()
     for number, flag, image_name, mask_name in _labels(folder):

@@ -18,7 +18,6 @@ import re
 from pathlib import Path
 
 from iadbench.api import DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
-from iadbench.images import check_mask_size, decode_mask
 from iadbench.layouts import abspath, holdout_order, list_images, subfolders, warn_one_class
 
 NAME = "ksdd"
@@ -55,6 +54,8 @@ class KSDD:
         return [f"fold{k + 1}" for k in range(self.folds)]
 
     def _read_folder(self, folder: Path) -> list[Sample]:
+        from iadbench.images import check_mask_size, decode_mask
+
         files = list_images(folder)
         masks = {p.stem[: -len(LABEL_SUFFIX)]: p for p in files if p.stem.endswith(LABEL_SUFFIX)}
         images = [p for p in files if not p.stem.endswith(LABEL_SUFFIX)]

@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 
 from iadbench.api import DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
-from iadbench.images import check_mask_size, decode_mask
 from iadbench.layouts import abspath, list_images
 
 NAME = "ksdd2"
@@ -47,6 +46,8 @@ class KSDD2:
 
     def _part(self, part: str) -> tuple[list[Sample], list[Sample]]:
         """(good, defective) samples of train/ or test/."""
+        from iadbench.images import check_mask_size, decode_mask
+
         folder = self.root / part
         files = list_images(folder)
         masks = {p.stem[: -len(GT_SUFFIX)]: p for p in files if p.stem.endswith(GT_SUFFIX)}

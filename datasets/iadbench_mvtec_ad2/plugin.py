@@ -30,7 +30,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from iadbench.api import GOOD, DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
-from iadbench.images import check_mask_size
 from iadbench.layouts import abspath, flag_param, holds_category, list_images, own_categories, probe_all
 
 NAME = "mvtec_ad2"
@@ -105,6 +104,8 @@ class MVTecAD2:
 
 def _public_test(test_dir: Path) -> list[Sample]:
     """test_public/: good/ and bad/ with every bad image's mask in ground_truth/bad/."""
+    from iadbench.images import check_mask_size
+
     test = [Sample(path=p) for p in list_images(test_dir / GOOD)]
     bad = list_images(test_dir / BAD)
     mask_dir = test_dir / "ground_truth" / BAD

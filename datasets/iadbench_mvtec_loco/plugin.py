@@ -36,7 +36,6 @@ import json
 from pathlib import Path
 
 from iadbench.api import GOOD, DatasetError, DatasetSpec, Download, RegionMask, Sample, Split, hookimpl
-from iadbench.images import check_mask_size
 from iadbench.layouts import abspath, flag_param, holds_category, list_images, own_categories, probe_all, subfolders
 
 NAME = "mvtec_loco"
@@ -141,6 +140,8 @@ class MVTecLOCO:
 
 def _defect_samples(folder: Path, kind: str, saturations) -> list[Sample]:
     """test/<kind>/*.png, each with its region masks from ground_truth/<kind>/<stem>/."""
+    from iadbench.images import check_mask_size
+
     images = list_images(folder / "test" / kind)
     truth = folder / "ground_truth" / kind
     region_dirs = {d.name: d for d in subfolders(truth)} if truth.is_dir() else {}

@@ -25,7 +25,6 @@ import re
 from pathlib import Path, PurePosixPath
 
 from iadbench.api import DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
-from iadbench.images import check_mask_size
 from iadbench.layouts import abspath, probe_all, warn_one_class
 
 NAME = "realiad"
@@ -116,6 +115,8 @@ class RealIAD:
         return abspath(found)
 
     def split(self, category: str) -> Split:
+        from iadbench.images import check_mask_size
+
         if category not in self._files:
             raise DatasetError(f"no category '{category}' in {self.json_dir} (found: {', '.join(self.categories())})", self.root)
         json_path = self._files[category]

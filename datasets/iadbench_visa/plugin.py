@@ -14,7 +14,6 @@ import csv
 from pathlib import Path
 
 from iadbench.api import DatasetError, DatasetSpec, Download, Sample, Split, hookimpl
-from iadbench.images import check_mask_size, image_size
 from iadbench.layouts import abspath
 
 NAME = "visa"
@@ -78,6 +77,8 @@ class VisA:
         return path
 
     def split(self, category: str) -> Split:
+        from iadbench.images import check_mask_size, image_size
+
         if category not in self._rows:
             raise DatasetError(f"no category '{category}' in the split file (found: {', '.join(self.categories())})", self.csv_path)
         train: list[Sample] = []

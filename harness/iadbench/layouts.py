@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from iadbench.errors import DatasetError
-from iadbench.images import IMAGE_SUFFIXES, check_mask_size, image_size
 from iadbench.types import GOOD, Sample, Split
 
 LITTER = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "@eadir"})
@@ -91,7 +90,13 @@ def require_dir(folder: Path, what: str) -> Path:
     return folder
 
 
+# iadbench.images (numpy, PIL) is imported where used: dataset plugins import this module
+# when they register, on every CLI start, ``adbench --help`` included.
+
+
 def is_image_file(path: Path) -> bool:
+    from iadbench.images import IMAGE_SUFFIXES
+
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -105,6 +110,8 @@ def list_images(folder: Path, *, allow_empty: bool = False) -> list[Path]:
                 f"unexpected folder inside an image folder ({folder.name}/ holds images only)", entry
             )
         if not is_image_file(entry):
+            from iadbench.images import IMAGE_SUFFIXES
+
             raise DatasetError(
                 f"not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})", entry
             )
@@ -132,6 +139,8 @@ def _pair_masks(
     index = _mask_index(mask_dir) if mask_dir is not None and mask_dir.is_dir() else None
     if index is None and required:
         raise DatasetError(f"defect image without its mask (no mask folder {mask_dir})", images[0])
+    from iadbench.images import check_mask_size
+
     samples = []
     for img in images:
         mask = None
@@ -160,6 +169,8 @@ def pair_masks(images: list[Path], mask_dir: Path, defect: str) -> list[Sample]:
 def probe_all(paths: Iterable[Path]) -> None:
     """Read every file's header: catches zero-byte, non-image and oversized files early
     (a few milliseconds per hundred images); full decoding happens at load time."""
+    from iadbench.images import image_size
+
     for p in paths:
         image_size(p)
 

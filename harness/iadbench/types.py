@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
 from iadbench.errors import PluginError
 from iadbench.lazy import LazyCallable, reference
 
 if TYPE_CHECKING:  # pragma: no cover
+    # numpy only in annotations here: the CLI's start-up (``adbench --help``, plugin
+    # registration) imports this module and would otherwise pay for numpy
+    import numpy as np
+
     from iadbench.detector import Detector
 
 GOOD = "good"
@@ -111,6 +113,8 @@ class Prediction:
     maps: np.ndarray  # (N, H, W) float32, higher = more anomalous
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
         self.maps = np.asarray(self.maps, dtype=np.float32)
         if self.maps.ndim != 3 or self.maps.shape[0] != self.scores.shape[0]:

@@ -49,12 +49,12 @@ for argv in json.loads(sys.argv[1]):
         code = exc.code if isinstance(exc.code, int) else 1
     loaded = {m: spy.first[m] for m in spy.first if m not in before and m in sys.modules}
     print("RESULT " + json.dumps({"argv": argv, "code": code, "heavy": loaded}), flush=True)
-""".replace("__HEAVY__", repr(HEAVY))
+"""
 
 
-def run_commands(commands: list[list[str]], cwd: Path) -> list[dict]:
+def run_commands(commands: list[list[str]], cwd: Path, heavy: tuple[str, ...] = HEAVY) -> list[dict]:
     proc = subprocess.run(
-        [sys.executable, "-c", WRAPPER, json.dumps(commands)],
+        [sys.executable, "-c", WRAPPER.replace("__HEAVY__", repr(heavy)), json.dumps(commands)],
         env=plugin_env(COLUMNS="200"), cwd=cwd, capture_output=True, text=True, timeout=300,
     )
     results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -102,6 +102,16 @@ def test_looking_commands_import_no_heavy_library(tmp_path):
         assert result["code"] == 0, f"adbench {' '.join(result['argv'])} exited {result['code']}"
     offenders = {" ".join(r["argv"]): r["heavy"] for r in results if r["heavy"]}
     assert not offenders, f"heavy imports (module: first importing line) by command: {offenders}"
+
+
+def test_help_and_listings_import_neither_numpy_nor_pil(tmp_path):
+    """The first commands a new user types pay for no array or image library: dataset
+    plugins and the core's types import them where images are read."""
+    looks = [["--help"], ["list", "detectors"], ["list", "datasets"], ["plugins"], ["run", "--help"]]
+    results = run_commands(looks, tmp_path, heavy=("numpy", "PIL"))
+    assert all(r["code"] == 0 for r in results)
+    offenders = {" ".join(r["argv"]): r["heavy"] for r in results if r["heavy"]}
+    assert not offenders, f"numpy or PIL imported (module: first importing line) by command: {offenders}"
 
 
 def test_api_is_cheap_and_keeps_its_heavy_names():
