@@ -133,6 +133,7 @@ def register_metrics(register):
             summary=True,
             needs_threshold=True,
             interval="image",
+            resample="iadbench.metrics.classification:f1_resamples",
         ),
         MetricSpec(
             "accuracy",

@@ -99,6 +99,27 @@ def test_fast_image_ap_resamples_match_sklearn_on_the_resampled_images():
         assert np.isclose(samples[b], average_precision_score(labels[index], scores[index]))
 
 
+def test_fast_f1_resamples_match_sklearn_on_the_resampled_images():
+    from sklearn.metrics import f1_score
+
+    from iadbench.metrics import classification
+
+    rng = np.random.default_rng(9)
+    labels = np.r_[np.zeros(16), np.ones(9)].astype(int)
+    scores = np.round(rng.random(25), 1)  # ties with the threshold on purpose
+    data = replace(scores_data(labels, scores), threshold=0.5)
+    counts = stratified_counts(labels, resamples=60, seed=3)
+    samples = classification.f1_resamples(data, counts)
+    assert samples.shape == (60,) and np.isfinite(samples).all() and len(set(samples.round(6))) > 5
+    for b in range(60):
+        index = np.repeat(np.arange(25), counts[b].astype(int))
+        assert np.isclose(samples[b], f1_score(labels[index], scores[index] > 0.5))
+    # no threshold, or no defective image: undefined everywhere, as f1 itself
+    assert np.isnan(classification.f1_resamples(replace(data, threshold=float("nan")), counts)).all()
+    good_only = replace(scores_data(np.zeros(25, int), scores), threshold=0.5)
+    assert np.isnan(classification.f1_resamples(good_only, counts)).all()
+
+
 def test_generic_recomputation_calls_fn_on_each_resample_without_maps():
     rng = np.random.default_rng(4)
     labels = np.r_[np.zeros(15), np.ones(10)].astype(int)

@@ -89,6 +89,25 @@ def f1(data: EvalData) -> float:
     return f1_at(data.labels, data.scores, data.threshold)
 
 
+def f1_resamples(data: EvalData, counts: np.ndarray) -> np.ndarray:
+    """F1 on each bootstrap resample, ``counts`` (B, N) the images' multiplicities: the
+    predictions are fixed by the threshold, so each resample's F1 is 2 tp / (2 tp + fp +
+    fn) from three weighted sums (sklearn's f1_score per resample cost ~4 ms, 4 s a
+    cell). NaN where undefined: no threshold, no defective image."""
+    try:
+        y, pred = _inputs(data.labels, data.scores, data.threshold)
+    except UndefinedMetric:
+        return np.full(len(counts), np.nan)
+    y, pred = y.astype(bool), pred.astype(bool)
+    weights = np.asarray(counts, dtype=np.float64)
+    tp, fp, fn = (weights[:, y & pred].sum(1), weights[:, ~y & pred].sum(1), weights[:, y & ~pred].sum(1))
+    defective = (tp + fn) > 0
+    return np.where(defective, 2 * tp / np.where(defective, 2 * tp + fp + fn, 1.0), np.nan)
+
+
+f1_resamples.method = "exact, from weighted counts"
+
+
 def false_alarm_rate(data: EvalData) -> float:
     return false_alarm_rate_at(data.labels, data.scores, data.threshold)
 
