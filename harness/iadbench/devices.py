@@ -110,8 +110,6 @@ def cpu_identity() -> dict[str, str | None]:
     """What a CPU measurement depends on besides the code: the CPU model and the ISA
     ceiling set for oneDNN (an ``ONEDNN_MAX_CPU_ISA=AVX2`` run gets other kernels, so
     other speeds and other float16, bfloat16 and INT8 rounding, on the same CPU)."""
-    import os
-
     return {"cpu": cpu_model(), "isa_ceiling": os.environ.get("ONEDNN_MAX_CPU_ISA") or None}
 
 

@@ -39,9 +39,6 @@ from iadbench.types import Sample
 
 Size = tuple[int, int]  # (height, width)
 
-#: File name endings taken as images (lower case).
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
-
 DEFAULT_MAX_PIXELS = 64_000_000
 
 

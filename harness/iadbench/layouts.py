@@ -90,13 +90,14 @@ def require_dir(folder: Path, what: str) -> Path:
     return folder
 
 
+#: File name endings taken as images (lower case).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+
 # iadbench.images (numpy, PIL) is imported where used: dataset plugins import this module
 # when they register, on every CLI start, ``adbench --help`` included.
 
 
 def is_image_file(path: Path) -> bool:
-    from iadbench.images import IMAGE_SUFFIXES
-
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -110,8 +111,6 @@ def list_images(folder: Path, *, allow_empty: bool = False) -> list[Path]:
                 f"unexpected folder inside an image folder ({folder.name}/ holds images only)", entry
             )
         if not is_image_file(entry):
-            from iadbench.images import IMAGE_SUFFIXES
-
             raise DatasetError(
                 f"not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})", entry
             )

@@ -22,8 +22,7 @@ FORMATS = ("table", "json", "csv")
 def find_images(target: Path) -> list[Path]:
     """``target`` itself, or every image file under it (recursive, sorted), skipping
     hidden files and folders and OS litter (the dataset layouts' rule, layouts.is_litter)."""
-    from iadbench.images import IMAGE_SUFFIXES
-    from iadbench.layouts import is_litter
+    from iadbench.layouts import is_image_file, is_litter
 
     if target.is_file():
         return [target]
@@ -34,7 +33,7 @@ def find_images(target: Path) -> list[Path]:
         parts = path.relative_to(target).parts
         if any(is_litter(Path(p)) for p in parts):
             continue
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        if path.is_file() and is_image_file(path):
             found.append(path)
     return found
 

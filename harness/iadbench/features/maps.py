@@ -51,6 +51,11 @@ def _pixel_matrix(n_out: int, n_in: int, sigma: float, mode: str) -> torch.Tenso
     return torch.from_numpy(_blur_matrix64(n_out, sigma, mode) @ up if sigma > 0 else up).float().contiguous()
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in BLUR_MODES:
+        raise InputError(f"blur mode must be one of {sorted(BLUR_MODES)}, got {mode!r}")
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float, mode: str = "mirror") -> torch.Tensor:
     """Separable Gaussian blur of (N, H, W) maps, kernel 2*int(4*sigma+0.5)+1 taps
     (scipy's truncate=4). ``mode="mirror"`` (default) equals anomalib's GaussianBlur2d
@@ -58,8 +63,7 @@ def gaussian_blur(maps: torch.Tensor, sigma: float, mode: str = "mirror") -> tor
     equals gaussian_filter's default, as in the reference code. The two differ only
     within the kernel radius of the border. Done as two matrix products, ~25x faster
     on CPU than a 1-channel conv2d."""
-    if mode not in BLUR_MODES:
-        raise InputError(f"blur mode must be one of {sorted(BLUR_MODES)}, got {mode!r}")
+    _check_mode(mode)
     if sigma <= 0:
         return maps
     bh = _blur_matrix(maps.shape[-2], float(sigma), mode).to(maps.device, maps.dtype)
@@ -74,8 +78,7 @@ def patch_maps_to_pixels(maps: torch.Tensor, size: tuple[int, int], sigma: float
     Both steps are linear and separable, so each axis is one (H, h) matrix and the map
     is ``A_h @ maps @ A_w^T``: ~2 MMAC an image at 32 -> 256 px instead of the ~34 of
     upsampling and then blurring the large map."""
-    if mode not in BLUR_MODES:
-        raise InputError(f"blur mode must be one of {sorted(BLUR_MODES)}, got {mode!r}")
+    _check_mode(mode)
     maps = maps.float()
     ah = _pixel_matrix(int(size[0]), maps.shape[-2], float(sigma), mode).to(maps.device)
     aw = _pixel_matrix(int(size[1]), maps.shape[-1], float(sigma), mode).to(maps.device)

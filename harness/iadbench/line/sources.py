@@ -172,8 +172,7 @@ class FolderSource(Source):
         return bool(self._pending)
 
     def _scan(self) -> dict[Path, tuple[int, int]]:
-        from iadbench.images import IMAGE_SUFFIXES
-        from iadbench.layouts import is_litter
+        from iadbench.layouts import is_image_file, is_litter
 
         found: dict[Path, tuple[int, int]] = {}
         stack = [self.root]
@@ -191,7 +190,7 @@ class FolderSource(Source):
                     if entry.is_dir(follow_symlinks=False):
                         if not self.exclude or path.resolve() not in self.exclude:
                             stack.append(path)
-                    elif entry.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                    elif entry.is_file() and is_image_file(path):
                         st = entry.stat()
                         found[path] = (st.st_size, st.st_mtime_ns)
                 except OSError:

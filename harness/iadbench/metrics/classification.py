@@ -101,8 +101,8 @@ def f1_resamples(data: EvalData, counts: np.ndarray) -> np.ndarray:
     y, pred = y.astype(bool), pred.astype(bool)
     weights = np.asarray(counts, dtype=np.float64)
     tp, fp, fn = (weights[:, y & pred].sum(1), weights[:, ~y & pred].sum(1), weights[:, y & ~pred].sum(1))
-    defective = (tp + fn) > 0
-    return np.where(defective, 2 * tp / np.where(defective, 2 * tp + fp + fn, 1.0), np.nan)
+    with np.errstate(invalid="ignore"):  # 0 / 0 where a resample holds no defective image
+        return np.where(tp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
 
 
 f1_resamples.method = "exact, from weighted counts"
