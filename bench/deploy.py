@@ -129,6 +129,10 @@ def _interleaved(fns: dict, repeats: int, block: int = BLOCK) -> dict[str, float
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+#: Test images whose front features are kept to time a split runtime's Python half alone.
+SPLIT_IMAGES = 48
+
+
 def _in_float32(det):
     """``det.predict`` forced to float32 (a detector that predicts in bfloat16)."""
     from iadbench.precision import float32_predictions
@@ -186,6 +190,10 @@ def latency(args: argparse.Namespace) -> None:
             pass
         for label, rt in runtimes.items():
             fns[(directory, label)] = _cycling(rt.predict, x)
+            if getattr(rt, "finish", None) is not None:  # a split runtime: its halves alone too
+                fns[(directory, label, "front")] = _cycling(rt.features, x)
+                fronts = [rt.features(x[i : i + 1]) for i in range(min(len(x), SPLIT_IMAGES))]
+                fns[(directory, label, "finish")] = lambda ones=itertools.cycle(fronts), finish=rt.finish: finish(next(ones))
         groups.append(fns)
     ms = {}
     with cache_disabled():
@@ -214,6 +222,10 @@ def latency(args: argparse.Namespace) -> None:
             print(f"    {label} ({rt.detail}): {ms[(directory, label)]:.1f} ms ({ratio:.2f}x eager) | scores max rel diff "
                   f"{rel.max():.1e} over {len(x)} test images | image AUROC {io_:.4f} ({io_ - ie:+.4f}), "
                   f"pixel AUROC {po:.4f} ({po - pe:+.4f})")
+            if (directory, label, "front") in ms:
+                front, finish, both = ms[(directory, label, "front")], ms[(directory, label, "finish")], ms[(directory, label)]
+                print(f"        halves alone: front graph {front:.1f} ms + the rest in Python {finish:.1f} ms = {front + finish:.1f} ms; "
+                      f"one after the other {both:.1f} ms ({both - front - finish:+.1f} ms: the two thread pools and the caches)")
     # bank scaling: each PatchCore line against the smallest bank given, same runtime
     banks = [(det.memory_bank.shape[0], directory) for _, directory, det, *_ in prepared if hasattr(det, "memory_bank")]
     if len(banks) > 1:

@@ -91,6 +91,9 @@ def test_patchcore_onnx_runtime_splits_at_the_search(patchcore, images):
     eager, got = patchcore.predict(images[4:]), rt.predict(images[4:])
     np.testing.assert_allclose(got.scores, eager.scores, rtol=1e-4)
     assert np.abs(got.maps - eager.maps).max() <= 1e-3 * np.abs(eager.maps).max()
+    halves = rt.finish(rt.features(images[4:]))  # the two halves bench.deploy times apart
+    np.testing.assert_array_equal(halves.scores, got.scores)
+    np.testing.assert_array_equal(halves.maps, got.maps)
     try:  # exact search stays one graph
         patchcore.use_search("exact")
         assert isinstance(open_runtime(patchcore, "onnx"), OnnxRuntime)

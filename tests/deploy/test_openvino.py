@@ -100,6 +100,13 @@ def test_openvino_matches_eager(name, variant, fitted, images, reuse_graphs):
     np.testing.assert_allclose(got.scores, eager.scores, rtol=2 * rtol)  # other images than the gate's
     assert np.abs(got.maps - eager.maps).max() <= 2 * rtol * np.abs(eager.maps).max()
     assert ("front graph" in rt.detail) == bool(det.split_runtime)
+    if det.split_runtime:  # its halves, as bench.deploy times them apart, make the same prediction
+        halves = rt.finish(rt.features(images[4:8]))
+        np.testing.assert_array_equal(halves.scores, got.scores)
+        np.testing.assert_array_equal(halves.maps, got.maps)
+    else:
+        with pytest.raises(ValueError, match="only a front graph"):
+            rt.features(images[4:8])
 
 
 def test_fp16_compute_overflowing_padim_is_refused(padim, reuse_graphs):

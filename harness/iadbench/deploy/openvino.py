@@ -231,6 +231,14 @@ class OpenVinoRuntime:
         with self._lock:
             return _prediction(self.compiled, self._request.infer({INPUT: images}), self.finish)
 
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """A front graph's output for a batch already at the input size (``finish``'s
+        input), as SplitOnnxRuntime.features."""
+        if self.finish is None:
+            raise ValueError("a whole graph has no separate features: only a front graph's runtime does")
+        with self._lock:
+            return np.array(self._request.infer({INPUT: images})[self.compiled.output(FRONT_OUTPUT)])
+
 
 def _prediction(compiled, out, finish) -> Prediction:
     """A compiled graph's outputs ``out`` as a Prediction: score and map, or a front

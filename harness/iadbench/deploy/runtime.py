@@ -149,9 +149,14 @@ class SplitOnnxRuntime:
     def predict(self, images: np.ndarray) -> Prediction:
         return _in_batches(images, self.input_size, self.max_batch, self._predict_batch)
 
-    def _predict_batch(self, images: np.ndarray) -> Prediction:
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """The front graph's output for a batch already at the input size: ``finish``'s
+        input, so the two halves can be timed apart (bench.deploy latency)."""
         (front,) = self.session.run([self.output], {self.input_name: images})
-        return self.finish(front)
+        return front
+
+    def _predict_batch(self, images: np.ndarray) -> Prediction:
+        return self.finish(self.features(images))
 
 
 def _metadata(session) -> dict[str, Any]:
