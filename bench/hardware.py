@@ -1,0 +1,185 @@
+"""The device check: the same grid on a reference device and on another (a GPU), compared
+image by image, and the other device's speed.
+
+    python -m bench.hardware [--device cuda] [--reference cpu] [--out runs/hardware]
+        [--dataset factory] [-c bottle] [-d padim -d patchcore ...] [--set KEY=VALUE ...]
+        [--published DATASET:CATEGORY ...]
+
+1. Runs one small grid (``adbench run``, a subprocess each, as a user runs it) on
+   ``--reference`` and on ``--device``, and compares the cells detector by detector: every
+   test image's score (the cells' scores.csv) and the metrics. PaDiM and PatchCore
+   (``HELD``) must agree within ``SCORE_RTOL`` of their score scale: their fits are
+   closed-form or selections, so a GPU may change only the last bits. Trained detectors
+   are reported, not held: their training steps round differently on another device.
+2. Prints the device's batch-1 latency, batch throughput, fit time and peak GPU memory
+   from its records beside the reference's.
+3. ``--published``: trains every trained detector of the grid at its paper's length
+   (``--training published``) on the device, on each DATASET:CATEGORY, and prints the
+   leaderboard rows (no dagger).
+
+The default grid runs on the synthetic factory set, which needs no data on the machine:
+a lent GPU machine is reached with the working tree only. Exit 1 where a held detector
+differs beyond the bound; the run's own exit status where a grid fails (2: usage, e.g.
+--device cuda on a machine without a GPU). Writes ``comparison.json`` under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+#: Detectors whose scores must match across devices, and how closely (relative to the
+#: largest score of the cell, so near-zero scores do not inflate it).
+HELD, SCORE_RTOL = ("padim", "patchcore"), 1e-4
+#: Metrics printed side by side.
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1")
+COSTS = (("fit_s", "fit s"), ("latency_ms_p50", "ms/image b1"), ("throughput_ips", "images/s"), ("peak_gpu_mb", "peak GPU MB"))
+
+
+def run_grid(out: Path, device: str, args: argparse.Namespace, extra: list[str] | None = None, name: str | None = None) -> Path:
+    """``adbench run`` of the grid on ``device`` into out/<name>; its exit status ends the bench."""
+    run_dir = out / (name or f"grid-{device.replace(':', '')}")
+    cmd = [sys.executable, "-m", "iadbench", "run", "--device", device, "--run-dir", str(run_dir),
+           "--dataset", args.dataset, "--seed", "0", "--keep-models", "none"]
+    for c in args.category:
+        cmd += ["-c", c]
+    for d in args.detector:
+        cmd += ["-d", d]
+    for s in args.set:
+        cmd += ["--set", s]
+    if args.data_root:
+        cmd += ["--data-root", args.data_root]
+    cmd += extra or []
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    done = subprocess.run(cmd)
+    if done.returncode:
+        raise SystemExit(done.returncode)
+    return run_dir
+
+
+def records(run_dir: Path) -> dict[tuple, dict]:
+    """A run's ok records keyed by (detector label, dataset, category, seed)."""
+    out = {}
+    for line in (run_dir / "records.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r.get("status", "ok") == "ok":
+            out[(r["detector"], r["dataset"], r["category"], r["seed"])] = r
+    return out
+
+
+def image_scores(run_dir: Path, record: dict) -> dict[str, float]:
+    """path -> score of one cell (its scores.csv)."""
+    with open(run_dir / "cells" / record["key"] / "scores.csv", newline="") as f:
+        return {row["path"]: float(row["score"]) for row in csv.DictReader(f)}
+
+
+def score_difference(a: dict[str, float], b: dict[str, float]) -> float:
+    """Largest |a - b| over the images both scored, over the largest |a|; inf where the
+    two cells scored different images."""
+    if set(a) != set(b) or not a:
+        return float("inf")
+    scale = max(abs(v) for v in a.values()) or 1.0
+    return max(abs(a[k] - b[k]) for k in a) / scale
+
+
+def compare(ref_dir: Path, dev_dir: Path) -> list[dict]:
+    """One row per cell of the reference run: its scores' difference, metrics and costs on both."""
+    ref, dev = records(ref_dir), records(dev_dir)
+    rows = []
+    for key, r in sorted(ref.items()):
+        d = dev.get(key)
+        row = {"detector": key[0], "dataset": key[1], "category": key[2], "seed": key[3],
+               "held": key[0] in HELD, "reference": _summary(r), "device": _summary(d) if d else None}
+        row["score_rel_diff"] = score_difference(image_scores(ref_dir, r), image_scores(dev_dir, d)) if d else float("inf")
+        row["ok"] = (not row["held"]) or row["score_rel_diff"] <= SCORE_RTOL
+        rows.append(row)
+    return rows
+
+
+def _summary(r: dict) -> dict:
+    return {"device": r.get("device"), "device_name": r.get("device_name"),
+            "metrics": {m: r["metrics"].get(m) for m in METRICS}, "cost": {k: r["cost"].get(k) for k, _ in COSTS}}
+
+
+def _fmt(v, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def print_comparison(rows: list[dict]) -> None:
+    if not rows:
+        print("no ok cells in the reference run")
+        return
+    ref_name = rows[0]["reference"]["device_name"]
+    dev_name = next((r["device"]["device_name"] for r in rows if r["device"]), "-")
+    print(f"\nreference: {ref_name} | device: {dev_name}")
+    head = ["detector", "category", "scores rel diff", "held"] + [f"{m} ref / dev" for m in METRICS] + [f"{c} ref / dev" for _, c in COSTS]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        ref, dev = r["reference"], r["device"] or {"metrics": {}, "cost": {}}
+        cells = [r["detector"], f"{r['dataset']}/{r['category']}", f"{r['score_rel_diff']:.1e}",
+                 ("ok" if r["ok"] else f"FAIL (> {SCORE_RTOL:g})") if r["held"] else "reported"]
+        cells += [f"{_fmt(ref['metrics'].get(m))} / {_fmt(dev['metrics'].get(m))}" for m in METRICS]
+        cells += [f"{_fmt(ref['cost'].get(k), 1)} / {_fmt(dev['cost'].get(k), 1)}" for k, _ in COSTS]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.hardware", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda", help="the device checked (default cuda)")
+    ap.add_argument("--reference", default="cpu", help="the device it is compared with (default cpu)")
+    ap.add_argument("--out", default="runs/hardware", help="folder for the runs and comparison.json (must not hold them yet)")
+    ap.add_argument("--dataset", default="factory")
+    ap.add_argument("-c", "--category", action="append", default=None, help="default: bottle")
+    ap.add_argument("-d", "--detector", action="append", default=None, help="default: padim and patchcore")
+    ap.add_argument("--set", action="append", default=[], help="DETECTOR.KEY=VALUE, passed to both runs")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--published", action="append", default=[], metavar="DATASET:CATEGORY",
+                    help="also train the grid's trained detectors at their published length on the device")
+    args = ap.parse_args(argv)
+    args.category = args.category or ["bottle"]
+    args.detector = args.detector or list(HELD)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        ap.error(f"--out {out}: already holds files; give a new folder")
+    for spec in args.published:
+        if spec.count(":") != 1 or not all(spec.split(":")):
+            ap.error(f"--published {spec!r}: want DATASET:CATEGORY")
+    from iadbench.api import InputError
+    from iadbench.devices import resolve_device
+
+    for option, device in (("--device", args.device), ("--reference", args.reference)):
+        try:  # before any run: a GPU this machine lacks is a usage error, not a failed grid
+            resolve_device(device, option)
+        except InputError as exc:
+            ap.error(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    ref_dir = run_grid(out, args.reference, args, name="reference")
+    dev_dir = run_grid(out, args.device, args, name="device")
+    rows = compare(ref_dir, dev_dir)
+    print_comparison(rows)
+    published = []
+    for spec in args.published:
+        dataset, category = spec.split(":")
+        sub = argparse.Namespace(**{**vars(args), "dataset": dataset, "category": [category], "set": []})
+        run_dir = run_grid(out, args.device, sub, ["--training", "published"], name=f"published-{dataset}-{category}")
+        published.append(str(run_dir / "leaderboard.md"))
+        print(f"published-length leaderboard: {run_dir / 'leaderboard.md'}")
+    (out / "comparison.json").write_text(json.dumps({"rows": rows, "score_rtol": SCORE_RTOL, "published": published}, indent=2))
+    failed = [r for r in rows if not r["ok"]]
+    missing = [r for r in rows if r["device"] is None]
+    if missing:
+        print(f"{len(missing)} reference cell(s) have no ok cell on {args.device}: " + ", ".join(r["detector"] for r in missing))
+    if failed:
+        print(f"FAIL: {', '.join(r['detector'] for r in failed)} scores differ beyond {SCORE_RTOL:g} of their scale")
+        return 1
+    print(f"same records: held detectors within {SCORE_RTOL:g} of their score scale on {args.device}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

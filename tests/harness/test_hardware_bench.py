@@ -1,0 +1,77 @@
+"""bench.hardware, the device check, on the CPU: the same grid twice through `adbench run`
+compared image by image, a perturbed score caught, and a GPU this machine lacks refused
+before anything runs. (On a GPU it compares the CPU with cuda: that run is the device
+session's, not the suite's.)"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from bench import hardware
+
+
+def _perturb_first_score(cell_csv, factor: float) -> None:
+    rows = list(csv.DictReader(open(cell_csv, newline="")))
+    rows[0]["score"] = repr(float(rows[0]["score"]) * factor)
+    with open(cell_csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.mark.slow  # two `adbench run`s of PaDiM at 64 px (~10 s)
+def test_same_grid_twice_agrees_and_a_changed_score_is_caught(tmp_path, capsys):
+    out = tmp_path / "hw"
+    rc = hardware.main(["--device", "cpu", "--out", str(out), "-d", "padim", "--set", "padim.input_size=64"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "same records" in text
+    report = json.loads((out / "comparison.json").read_text())
+    (row,) = report["rows"]
+    assert row["detector"] == "padim" and row["held"] and row["ok"] and row["score_rel_diff"] == 0.0
+    assert row["device"]["metrics"]["image_auroc"] == row["reference"]["metrics"]["image_auroc"]
+    assert row["device"]["cost"]["latency_ms_p50"] > 0
+
+    # a score 2e-4 of the scale off is beyond the bound; the difference is measured
+    ref, dev = out / "reference", out / "device"
+    (record,) = hardware.records(dev).values()
+    scores = dev / "cells" / record["key"] / "scores.csv"
+    before = hardware.image_scores(dev, record)
+    scale = max(abs(v) for v in before.values())
+    first = next(iter(before))
+    _perturb_first_score(scores, 1 + 2e-4 * scale / abs(before[first]))
+    (row,) = hardware.compare(ref, dev)
+    assert row["score_rel_diff"] == pytest.approx(2e-4, rel=1e-3) and not row["ok"]
+    # a trained detector's difference is reported, not held
+    for line in (dev / "records.jsonl", ref / "records.jsonl"):
+        line.write_text(line.read_text().replace('"detector": "padim"', '"detector": "feature_ae"'))
+    (row,) = hardware.compare(ref, dev)
+    assert not row["held"] and row["ok"] and row["score_rel_diff"] > hardware.SCORE_RTOL
+    # a cell scored on other images cannot be compared
+    shutil.copy(scores, scores.with_suffix(".bak"))
+    rows = list(csv.DictReader(open(scores, newline="")))
+    with open(scores, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[1:])
+    assert hardware.score_difference(hardware.image_scores(ref, record), hardware.image_scores(dev, record)) == float("inf")
+
+
+def test_a_gpu_this_machine_lacks_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("iadbench.devices.gpu_count", lambda: 0)
+    with pytest.raises(SystemExit) as exit_:
+        hardware.main(["--device", "cuda", "--out", str(tmp_path / "hw")])
+    assert exit_.value.code == 2
+    assert "--device cuda: this machine has no GPU" in capsys.readouterr().err
+    assert not (tmp_path / "hw").exists()  # nothing ran, nothing written
+
+
+def test_out_holding_files_is_refused(tmp_path, capsys):
+    (tmp_path / "old.txt").write_text("kept")
+    with pytest.raises(SystemExit) as exit_:
+        hardware.main(["--device", "cpu", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "already holds files" in capsys.readouterr().err
+    assert (tmp_path / "old.txt").read_text() == "kept"
