@@ -23,12 +23,16 @@ def _perturb_first_score(cell_csv, factor: float) -> None:
         w.writerows(rows)
 
 
-@pytest.mark.slow  # two `adbench run`s of PaDiM at 64 px (~10 s)
-def test_same_grid_twice_agrees_and_a_changed_score_is_caught(tmp_path, capsys):
+@pytest.mark.slow  # two `adbench run`s of PaDiM at 64 px and a refused third (~15 s)
+def test_same_grid_twice_agrees_and_a_changed_score_is_caught(tmp_path, capfd):
     out = tmp_path / "hw"
-    rc = hardware.main(["--device", "cpu", "--out", str(out), "-d", "padim", "--set", "padim.input_size=64"])
-    text = capsys.readouterr().out
-    assert rc == 0 and "same records" in text
+    # published training on a CPU is refused by adbench run (exit 2) after the comparison is written
+    with pytest.raises(SystemExit) as exit_:
+        hardware.main(["--device", "cpu", "--out", str(out), "-d", "padim", "--set", "padim.input_size=64",
+                       "--published", "factory:bottle"])
+    assert exit_.value.code == 2
+    out_, err = capfd.readouterr()  # the runs' own output too (subprocesses)
+    assert "same records" in out_ and "error: --training published on the CPU" in err
     report = json.loads((out / "comparison.json").read_text())
     (row,) = report["rows"]
     assert row["detector"] == "padim" and row["held"] and row["ok"] and row["score_rel_diff"] == 0.0
