@@ -40,9 +40,9 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1")
 COSTS = (("fit_s", "fit s"), ("latency_ms_p50", "ms/image b1"), ("throughput_ips", "images/s"), ("peak_gpu_mb", "peak GPU MB"))
 
 
-def run_grid(out: Path, device: str, args: argparse.Namespace, extra: list[str] | None = None, name: str | None = None) -> Path:
+def run_grid(out: Path, name: str, device: str, args: argparse.Namespace, extra: list[str] | None = None) -> Path:
     """``adbench run`` of the grid on ``device`` into out/<name>; its exit status ends the bench."""
-    run_dir = out / (name or f"grid-{device.replace(':', '')}")
+    run_dir = out / name
     cmd = [sys.executable, "-m", "iadbench", "run", "--device", device, "--run-dir", str(run_dir),
            "--dataset", args.dataset, "--seed", "0", "--keep-models", "none"]
     for c in args.category:
@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as exc:
             ap.error(str(exc))
     out.mkdir(parents=True, exist_ok=True)
-    ref_dir = run_grid(out, args.reference, args, name="reference")
-    dev_dir = run_grid(out, args.device, args, name="device")
+    ref_dir = run_grid(out, "reference", args.reference, args)
+    dev_dir = run_grid(out, "device", args.device, args)
     rows = compare(ref_dir, dev_dir)
     print_comparison(rows)
     report = {"rows": rows, "score_rtol": SCORE_RTOL, "published": []}
@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"{len(missing)} reference cell(s) have no ok cell on {args.device}: " + ", ".join(r["detector"] for r in missing))
     failed = [r for r in rows if not r["ok"]]
-    if failed:
+    if not rows:
+        print("FAIL: the reference run has no ok cell to compare")
+    elif failed:
         print(f"FAIL: {', '.join(r['detector'] for r in failed)} scores differ beyond {SCORE_RTOL:g} of their scale")
     else:
         print(f"same records: held detectors within {SCORE_RTOL:g} of their score scale on {args.device}")
@@ -178,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         dataset, category = spec.split(":")
         sub = argparse.Namespace(**{**vars(args), "dataset": dataset, "category": [category], "set": [],
                                     "detector": args.published_detector or ["efficientad"]})
-        run_dir = run_grid(out, args.device, sub, ["--training", "published"], name=f"published-{dataset}-{category}")
+        run_dir = run_grid(out, f"published-{dataset}-{category}", args.device, sub, ["--training", "published"])
         report["published"].append(str(run_dir / "leaderboard.md"))
         (out / "comparison.json").write_text(json.dumps(report, indent=2))
         print(f"published-length leaderboard: {run_dir / 'leaderboard.md'}")
-    return 1 if failed else 0
+    return 1 if failed or not rows else 0
 
 if __name__ == "__main__":
     raise SystemExit(main())

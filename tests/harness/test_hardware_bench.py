@@ -79,3 +79,19 @@ def test_out_holding_files_is_refused(tmp_path, capsys):
         hardware.main(["--device", "cpu", "--out", str(tmp_path)])
     assert exit_.value.code == 2 and "already holds files" in capsys.readouterr().err
     assert (tmp_path / "old.txt").read_text() == "kept"
+
+
+def test_a_reference_run_without_ok_cells_fails(tmp_path, capsys, monkeypatch):
+    """Nothing compared is not "same records": exit 1."""
+    def fake_run(out, name, device, args, extra=None):
+        run_dir = out / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "records.jsonl").write_text(json.dumps({"detector": "padim", "dataset": "factory", "category": "bottle",
+                                                           "seed": 0, "status": "failed", "key": "k"}) + "\n")
+        return run_dir
+
+    monkeypatch.setattr(hardware, "run_grid", fake_run)
+    assert hardware.main(["--device", "cpu", "--out", str(tmp_path / "hw")]) == 1
+    text = capsys.readouterr().out
+    assert "FAIL: the reference run has no ok cell" in text and "same records" not in text
+    assert json.loads((tmp_path / "hw" / "comparison.json").read_text())["rows"] == []
