@@ -6,7 +6,7 @@
 # rest. bench.hardware runs the factory grid (no data travels) on the CPU and on cuda,
 # compares every image's score, and prints the GPU's latency, throughput and memory.
 # Extra arguments go to bench.hardware (e.g. --published factory:bottle, which trains
-# EfficientAD for 70,000 steps: longer than one 10-minute call).
+# EfficientAD for 70,000 steps: likely longer than one 10-minute call; not measured).
 set -euo pipefail
 out=${OUT:-/tmp/device-check}
 mkdir -p "$out"

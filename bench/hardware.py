@@ -26,7 +26,6 @@ differs beyond the bound; the run's own exit status where a grid fails (2: usage
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -61,20 +60,27 @@ def run_grid(out: Path, name: str, device: str, args: argparse.Namespace, extra:
     return run_dir
 
 
-def records(run_dir: Path) -> dict[tuple, dict]:
-    """A run's ok records keyed by (detector label, dataset, category, seed)."""
-    out = {}
-    for line in (run_dir / "records.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if r.get("status", "ok") == "ok":
-            out[(r["detector"], r["dataset"], r["category"], r["seed"])] = r
-    return out
+def ok_cells(run_dir: Path) -> dict[tuple, dict]:
+    """A run's ok cells (iadbench.report.records.load_runs: records migrated to the current
+    schema, each with its cell_dir) keyed by MATCH_COLUMNS: the setup, not the device,
+    whose cell key a GPU changes. A run without a readable record has none."""
+    from iadbench.api import InputError
+    from iadbench.report.records import MATCH_COLUMNS, load_runs
+
+    try:
+        frame, _ = load_runs([run_dir])
+    except InputError as exc:
+        print(f"{run_dir}: {exc}")
+        return {}
+    return {tuple(c[k] for k in MATCH_COLUMNS): c for c in frame[frame["status"] == "ok"].to_dict("records")}
 
 
-def image_scores(run_dir: Path, record: dict) -> dict[str, float]:
-    """path -> score of one cell (its scores.csv)."""
-    with open(run_dir / "cells" / record["key"] / "scores.csv", newline="") as f:
-        return {row["path"]: float(row["score"]) for row in csv.DictReader(f)}
+def image_scores(cell: dict) -> dict[str, float]:
+    """path -> score of one cell (its scores.csv; empty where it has none)."""
+    from iadbench.report.breakdown import read_scores
+
+    frame = read_scores(cell["cell_dir"])
+    return {} if frame is None else dict(zip(frame["path"], frame["score"].astype(float)))
 
 
 def score_difference(a: dict[str, float], b: dict[str, float]) -> float:
@@ -87,23 +93,29 @@ def score_difference(a: dict[str, float], b: dict[str, float]) -> float:
 
 
 def compare(ref_dir: Path, dev_dir: Path) -> list[dict]:
-    """One row per cell of the reference run: its scores' difference, metrics and costs on both."""
-    ref, dev = records(ref_dir), records(dev_dir)
+    """One row per ok cell of the reference run: its scores' difference, metrics and costs on both."""
+    ref, dev = ok_cells(ref_dir), ok_cells(dev_dir)
     rows = []
-    for key, r in sorted(ref.items()):
-        d = dev.get(key)
-        row = {"detector": key[0], "dataset": key[1], "category": key[2], "seed": key[3],
-               "held": key[0] in HELD, "reference": _summary(r), "device": _summary(d) if d else None}
-        diff = score_difference(image_scores(ref_dir, r), image_scores(dev_dir, d)) if d else float("inf")
+    for key in sorted(ref, key=str):
+        r, d = ref[key], dev.get(key)
+        row = {"detector": r["label"], "dataset": r["dataset"], "category": r["category"], "seed": r["seed"],
+               "held": r["detector_name"] in HELD, "reference": _summary(r), "device": _summary(d) if d else None}
+        diff = score_difference(image_scores(r), image_scores(d)) if d else float("inf")
         row["score_rel_diff"] = diff if diff != float("inf") else None  # None: not comparable (JSON has no inf)
         row["ok"] = (not row["held"]) or diff <= SCORE_RTOL
         rows.append(row)
     return rows
 
 
-def _summary(r: dict) -> dict:
-    return {"device": r.get("device"), "device_name": r.get("device_name"),
-            "metrics": {m: r["metrics"].get(m) for m in METRICS}, "cost": {k: r["cost"].get(k) for k, _ in COSTS}}
+def _summary(cell: dict) -> dict:
+    return {"device": cell["device"], "device_name": cell["device_name"],
+            "metrics": {m: _number(cell.get(f"metrics.{m}")) for m in METRICS},
+            "cost": {k: _number(cell.get(f"cost.{k}")) for k, _ in COSTS}}
+
+
+def _number(value) -> float | None:
+    """A frame cell as a JSON number: NaN (a metric or cost the record lacks) is None."""
+    return None if value is None or value != value else float(value)
 
 
 def _fmt(v, digits: int = 3) -> str:

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import pytest
 
 from bench import hardware
 
 
-def _perturb_first_score(cell_csv, factor: float) -> None:
-    rows = list(csv.DictReader(open(cell_csv, newline="")))
-    rows[0]["score"] = repr(float(rows[0]["score"]) * factor)
+def _read_rows(cell_csv) -> list[dict]:
+    with open(cell_csv, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_rows(cell_csv, rows: list[dict]) -> None:
     with open(cell_csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -41,27 +43,25 @@ def test_same_grid_twice_agrees_and_a_changed_score_is_caught(tmp_path, capfd):
 
     # a score 2e-4 of the scale off is beyond the bound; the difference is measured
     ref, dev = out / "reference", out / "device"
-    (record,) = hardware.records(dev).values()
-    scores = dev / "cells" / record["key"] / "scores.csv"
-    before = hardware.image_scores(dev, record)
+    (ref_cell,), (dev_cell,) = hardware.ok_cells(ref).values(), hardware.ok_cells(dev).values()
+    scores = dev / "cells" / dev_cell["key"] / "scores.csv"
+    before = hardware.image_scores(dev_cell)
     scale = max(abs(v) for v in before.values())
-    first = next(iter(before))
-    _perturb_first_score(scores, 1 + 2e-4 * scale / abs(before[first]))
+    rows = _read_rows(scores)
+    first = float(rows[0]["score"])
+    rows[0]["score"] = repr(first * (1 + 2e-4 * scale / abs(first)))
+    _write_rows(scores, rows)
     (row,) = hardware.compare(ref, dev)
     assert row["score_rel_diff"] == pytest.approx(2e-4, rel=1e-3) and not row["ok"]
     # a trained detector's difference is reported, not held
     for line in (dev / "records.jsonl", ref / "records.jsonl"):
-        line.write_text(line.read_text().replace('"detector": "padim"', '"detector": "feature_ae"'))
+        text = line.read_text().replace('"detector": "padim"', '"detector": "feature_ae"')
+        line.write_text(text.replace('"detector_name": "padim"', '"detector_name": "feature_ae"'))
     (row,) = hardware.compare(ref, dev)
     assert not row["held"] and row["ok"] and row["score_rel_diff"] > hardware.SCORE_RTOL
     # a cell scored on other images cannot be compared
-    shutil.copy(scores, scores.with_suffix(".bak"))
-    rows = list(csv.DictReader(open(scores, newline="")))
-    with open(scores, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows[1:])
-    assert hardware.score_difference(hardware.image_scores(ref, record), hardware.image_scores(dev, record)) == float("inf")
+    _write_rows(scores, _read_rows(scores)[1:])
+    assert hardware.score_difference(hardware.image_scores(ref_cell), hardware.image_scores(dev_cell)) == float("inf")
 
 
 def test_a_gpu_this_machine_lacks_is_a_usage_error(tmp_path, capsys, monkeypatch):

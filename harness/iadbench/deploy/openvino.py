@@ -237,14 +237,19 @@ class OpenVinoRuntime:
         if self.finish is None:
             raise ValueError("a whole graph has no separate features: only a front graph's runtime does")
         with self._lock:
-            return np.array(self._request.infer({INPUT: images})[self.compiled.output(FRONT_OUTPUT)])
+            return _front(self.compiled, self._request.infer({INPUT: images}))
+
+
+def _front(compiled, out) -> np.ndarray:
+    """A front graph's features from its outputs ``out``."""
+    return np.array(out[compiled.output(FRONT_OUTPUT)])
 
 
 def _prediction(compiled, out, finish) -> Prediction:
     """A compiled graph's outputs ``out`` as a Prediction: score and map, or a front
     graph's features finished in Python."""
     if finish is not None:
-        return finish(np.array(out[compiled.output(FRONT_OUTPUT)]))
+        return finish(_front(compiled, out))
     return Prediction(scores=np.array(out[compiled.output(OUTPUTS[0])]), maps=np.array(out[compiled.output(OUTPUTS[1])]))
 
 

@@ -96,6 +96,7 @@ def load_runs(run_dirs: list[Path], latest: bool = False) -> tuple[pd.DataFrame,
         row["identity"] = identity_hash(rec)
         row["detector_name"] = rec.detector_name
         row["detector_version"] = rec.detector_version
+        row["device"], row["device_name"] = rec.device, rec.device_name
         for name, value in rec.metrics.items():
             row[f"metrics.{name}"] = value
         for name, value in rec.cost.model_dump().items():
